@@ -1,0 +1,3 @@
+"""Reelchain: long videos from short generations."""
+
+__version__ = "0.1.0"
