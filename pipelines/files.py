@@ -31,6 +31,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; final files get the usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -40,6 +41,12 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:

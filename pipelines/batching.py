@@ -1,0 +1,283 @@
+"""Batch planner and out-of-memory ladder.
+
+Independent work items (images, keyframes, clips, thumbnail rows) run in batches as
+large as free memory allows. The cost of an item is measured, not guessed: the first
+item of a new kind (model, size, frames, steps) runs alone, the next two together, and
+the difference of their peak memory is the cost of one more item. Those probes are real
+work, not thrown away. The estimate is kept for the session and in a small JSON file.
+
+Running out of memory never ends a job on the first try: only the failed items are
+retried, with a halved batch, then with each memory saver the caller offers (VAE tiling,
+offload), and only then does `OutOfMemory` name everything that was tried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from .device import free_memory, is_out_of_memory, release_memory
+from .files import write_json
+from .settings import Runtime
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SAFETY = 0.80  # plan for at most this share of free memory
+
+
+class OutOfMemory(RuntimeError):
+    """Out of memory at batch size 1 with every saver on."""
+
+
+@dataclass
+class Cost:
+    """Measured memory of one kind of work: base + per_item × batch, in bytes."""
+
+    base: int = 0
+    per_item: int = 0
+    max_ok: int = 0  # largest batch that ran
+    min_fail: int = 0  # smallest batch that ran out of memory (0 = never)
+
+    def fits(self, free: int) -> int:
+        if self.per_item <= 0:
+            return 0
+        return int((free * SAFETY - self.base) // self.per_item)
+
+
+@dataclass
+class Planner:
+    """Chooses batch sizes from free memory and measured costs.
+
+    `runtime.batch_size` fixes the size; `runtime.memory_budget` caps the free memory
+    figure (so a test, or a user sharing a GPU, can plan for less than the card has).
+    """
+
+    runtime: Runtime = field(default_factory=Runtime)
+    max_batch: int = 64
+    cache_file: Path | None = None
+    costs: dict[str, Cost] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cache_file is None:
+            base = self.runtime.cache_dir or Path(
+                os.environ.get("REELCHAIN_CACHE", Path.home() / ".cache" / "reelchain")
+            )
+            self.cache_file = Path(base) / "planner.json"
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            raw = json.loads(self.cache_file.read_text())
+            self.costs = {k: Cost(**v) for k, v in raw.items()}
+
+    def size_for(self, key: str, device, remaining: int) -> int:
+        """The batch size for the next batch of `key` with `remaining` items left."""
+        if self.runtime.batch_size:
+            return max(1, min(self.runtime.batch_size, remaining))
+        cost = self.costs.get(key)
+        if cost is None or cost.per_item <= 0:
+            return 1  # probe: the first item runs alone, measured
+        if cost.max_ok < 2:
+            return min(2, remaining)  # second probe: two items together
+        free = free_memory(device, self.runtime.memory_budget)
+        n = cost.fits(free)
+        if cost.min_fail:
+            n = min(n, cost.min_fail - 1)
+        return max(1, min(n, self.max_batch, remaining))
+
+    def observe(self, key: str, batch: int, peak: int | None) -> None:
+        """Record a batch that ran, with its measured peak (bytes above the baseline)."""
+        with self._lock:
+            cost = self.costs.setdefault(key, Cost())
+            cost.max_ok = max(cost.max_ok, batch)
+            if peak is None:
+                return
+            if batch == 1:
+                cost.base = peak
+                cost.per_item = max(cost.per_item, peak // 2 or 1)
+            elif batch == 2 and cost.base:
+                cost.per_item = max(1, peak - cost.base)
+                cost.base = max(0, cost.base - cost.per_item)
+            elif cost.per_item and peak > cost.base + cost.per_item * batch:
+                # Measured more than predicted: raise the per-item cost, never lower it.
+                cost.per_item = max(cost.per_item, (peak - cost.base) // batch)
+            self._save()
+
+    def learn_oom(self, key: str, batch: int) -> None:
+        with self._lock:
+            cost = self.costs.setdefault(key, Cost())
+            cost.min_fail = batch if not cost.min_fail else min(cost.min_fail, batch)
+            if cost.max_ok >= batch:
+                cost.max_ok = batch - 1
+            self._save()
+
+    def _save(self) -> None:
+        with contextlib.suppress(OSError):
+            write_json(self.cache_file, {k: asdict(v) for k, v in self.costs.items()})
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring peak memory of one call
+
+
+@contextlib.contextmanager
+def measure_peak(device) -> Iterator[list[int | None]]:
+    """Yield a one-element list that holds the call's peak bytes above the start, or None.
+
+    CUDA: the allocator's peak statistics. CPU (Linux): the process's peak resident set
+    (VmHWM), reset by writing 5 to /proc/self/clear_refs; None where that is not allowed.
+    """
+    out: list[int | None] = [None]
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield out
+        torch.cuda.synchronize(device)
+        out[0] = max(0, torch.cuda.max_memory_allocated(device) - start)
+        return
+    start = _rss()
+    reset = _reset_hwm()
+    yield out
+    if reset and start is not None:
+        hwm = _hwm()
+        out[0] = None if hwm is None else max(0, hwm - start)
+
+
+def _status_field(name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _rss() -> int | None:
+    return _status_field("VmRSS")
+
+
+def _hwm() -> int | None:
+    return _status_field("VmHWM")
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# Running a queue of items in batches, with the out-of-memory ladder
+
+
+@dataclass
+class Saver:
+    """A rung of the ladder below batch size 1: a name for messages and how to apply it."""
+
+    name: str
+    apply: Callable[[], None]
+
+
+@dataclass
+class BatchReport(Generic[R]):
+    results: list[R]
+    batch_sizes: list[int]  # the size of every batch that ran, in order
+    tried: list[str]  # rungs of the ladder that were stepped on
+
+
+def run_batched(
+    items: Sequence[T],
+    call: Callable[[list[T]], list[R]],
+    *,
+    planner: Planner,
+    key: str,
+    device,
+    savers: Sequence[Saver] = (),
+    on_result: Callable[[int, R], None] | None = None,
+    max_batch: int | None = None,
+) -> BatchReport[R]:
+    """Run `call` over `items` in planned batches; results come back in the items' order.
+
+    `call` must return one result per item, and an item's result must not depend on its
+    batch-mates (per-item seeds), so that retries and resizes change nothing but speed.
+    `on_result(index, result)` runs as soon as a result exists (for streaming writes).
+    `max_batch` caps the size for calls that cannot take more (one conditioning per call).
+    """
+    results: list[R | None] = [None] * len(items)
+    pending = deque(range(len(items)))
+    sizes: list[int] = []
+    tried: list[str] = []
+    ladder = list(savers)
+    cap = max_batch  # after an OOM, no batch larger than this in this run
+    while pending:
+        size = planner.size_for(key, device, len(pending))
+        if cap is not None:
+            size = min(size, cap)
+        batch = [pending.popleft() for _ in range(min(size, len(pending)))]
+        try:
+            with measure_peak(device) as peak:
+                t0 = time.perf_counter()
+                out = call([items[i] for i in batch])
+                elapsed = time.perf_counter() - t0
+        except BaseException as exc:
+            if not is_out_of_memory(exc):
+                raise
+            release_memory()
+            pending.extendleft(reversed(batch))
+            planner.learn_oom(key, len(batch))
+            if len(batch) > 1:
+                cap = max(1, len(batch) // 2)
+                tried.append(f"batch {len(batch)}→{cap}")
+                log.warning("out of memory at batch %d; retrying with %d", len(batch), cap)
+                continue
+            if ladder:
+                saver = ladder.pop(0)
+                saver.apply()
+                tried.append(saver.name)
+                log.warning("out of memory at batch 1; retrying with %s", saver.name)
+                continue
+            steps = ", ".join(tried) or "batch 1"
+            raise OutOfMemory(
+                f"out of memory at batch size 1 after trying: {steps}; lower width/height or "
+                "frames, or set --memory-budget / --offload sequential"
+            ) from exc
+        if len(out) != len(batch):
+            raise RuntimeError(f"batch call returned {len(out)} results for {len(batch)} items")
+        sizes.append(len(batch))
+        planner.observe(key, len(batch), peak[0])
+        log.debug("batch of %d took %.2fs", len(batch), elapsed)
+        for i, r in zip(batch, out, strict=True):
+            results[i] = r
+            if on_result:
+                on_result(i, r)
+    return BatchReport(results, sizes, tried)  # type: ignore[arg-type]
+
+
+def ladder_for(loaded) -> list[Saver]:
+    """The memory savers still available for a loaded pipeline, cheapest first."""
+    from .device import enable_vae_savers
+
+    pipe = loaded.pipe
+    rungs = [Saver("VAE tiling", lambda: enable_vae_savers(pipe, tiling=True))]
+    if loaded.placement.device.type != "cpu":
+        if loaded.placement.offload == "none":
+            rungs.append(Saver("model offload", pipe.enable_model_cpu_offload))
+        if loaded.placement.offload in ("none", "model"):
+            rungs.append(Saver("sequential offload", pipe.enable_sequential_cpu_offload))
+    return rungs

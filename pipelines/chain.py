@@ -1,0 +1,648 @@
+"""Chaining short generations into one long video.
+
+1. Validate the storyboard against the model (sizes, frame rules, what it can take).
+2. Plan segments: each shot is cut into clips the model can make; each clip's output
+   frames are fixed up front, so the video has exactly round(fps × Σ seconds) frames.
+3. Keyframes: one text-to-image per shot, in batches. Every shot starts from its own
+   keyframe, so drift cannot pile up from shot to shot.
+4. Segments whose conditioning exists are generated together (across shots, in batches),
+   colour-matched to the shot's keyframe, checked for broken frames, and written at once
+   (segment file + the lossless frames the next segment is conditioned on + manifest).
+5. Stitch: segment files stream through retiming (interpolation), crossfades and audio
+   into the final file.
+
+Modes: `continue` (each clip starts on the previous clip's last frame, or last frames
+with a blended overlap where the family takes video), `keyframes` (the last clip of a
+shot also ends on the next shot's keyframe where the family takes a last frame,
+otherwise the shots crossfade), `feedback` (image-to-image on the previous frame warped
+by the shot's motion, with any image model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import __version__, drift
+from .batching import Planner
+from .clips import ClipJob, generate_clips
+from .images import ImageJob, check_size, generate
+from .models import ModelRef, load, resolve_model
+from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
+from .settings import Limits, Runtime
+from .stitch import Part, VideoWriter, stitch
+from .storyboard import Limits as StoryLimits
+from .storyboard import Storyboard, load_storyboard, parse_storyboard
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_CHUNK = 8  # generated frames per segment file in feedback mode
+MAX_TRIES = 3  # a clip with broken (NaN, black, frozen) frames is made again with new seeds
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Options of a video run that are not in the storyboard (the faces set these)."""
+
+    model: str | None = None  # wins over the storyboard's `model`
+    mode: str | None = None  # wins over the storyboard's `mode`
+    image_model: str | None = None  # keyframes and feedback; None: tiny twin or sd-turbo
+    clip_frames: int | None = None  # frames per clip; None: the model's default
+    max_parallel: int = 8  # clips held in memory at once (bounds RAM)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class VideoResult:
+    run_dir: Path
+    video: Path
+    poster: Path | None
+    frames: int
+    fps: float
+    width: int
+    height: int
+    segments: int
+    generated: int  # segments made by this call (0 on a resume with nothing left)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Resolving models and the storyboard
+
+
+def story_limits(limits: Limits) -> StoryLimits:
+    return StoryLimits(
+        max_seconds_total=limits.max_seconds_total,
+        max_shot_seconds=limits.max_shot_seconds,
+        max_fps=limits.max_fps,
+        max_side=limits.max_side,
+        max_prompt_chars=limits.max_prompt_chars,
+        max_shots=limits.max_shots,
+    )
+
+
+@dataclass(frozen=True)
+class Models:
+    video: ModelRef | None  # None in feedback mode
+    image: ModelRef  # keyframes, and every frame in feedback mode
+
+
+def resolve_models(spec: str | None, mode: str, image_spec: str | None) -> Models:
+    if mode == "feedback":
+        ref = resolve_model(spec, "image")
+        if ref.family.kind != "image":
+            raise ValueError(
+                f"model: feedback mode needs an image model, {ref.label} is a video model "
+                "(use mode continue or keyframes, or an image model such as sd-turbo)"
+            )
+        return Models(None, ref)
+    ref = resolve_model(spec, "video")
+    if ref.family.kind != "video":
+        raise ValueError(
+            f"model: {ref.label} is an image model; use mode feedback, or a video model "
+            "such as ltx-video (see `python -m pipelines models`)"
+        )
+    default_image = "tiny-image" if ref.kind == "twin" else None
+    return Models(ref, resolve_model(image_spec or default_image, "image"))
+
+
+def read_storyboard(
+    source: str | Path, opts: VideoOptions, *, text: bool = False
+) -> tuple[Storyboard, Models]:
+    """Load a storyboard (a file, or text when `text`), with the model's size and fps as
+    defaults, CLI options applied, and every model rule checked."""
+    limits = story_limits(opts.limits)
+    raw = (
+        parse_storyboard(str(source), limits=limits)
+        if text
+        else load_storyboard(source, limits=limits)
+    )
+    mode = opts.mode or raw.mode
+    models = resolve_models(opts.model or raw.model, mode, opts.image_model)
+    p = (models.video or models.image).preset
+    defaults = {"width": p.width, "height": p.height, "fps": p.fps or 8}
+    sb = (
+        parse_storyboard(str(source), limits=limits, defaults=defaults)
+        if text
+        else load_storyboard(source, limits=limits, defaults=defaults)
+    )
+    changes = {"mode": mode, "model": (models.video or models.image).spec}
+    sb = sb.replace(limits=limits, **changes)
+    check_storyboard(sb, models, opts)
+    return sb, models
+
+
+def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None:
+    check_size(models.image, sb.width, sb.height)
+    if models.video:
+        check_size(models.video, sb.width, sb.height)
+        fam = models.video.family
+        if opts.clip_frames is not None and fam.legal_frames(opts.clip_frames) != opts.clip_frames:
+            raise ValueError(
+                f"clip-frames: {models.video.label} needs {fam.frame_step}k+1 frames "
+                f"(got {opts.clip_frames}; use {fam.legal_frames(opts.clip_frames)})"
+            )
+    if sb.total_frames > opts.limits.max_frames:
+        raise ValueError(
+            f"shots: {sb.total_frames} frames is over the limit of {opts.limits.max_frames}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The plan
+
+
+@dataclass
+class Segment:
+    """One generation call's worth of video, and where its frames land in the output."""
+
+    index: int
+    shot: int
+    part: int  # clip number within the shot
+    seed: int
+    frames: int  # frames the call makes
+    overlap: int  # frames at its start that continue the previous segment (0: from keyframe)
+    holdback: int  # frames at its end kept out of its file: the next segment blends them in
+    depends: int | None  # segment it continues from
+    last_keyframe: int | None  # shot whose keyframe it must end on (keyframes mode)
+    n_out: int = 0
+    fade_out: int = 0
+    first_out: int = 0
+    status: str = "pending"
+    file: str | None = None
+    drift: dict[str, Any] | None = None
+    tries: int = 0
+
+    @property
+    def unique(self) -> int:
+        return self.frames - self.holdback
+
+    def to_dict(self, sb: Storyboard) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["frames"] = [self.first_out, self.first_out + self.n_out + self.fade_out - 1]
+        d["generated_frames"] = self.frames
+        d["seconds"] = round((self.n_out + self.fade_out) / sb.fps, 4)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Segment:
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in d.items() if k in names}
+        data["frames"] = d["generated_frames"]
+        return cls(**data)
+
+
+def _crossfades(sb: Storyboard, models: Models) -> list[int]:
+    """Output frames each shot crossfades into the next (0 for a cut)."""
+    counts = sb.shot_frames()
+    fades = []
+    forced = (
+        sb.mode == "keyframes"
+        and models.video is not None
+        and not models.video.family.takes("last_frame")
+    )
+    for k, shot in enumerate(sb.shots):
+        if k == len(sb.shots) - 1:
+            fades.append(0)
+            continue
+        seconds = shot.transition_seconds if shot.transition == "crossfade" else 0.0
+        if forced and not seconds:
+            # Without a last-frame condition, keyframes mode joins shots by crossfading.
+            seconds = min(0.5, shot.seconds / 2, sb.shots[k + 1].seconds / 2)
+        d = round(seconds * sb.fps)
+        fades.append(max(0, min(d, counts[k] - 1, counts[k + 1])))
+    return fades
+
+
+def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list[Segment]:
+    """Cut every shot into segments and fix each segment's output frames."""
+    counts = sb.shot_frames()
+    fades = _crossfades(sb, models)
+    segments: list[Segment] = []
+    first_out = 0
+    for k, shot in enumerate(sb.shots):
+        total = counts[k] + fades[k]  # output frames this shot renders (tail overlaps next)
+        gen = max(2, math.ceil((total - 1) / sb.interpolate) + 1)  # generated frames needed
+        sizes, overlap = _split(gen, models, clip_frames)
+        start = len(segments)
+        for c, n in enumerate(sizes):
+            last = c == len(sizes) - 1
+            seg = Segment(
+                index=len(segments),
+                shot=k,
+                part=c,
+                seed=(shot.seed + 7919 * c) % 2**32,
+                frames=n,
+                overlap=0 if c == 0 else overlap,
+                holdback=0 if last else overlap,
+                depends=None if c == 0 else len(segments) - 1,
+                last_keyframe=(
+                    k + 1
+                    if last
+                    and sb.mode == "keyframes"
+                    and k + 1 < len(sb.shots)
+                    and models.video is not None
+                    and models.video.family.takes("last_frame")
+                    else None
+                ),
+            )
+            segments.append(seg)
+        shot_segments = segments[start:]
+        shares = _allocate(total, [s.unique for s in shot_segments], min_last=fades[k] + 1)
+        for seg, share in zip(shot_segments, shares, strict=True):
+            seg.first_out = first_out
+            seg.n_out = share
+            first_out += share
+        shot_segments[-1].n_out -= fades[k]
+        shot_segments[-1].fade_out = fades[k]
+        first_out -= fades[k]
+    return segments
+
+
+def _split(gen: int, models: Models, clip_frames: int | None) -> tuple[list[int], int]:
+    """Frames per call for a shot needing `gen` frames, and the overlap between calls."""
+    if models.video is None:  # feedback: chunks of frames, no overlap (each is new)
+        n = math.ceil(gen / FEEDBACK_CHUNK)
+        return [FEEDBACK_CHUNK] * (n - 1) + [gen - FEEDBACK_CHUNK * (n - 1)], 0
+    fam = models.video.family
+    size = fam.legal_frames(clip_frames or models.video.preset.frames)
+    # Families that take video continue from a run of frames (blended); others from one.
+    run = fam.frame_step + 1
+    overlap = run if fam.takes("video") and size >= 2 * run + 1 else 1
+    if gen <= size:
+        return [fam.legal_frames(max(gen, 2))], overlap
+    sizes = [size]
+    have = size
+    while have < gen:
+        need = gen - have
+        n = min(size, fam.legal_frames(need + overlap))
+        sizes.append(n)
+        have += n - overlap
+    return sizes, overlap
+
+
+def _allocate(total: int, weights: list[int], min_last: int) -> list[int]:
+    """Split `total` output frames by weight (largest remainder); each ≥ 1, the last ≥ min_last."""
+    n = len(weights)
+    if total < n - 1 + min_last:
+        raise ValueError("shots: a shot is too short for its crossfade; lengthen it or its fps")
+    wsum = sum(weights)
+    exact = [total * w / wsum for w in weights]
+    shares = [max(1, int(x)) for x in exact]
+    shares[-1] = max(shares[-1], min_last)
+    order = sorted(range(n), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    i = 0
+    while sum(shares) < total:
+        shares[order[i % n]] += 1
+        i += 1
+    while sum(shares) > total:
+        j = max(
+            (i for i in range(n) if shares[i] > (min_last if i == n - 1 else 1)),
+            key=shares.__getitem__,
+        )
+        shares[j] -= 1
+    return shares
+
+
+# ---------------------------------------------------------------------------------------
+# 3.–5. Running a plan
+
+
+@dataclass
+class _Context:
+    run: RunFolder
+    sb: Storyboard
+    models: Models
+    opts: VideoOptions
+    runtime: Runtime
+    segments: list[Segment]
+    manifest: dict[str, Any]
+    cancel: threading.Event | None
+    on_segment: Callable[[Segment, Path], None] | None
+    planner: Planner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
+
+    def save(self) -> None:
+        self.manifest["segments"] = [s.to_dict(self.sb) for s in self.segments]
+        self.run.save_manifest(self.manifest)
+
+
+def make_video(
+    storyboard: str | Path,
+    out_dir: str | Path,
+    opts: VideoOptions | None = None,
+    *,
+    runtime: Runtime | None = None,
+    text: bool = False,
+    cancel: threading.Event | None = None,
+    on_segment: Callable[[Segment, Path], None] | None = None,
+) -> VideoResult:
+    """Turn a storyboard (a file, or YAML/JSON text when `text`) into a run folder + video."""
+    opts = opts or VideoOptions()
+    runtime = runtime or Runtime()
+    sb, models = read_storyboard(storyboard, opts, text=text)
+    run = RunFolder(Path(out_dir))
+    if run.manifest_path.exists():
+        raise ValueError(
+            f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
+        )
+    segments = plan(sb, models, opts.clip_frames)
+    run.root.mkdir(parents=True, exist_ok=True)
+    from .files import write_json
+
+    write_json(run.storyboard_path, sb.to_dict())
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "reelchain": __version__,
+        "status": "running",
+        "mode": sb.mode,
+        "model": models.video.spec if models.video else None,
+        "image_model": models.image.spec,
+        "clip_frames": opts.clip_frames,
+        "fps": sb.fps,
+        "frames": sb.total_frames,
+        "video": None,
+        "segments": [],
+    }
+    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
+    ctx.save()
+    return _execute(ctx)
+
+
+def resume_video(
+    run_dir: str | Path,
+    *,
+    reroll: int | None = None,
+    seed: int | None = None,
+    runtime: Runtime | None = None,
+    opts: VideoOptions | None = None,
+    cancel: threading.Event | None = None,
+    on_segment: Callable[[Segment, Path], None] | None = None,
+) -> VideoResult:
+    """Finish an interrupted run; with `reroll`, make segment K (and what continues from
+    it) again with a new seed, keep everything else, and stitch again."""
+    run = RunFolder(Path(run_dir))
+    if not run.root.is_dir():
+        raise ValueError(f"resume: no such run folder {str(run_dir)!r}")
+    manifest = run.load_manifest()
+    opts = opts or VideoOptions()
+    opts = dataclasses.replace(
+        opts,
+        model=manifest["model"] or manifest["image_model"],
+        image_model=manifest["image_model"],
+        clip_frames=manifest.get("clip_frames"),
+    )
+    from .files import read_json
+
+    data = read_json(run.storyboard_path)
+    sb = Storyboard.from_dict(data, limits=story_limits(opts.limits))
+    models = resolve_models(opts.model, sb.mode, opts.image_model)
+    segments = [Segment.from_dict(d) for d in manifest["segments"]]
+    for s in segments:  # a finished segment whose file is gone is made again
+        if s.status == "done" and not (s.file and (run.root / s.file).is_file()):
+            s.status = "pending"
+    if reroll is not None:
+        if not 0 <= reroll < len(segments):
+            raise ValueError(f"reroll: segment {reroll} does not exist (0 to {len(segments) - 1})")
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {seed})")
+        target = segments[reroll]
+        target.seed = seed if seed is not None else (target.seed + 1) % 2**32
+        redo = {reroll}
+        for s in segments:  # everything that continues from a rerolled segment
+            if s.depends in redo:
+                redo.add(s.index)
+        for i in redo:
+            segments[i].status = "pending"
+            segments[i].tries = 0
+    elif seed is not None:
+        raise ValueError("seed: use it with --reroll K")
+    manifest["status"] = "running"
+    ctx = _Context(
+        run, sb, models, opts, runtime or Runtime(), segments, manifest, cancel, on_segment
+    )
+    ctx.save()
+    return _execute(ctx)
+
+
+def _execute(ctx: _Context) -> VideoResult:
+    _make_keyframes(ctx)
+    todo = [s for s in ctx.segments if s.status != "done"]
+    generated = len(todo)
+    with tqdm(total=len(ctx.segments), initial=len(ctx.segments) - len(todo), desc="segments",
+              unit="seg", file=sys.stderr, dynamic_ncols=True) as bar:  # fmt: skip
+        while todo:
+            done = {s.index for s in ctx.segments if s.status == "done"}
+            ready = [s for s in todo if s.depends is None or s.depends in done]
+            wave = ready[: max(1, ctx.opts.max_parallel)]
+            _generate_wave(ctx, wave)
+            bar.update(len(wave))
+            todo = [s for s in todo if s.status != "done"]
+    return _finish(ctx, generated)
+
+
+def _make_keyframes(ctx: _Context) -> None:
+    """One keyframe per shot (text-to-image, batched), each written as soon as it exists."""
+    sb, run = ctx.sb, ctx.run
+    missing = [k for k in range(len(sb.shots)) if not run.keyframe(k).is_file()]
+    if not missing:
+        return
+    ref = ctx.models.image
+    p = ref.preset
+    steps = sb.steps if (sb.steps and ctx.models.video is None) else p.steps
+    guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
+    jobs = [
+        ImageJob(sb.shots[k].prompt, sb.shots[k].negative_prompt, sb.width, sb.height,
+                 steps, guidance, sb.shots[k].seed)
+        for k in missing
+    ]  # fmt: skip
+    loaded = load(ref, "text2img", ctx.runtime)
+
+    def write(i: int, arr: np.ndarray) -> None:
+        save_png(drift.to_uint8(arr), run.keyframe(missing[i]))
+
+    with tqdm(total=len(jobs), desc="keyframes", file=sys.stderr, leave=False) as bar:
+
+        def deliver(i, arr):
+            write(i, arr)
+            bar.update(1)
+
+        generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, on_result=deliver)
+
+
+def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
+    """The frames a segment starts from: its shot's keyframe, or the previous tail."""
+    if seg.depends is None:
+        return [load_png(ctx.run.keyframe(seg.shot))]
+    prev = ctx.segments[seg.depends]
+    return [load_png(ctx.run.tail(prev.index, i)) for i in range(prev.holdback or 1)]
+
+
+def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
+    pending = list(wave)
+    for attempt in range(MAX_TRIES):
+        if not pending:
+            return
+        frames = _generate(ctx, pending, attempt)
+        bad = []
+        for seg, clip in zip(pending, frames, strict=True):
+            problems = drift.check_frames(clip)
+            seg.tries = attempt + 1
+            if problems and attempt + 1 < MAX_TRIES:
+                log.warning("segment %d: %s; trying again", seg.index, problems[0].detail)
+                bad.append(seg)
+                continue
+            if problems:
+                seg.status = "failed"
+                seg.drift = {"problems": [p.kind for p in problems]}
+                ctx.save()
+                raise RuntimeError(
+                    f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
+                    f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
+                )
+            _write_segment(ctx, seg, clip)
+        pending = bad
+
+
+def _retry_seed(seed: int, attempt: int) -> int:
+    return (seed + 104729 * attempt) % 2**32
+
+
+def _generate(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarray]:
+    sb = ctx.sb
+    if ctx.models.video is None:
+        return _feedback(ctx, segs, attempt)
+    p = ctx.models.video.preset
+    steps = sb.steps or p.steps
+    guidance = p.guidance if sb.guidance is None else sb.guidance
+    gen_fps = max(1, round(sb.fps / sb.interpolate))
+    jobs = []
+    for seg in segs:
+        shot = sb.shots[seg.shot]
+        cond = [Image.fromarray(f) for f in _conditioning(ctx, seg)]
+        last = (
+            Image.fromarray(load_png(ctx.run.keyframe(seg.last_keyframe)))
+            if seg.last_keyframe is not None
+            else None
+        )
+        jobs.append(
+            ClipJob(
+                prompt=shot.prompt,
+                first=cond[-1] if len(cond) == 1 else cond[0],
+                num_frames=seg.frames,
+                width=sb.width,
+                height=sb.height,
+                steps=steps,
+                guidance=guidance,
+                seed=_retry_seed(seg.seed, attempt),
+                fps=gen_fps,
+                negative_prompt=shot.negative_prompt,
+                last=last,
+                video=tuple(cond) if len(cond) > 1 else None,
+            )
+        )
+    loaded = load(ctx.models.video, "video", ctx.runtime)
+    return generate_clips(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, cancel=ctx.cancel)
+
+
+def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
+    """The feedback camera: zoom and rotate about the centre, then pan (pixels)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rotate, zoom)
+    m[0, 2] += pan_x
+    m[1, 2] += pan_y
+    return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarray]:
+    """Deforum-style: each frame is image-to-image on the previous one, warped by the
+    shot's motion. Frame t of every segment in the wave runs in one batch."""
+    sb = ctx.sb
+    p = ctx.models.image.preset
+    steps = sb.steps or max(p.steps, 2)
+    guidance = p.guidance if sb.guidance is None else sb.guidance
+    loaded = load(ctx.models.image, "text2img", ctx.runtime)
+    prev = [_conditioning(ctx, s)[-1] for s in segs]
+    out: list[list[np.ndarray]] = [[] for _ in segs]
+    for i, seg in enumerate(segs):
+        if seg.depends is None:  # a shot's first frame is its keyframe
+            out[i].append(prev[i].astype(np.float32) / 255.0)
+    for t in range(max(s.frames for s in segs)):
+        active = [i for i, s in enumerate(segs) if len(out[i]) < s.frames]
+        if not active:
+            break
+        jobs = []
+        for i in active:
+            seg, shot = segs[i], sb.shots[segs[i].shot]
+            m = shot.motion
+            k = sb.interpolate  # motion is per output frame; a generated frame spans k
+            init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
+            jobs.append(
+                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
+                         _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
+                         shot.strength)
+            )  # fmt: skip
+        if ctx.cancel is not None and ctx.cancel.is_set():
+            from .clips import Cancelled
+
+            raise Cancelled("cancelled")
+        results = generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner)
+        for i, arr in zip(active, results, strict=True):
+            out[i].append(arr)
+            prev[i] = drift.to_uint8(arr)
+    return [np.stack(frames) for frames in out]
+
+
+def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
+    """Colour-match, blend the overlap, write the segment file and its tail, then the manifest."""
+    sb, run = ctx.sb, ctx.run
+    frames = drift.to_uint8(clip)
+    anchor = load_png(run.keyframe(seg.shot))
+    report: dict[str, Any] = {"before": drift.measure(frames[0], anchor).as_dict()}
+    if sb.color_match:
+        frames = drift.match_colors(frames, anchor)
+    report["join"] = drift.measure(frames[0], anchor).as_dict()
+    report["end"] = drift.measure(frames[-1], anchor).as_dict()
+    report["corrected"] = sb.color_match
+    if seg.overlap and seg.depends is not None:
+        tail = _conditioning(ctx, seg)
+        o = min(len(tail), seg.overlap, len(frames))
+        for i in range(o):  # fade from the previous segment's frames into this one's
+            w = (i + 1) / (o + 1)
+            frames[i] = np.rint((1 - w) * tail[i] + w * frames[i]).astype(np.uint8)
+    keep = frames[: len(frames) - seg.holdback] if seg.holdback else frames
+    for i, f in enumerate(frames[len(frames) - (seg.holdback or 1) :]):
+        save_png(f, run.tail(seg.index, i))
+    path = run.segment(seg.index)
+    with VideoWriter(path, sb.fps, sb.width, sb.height, quality="segment") as w:
+        w.write(keep)
+    seg.status, seg.file, seg.drift = "done", run.rel(path), report
+    ctx.save()
+    if ctx.on_segment:
+        ctx.on_segment(seg, path)
+
+
+def _finish(ctx: _Context, generated: int) -> VideoResult:
+    sb, run = ctx.sb, ctx.run
+    parts = [Part(run.root / s.file, s.n_out, s.fade_out) for s in ctx.segments]
+    audio = Path(sb.audio) if sb.audio else None
+    video = run.root / f"video.{sb.format}"
+    result = stitch(parts, video, sb.fps, audio=audio, poster=run.root / "poster.jpg")
+    ctx.manifest.update(status="done", video=video.name, poster="poster.jpg")
+    ctx.save()
+    return VideoResult(run.root, video, result.poster, result.frames, result.fps,
+                       result.width, result.height, len(ctx.segments), generated)  # fmt: skip

@@ -1,0 +1,235 @@
+"""`python -m pipelines`: the batch command line.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid input. Every failure is one line on
+stderr that names the problem (and, for input, the field and the fix). Progress bars go
+to stderr too, so stdout carries only results (paths), one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(
+            EXIT_INVALID,
+            f"error: {message} (see `python -m pipelines {self.prog.split()[-1]} --help`)\n",
+        )
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("memory and device")
+    g.add_argument("--batch-size", default=None, help="auto (default) or a whole number")
+    g.add_argument("--memory-budget", default=None, help="cap on memory to plan for, e.g. 12GB")
+    g.add_argument(
+        "--offload", default=None, choices=("auto", "none", "model", "group", "sequential")
+    )
+    g.add_argument("--dtype", default=None, choices=("auto", "float32", "float16", "bfloat16"))
+    g.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+
+
+def _runtime(args: argparse.Namespace):
+    from .settings import Runtime
+
+    return Runtime.from_options(
+        device=args.device,
+        dtype=args.dtype,
+        offload=args.offload,
+        batch_size=args.batch_size,
+        memory_budget=args.memory_budget,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m pipelines",
+        description="Reelchain: long videos from short generations, images and thumbnails.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("image", help="text-to-image or image-to-image")
+    p.add_argument("prompt")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default=None, help="preset, tiny, hub id, folder or .safetensors")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--negative", default="")
+    p.add_argument("--init", type=Path, help="start from this image (image-to-image)")
+    p.add_argument("--strength", type=float, default=0.6, help="how far to move from --init")
+    _runtime_flags(p)
+    p.set_defaults(run=_cmd_image)
+
+    p = sub.add_parser("video", help="a storyboard into one video (or --resume a run)")
+    p.add_argument("storyboard", nargs="?", type=Path, help="YAML, JSON or TXT storyboard")
+    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--model", default=None)
+    p.add_argument("--mode", choices=("continue", "keyframes", "feedback"))
+    p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
+    p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
+    p.add_argument("--seed", type=int, help="with --reroll: the new seed")
+    _runtime_flags(p)
+    p.set_defaults(run=_cmd_video)
+
+    p = sub.add_parser("thumbnails", help="batch thumbnails from a CSV/JSONL/TXT or a video")
+    p.add_argument("input", nargs="?", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", default=None)
+    p.add_argument("--preset", default="youtube", help="youtube, shorts, square or WxH")
+    p.add_argument("--variants", type=int, default=1)
+    p.add_argument("--format", default="jpg", choices=("jpg", "png"))
+    p.add_argument("--from-video", type=Path, help="pick frames from a run folder or video")
+    p.add_argument("--dry-run", action="store_true", help="only validate the input")
+    _runtime_flags(p)
+    p.set_defaults(run=_cmd_thumbnails)
+
+    p = sub.add_parser("models", help="list the model presets")
+    p.set_defaults(run=_cmd_models)
+    return parser
+
+
+def _cmd_image(args: argparse.Namespace) -> int:
+    from .images import make_images
+    from .settings import ImageRequest, Limits
+
+    req = ImageRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        count=args.count,
+        init_image=args.init,
+        strength=args.strength,
+        limits=Limits.from_env(),
+    )
+    for r in make_images(req, args.out, model=args.model, runtime=_runtime(args)):
+        print(r.path)
+    return EXIT_OK
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from .chain import VideoOptions, make_video, resume_video
+
+    runtime = _runtime(args)
+    if args.resume:
+        if args.storyboard or args.out:
+            raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
+        result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
+    else:
+        if args.reroll is not None:
+            raise ValueError("reroll: use it with --resume DIR")
+        if not args.storyboard or not args.out:
+            raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
+        opts = VideoOptions(model=args.model, mode=args.mode)
+        result = make_video(args.storyboard, args.out, opts, runtime=runtime)
+    print(result.video)
+    return EXIT_OK
+
+
+def _cmd_thumbnails(args: argparse.Namespace) -> int:
+    from .thumbnails import ThumbnailOptions, make_thumbnails
+
+    opts = ThumbnailOptions(
+        model=args.model,
+        preset=args.preset,
+        variants=args.variants,
+        format=args.format,
+        from_video=args.from_video,
+        dry_run=args.dry_run,
+    )
+    report = make_thumbnails(args.input, args.out, opts, runtime=_runtime(args))
+    for path in report.files:
+        print(path)
+    return EXIT_OK if not report.failed else EXIT_FAILED
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import table_rows
+
+    rows = table_rows()
+    cols = ["preset", "family", "pipeline", "size", "frames", "fps", "steps", "cfg", "memory"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(r[c].ljust(widths[c]) for c in cols))
+    print("\nsources: " + ", ".join(f"{r['preset']}={r['source']}" for r in rows))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _quiet_libraries()
+    return _run(args.run, args)
+
+
+def _quiet_libraries() -> None:
+    for name in ("diffusers", "transformers"):
+        try:
+            mod = __import__(name)
+            mod.utils.logging.set_verbosity_error()
+        except (ImportError, AttributeError):
+            pass
+
+
+def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from .batching import OutOfMemory
+    from .models import ModelUnavailable
+
+    try:
+        return fn(args)
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return EXIT_INVALID
+    except (ModelUnavailable, OutOfMemory) as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _say(
+            "interrupted: finished work is kept; resume with `python -m pipelines video --resume DIR`"
+        )
+        return 130
+    except OSError as exc:
+        _say(f"error: {exc.strerror or exc} ({exc.filename or type(exc).__name__})")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug or a library failure: one line, details with -v
+        logging.getLogger(__name__).debug("failure", exc_info=True)
+        if args.verbose:
+            raise
+        _say(
+            f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with -v for details)"
+        )
+        return EXIT_FAILED
+
+
+def _say(line: str) -> None:
+    print(line.splitlines()[0] if line else line, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

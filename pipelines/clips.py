@@ -1,0 +1,227 @@
+"""Image-to-video adapters: one table entry per family, one batched entry point.
+
+Every family takes a first frame; some also take a last frame or a run of conditioning
+frames (to continue a clip with overlap). The adapter turns `ClipJob`s into the family's
+pipeline arguments, so the chaining modes never branch on model names. Each clip has its
+own seeded generator, so a clip is the same alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .batching import Planner, ladder_for, run_batched
+from .models import LoadedModel, load
+from .settings import Runtime
+
+
+@dataclass(frozen=True, eq=False)
+class ClipJob:
+    """One clip: the frames it starts from (and ends on), what it shows, how long it is."""
+
+    prompt: str
+    first: Image.Image
+    num_frames: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    fps: int = 8
+    negative_prompt: str = ""
+    last: Image.Image | None = None  # end on this frame (first-and-last-frame families)
+    video: tuple[Image.Image, ...] | None = None  # continue from these frames (overlap)
+
+    @property
+    def conditioning(self) -> str:
+        return "video" if self.video else "first+last" if self.last is not None else "first"
+
+    @property
+    def batch_key(self) -> tuple:
+        return (self.width, self.height, self.num_frames, self.steps, self.guidance,
+                self.fps, self.conditioning)  # fmt: skip
+
+
+class Cancelled(RuntimeError):
+    """The user asked to stop; finished work is kept."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How a family is called. `batchable`: different first frames in one call."""
+
+    batchable: Callable[[ClipJob], bool]
+    task: Callable[[ClipJob], str]
+    kwargs: Callable[[list[ClipJob]], dict]
+
+
+def _text(jobs: list[ClipJob]) -> dict:
+    kw: dict = {"prompt": [j.prompt for j in jobs]}
+    if any(j.negative_prompt for j in jobs):
+        kw["negative_prompt"] = [j.negative_prompt for j in jobs]
+    return kw
+
+
+def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
+    job = jobs[0]
+    kw = _text(jobs) | {"frame_rate": job.fps}
+    if job.conditioning == "first":
+        return kw | {"image": [j.first for j in jobs]}
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+    if job.video:
+        conditions = [LTXVideoCondition(video=list(job.video), frame_index=0, strength=1.0)]
+    else:
+        conditions = [LTXVideoCondition(image=job.first, frame_index=0, strength=1.0)]
+    if job.last is not None:
+        conditions.append(
+            LTXVideoCondition(image=job.last, frame_index=job.num_frames - 1, strength=1.0)
+        )
+    return kw | {"conditions": conditions}
+
+
+def _wan_kwargs(jobs: list[ClipJob]) -> dict:
+    job = jobs[0]
+    kw = _text(jobs) | {"image": job.first}
+    if job.last is not None:
+        kw["last_image"] = job.last
+    return kw
+
+
+def _svd_kwargs(jobs: list[ClipJob]) -> dict:
+    job = jobs[0]
+    return {
+        "image": [j.first for j in jobs],
+        "fps": max(1, job.fps - 1),  # SVD was conditioned on fps - 1
+        "min_guidance_scale": min(1.0, job.guidance),
+        "max_guidance_scale": job.guidance,
+        "decode_chunk_size": job.num_frames,  # one clip per chunk: the decoder is temporal
+    }
+
+
+def _cog_kwargs(jobs: list[ClipJob]) -> dict:
+    return _text(jobs) | {"image": [j.first for j in jobs]}
+
+
+ADAPTERS: dict[str, Adapter] = {
+    # LTX's image-to-video class batches different first frames; its condition class
+    # (last frame, video) takes one set of conditions per call.
+    "ltx": Adapter(
+        batchable=lambda j: j.conditioning == "first",
+        task=lambda j: "video-first" if j.conditioning == "first" else "video",
+        kwargs=_ltx_kwargs,
+    ),
+    # Wan repeats one conditioning image over the batch: one clip per call.
+    "wan": Adapter(batchable=lambda j: False, task=lambda j: "video", kwargs=_wan_kwargs),
+    "svd": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_svd_kwargs),
+    "cogvideox": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_cog_kwargs),
+}
+
+
+def check_job(loaded: LoadedModel, job: ClipJob) -> None:
+    fam = loaded.family
+    if fam.name not in ADAPTERS:
+        raise ValueError(f"model: {loaded.ref.label} is not an image-to-video model")
+    if job.last is not None and not fam.takes("last_frame"):
+        raise ValueError(f"model: {loaded.ref.label} cannot end a clip on a given last frame")
+    if job.video and not fam.takes("video"):
+        raise ValueError(f"model: {loaded.ref.label} cannot continue from several frames")
+    if fam.legal_frames(job.num_frames) != job.num_frames:
+        raise ValueError(
+            f"frames: {loaded.ref.label} needs {fam.frame_step}k+1 frames per clip "
+            f"(got {job.num_frames}; use {fam.legal_frames(job.num_frames)})"
+        )
+
+
+def generate_clips(
+    loaded: LoadedModel,
+    jobs: list[ClipJob],
+    *,
+    runtime: Runtime | None = None,
+    planner: Planner | None = None,
+    cancel: threading.Event | None = None,
+    on_result: Callable[[int, np.ndarray], None] | None = None,
+) -> list[np.ndarray]:
+    """Make every clip; returns float32 (frames, H, W, 3) arrays in [0, 1], in job order.
+
+    Compatible jobs (same size, frames, steps, conditioning) run together in batches
+    sized by the planner; `on_result` fires as each clip exists.
+    """
+    runtime = runtime or Runtime()
+    planner = planner or Planner(runtime)
+    adapter = ADAPTERS.get(loaded.family.name)
+    for job in jobs:
+        check_job(loaded, job)
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.batch_key, []).append(i)
+    for idxs in groups.values():
+        first = jobs[idxs[0]]
+        task_model = load(loaded.ref, adapter.task(first), runtime)
+        batchable = adapter.batchable(first)
+        key = (
+            f"{loaded.ref.label}|{task_model.task}|{first.width}x{first.height}"
+            f"|f{first.num_frames}|s{first.steps}"
+        )
+
+        def call(batch: list[ClipJob], task_model=task_model) -> list[np.ndarray]:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            return _call(task_model, batch, adapter, cancel)
+
+        def deliver(j: int, clip: np.ndarray, idxs=idxs) -> None:
+            out[idxs[j]] = clip
+            if on_result:
+                on_result(idxs[j], clip)
+
+        run_batched(
+            [jobs[i] for i in idxs],
+            call,
+            planner=planner,
+            key=key,
+            device=task_model.placement.device,
+            savers=ladder_for(task_model),
+            on_result=deliver,
+            max_batch=None if batchable else 1,
+        )
+    return out  # type: ignore[return-value]
+
+
+def _call(
+    loaded: LoadedModel, batch: list[ClipJob], adapter: Adapter, cancel: threading.Event | None
+) -> list[np.ndarray]:
+    import torch
+
+    job = batch[0]
+    kwargs = adapter.kwargs(batch) | {
+        "height": job.height,
+        "width": job.width,
+        "num_frames": job.num_frames,
+        "num_inference_steps": job.steps,
+        "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in batch],
+        "output_type": "np",
+    }
+    if "max_guidance_scale" not in kwargs:
+        kwargs["guidance_scale"] = job.guidance
+    if cancel is not None:
+
+        def on_step(pipe, step, timestep, callback_kwargs):
+            if cancel.is_set():
+                pipe._interrupt = True
+            return callback_kwargs
+
+        kwargs["callback_on_step_end"] = on_step
+    with torch.inference_mode():
+        frames = loaded.pipe(**kwargs).frames
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 5 or frames.shape[0] != len(batch):
+        raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
+    return [frames[i] for i in range(len(batch))]

@@ -1,0 +1,291 @@
+"""Text-to-image and image-to-image, with the metadata creators' tools read.
+
+Every image is a PNG with a `parameters` text chunk in the A1111 style (prompt, negative
+prompt, steps, sampler, CFG scale, seed, size, model) plus a JSON sidecar with the same
+and the package versions, device and dtype. Each image has its own seed (seed, seed+1,
+...), drawn from its own generator, so an image is the same whether it ran alone or in a
+batch of any size.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from . import __version__
+from .batching import Planner, ladder_for, run_batched
+from .files import atomic_path, write_json
+from .models import LoadedModel, ModelRef, load, resolve_model
+from .settings import ImageRequest, Runtime
+
+log = logging.getLogger(__name__)
+
+SAMPLER_NAMES = {  # diffusers scheduler class → the name A1111-style readers expect
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "LCMScheduler": "LCM",
+    "FlowMatchEulerDiscreteScheduler": "Euler (flow)",
+}
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to make: what the batcher sees. Jobs with equal `batch_key` batch together."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    init: Image.Image | None = None
+    strength: float = 0.6
+
+    @property
+    def batch_key(self) -> tuple:
+        return (
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.init is not None,
+            self.strength,
+        )
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: Path
+    sidecar: Path
+    seed: int
+    width: int
+    height: int
+    parameters: str
+
+
+def check_size(ref: ModelRef, width: int, height: int) -> None:
+    m = ref.family.size_multiple
+    for name, v in (("width", width), ("height", height)):
+        if v % m:
+            lower, upper = max(m, v - v % m), v - v % m + m
+            raise ValueError(
+                f"{name}: {ref.label} needs a multiple of {m} (got {v}; use {lower} or {upper})"
+            )
+
+
+def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, int, float]:
+    p = ref.preset
+    width, height = req.width or p.width, req.height or p.height
+    check_size(ref, width, height)
+    steps = req.steps or p.steps
+    guidance = p.guidance if req.guidance is None else req.guidance
+    return width, height, steps, guidance
+
+
+def read_init_image(path: Path, width: int, height: int) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"init: cannot read image {Path(path).name!r} ({exc})") from None
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.LANCZOS)
+    return img
+
+
+def generate(
+    loaded_t2i: LoadedModel,
+    jobs: list[ImageJob],
+    *,
+    runtime: Runtime | None = None,
+    planner: Planner | None = None,
+    on_result=None,
+) -> list[np.ndarray]:
+    """Run image jobs through the batcher; returns float32 HxWx3 arrays in [0, 1], in order.
+
+    Jobs with init images go through image-to-image (same components, `from_pipe`).
+    """
+    runtime = runtime or Runtime()
+    planner = planner or Planner(runtime)
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.batch_key, []).append(i)
+    for bkey, idxs in groups.items():
+        has_init = bkey[4]
+        loaded = load(loaded_t2i.ref, "img2img", runtime) if has_init else loaded_t2i
+        first = jobs[idxs[0]]
+        key = f"{loaded.ref.label}|{loaded.task}|{first.width}x{first.height}|s{first.steps}"
+
+        def call(batch: list[ImageJob], loaded=loaded) -> list[np.ndarray]:
+            return _call_image_pipe(loaded, batch)
+
+        def deliver(j: int, r: np.ndarray, idxs=idxs) -> None:
+            out[idxs[j]] = r
+            if on_result:
+                on_result(idxs[j], r)
+
+        run_batched(
+            [jobs[i] for i in idxs],
+            call,
+            planner=planner,
+            key=key,
+            device=loaded.placement.device,
+            savers=ladder_for(loaded),
+            on_result=deliver,
+        )
+    return out  # type: ignore[return-value]
+
+
+def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndarray]:
+    import torch
+
+    first = batch[0]
+    kwargs = dict(
+        prompt=[j.prompt for j in batch],
+        num_inference_steps=first.steps,
+        guidance_scale=first.guidance,
+        generator=[torch.Generator("cpu").manual_seed(j.seed) for j in batch],
+        output_type="np",
+    )
+    if any(j.negative_prompt for j in batch) and first.guidance > 1:
+        kwargs["negative_prompt"] = [j.negative_prompt for j in batch]
+    if first.init is not None:
+        kwargs.update(image=[j.init for j in batch], strength=first.strength)
+    else:
+        kwargs.update(width=first.width, height=first.height)
+    with torch.inference_mode():
+        images = loaded.pipe(**kwargs).images
+    return [np.asarray(img, dtype=np.float32) for img in images]
+
+
+def a1111_parameters(job: ImageJob, model_label: str, sampler: str) -> str:
+    """The `parameters` text A1111, ComfyUI readers and image hosts parse."""
+    lines = [job.prompt]
+    if job.negative_prompt:
+        lines.append(f"Negative prompt: {job.negative_prompt}")
+    fields = [
+        ("Steps", job.steps),
+        ("Sampler", sampler),
+        ("CFG scale", f"{job.guidance:g}"),
+        ("Seed", job.seed),
+        ("Size", f"{job.width}x{job.height}"),
+        ("Model", model_label),
+    ]
+    if job.init is not None:
+        fields.append(("Denoising strength", f"{job.strength:g}"))
+    fields.append(("Version", f"reelchain {__version__}"))
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields))
+    return "\n".join(lines)
+
+
+def sampler_name(pipe) -> str:
+    name = type(getattr(pipe, "scheduler", None)).__name__
+    return SAMPLER_NAMES.get(name, name.removesuffix("Scheduler"))
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"reelchain": __version__, "python": platform.python_version()}
+    for name in ("torch", "diffusers", "transformers", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def to_pil(arr: np.ndarray) -> Image.Image:
+    arr = np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0)
+    return Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8))
+
+
+def save_png(image: Image.Image, path: Path, parameters: str) -> Path:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return path
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    slug = "-".join(words)[:max_len].strip("-")
+    return slug or "image"
+
+
+def make_images(
+    req: ImageRequest,
+    out_dir: str | Path,
+    *,
+    model: str | None = None,
+    runtime: Runtime | None = None,
+    planner: Planner | None = None,
+) -> list[ImageResult]:
+    """The `image` command: validate, generate `count` images, write PNGs and sidecars."""
+    runtime = runtime or Runtime()
+    ref = resolve_model(model, "image")
+    if ref.family.kind != "image":
+        raise ValueError(
+            f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
+        )
+    width, height, steps, guidance = resolve_job_defaults(req, ref)
+    init = read_init_image(req.init_image, width, height) if req.init_image else None
+    out_dir = Path(out_dir)
+    jobs = [
+        ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
+                 (req.seed + i) % 2**32, init, req.strength)
+        for i in range(req.count)
+    ]  # fmt: skip
+    loaded = load(ref, "text2img", runtime)
+    sampler = sampler_name(loaded.pipe)
+    versions = package_versions()
+    slug = slugify(req.prompt)
+    results: list[ImageResult | None] = [None] * len(jobs)
+
+    def write(i: int, arr: np.ndarray) -> None:
+        job = jobs[i]
+        params = a1111_parameters(job, ref.label, sampler)
+        path = out_dir / f"{slug}-{job.seed}.png"
+        save_png(to_pil(arr), path, params)
+        sidecar = path.with_suffix(".json")
+        write_json(
+            sidecar,
+            {
+                "file": path.name,
+                "prompt": job.prompt,
+                "negative_prompt": job.negative_prompt,
+                "seed": job.seed,
+                "steps": job.steps,
+                "guidance": job.guidance,
+                "sampler": sampler,
+                "width": job.width,
+                "height": job.height,
+                "model": ref.label,
+                "model_source": ref.preset.source,
+                "init_image": Path(req.init_image).name if req.init_image else None,
+                "strength": job.strength if init is not None else None,
+                "parameters": params,
+                "placement": loaded.placement.describe(),
+                "versions": versions,
+            },
+        )
+        results[i] = ImageResult(path, sidecar, job.seed, job.width, job.height, params)
+
+    generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
+    return results  # type: ignore[return-value]

@@ -1,0 +1,426 @@
+"""Model registry (a table), model resolution, loading and the cache of loaded pipelines.
+
+`--model` takes a preset name (`sd-turbo`, `ltx-video`, ...), a tiny twin (`tiny`,
+`tiny-<family>`), a Hugging Face repo id, a local diffusers folder, or a single
+`.safetensors` file. Whatever it names resolves to a `ModelRef`: a family (which adapter
+code runs it), a source, and defaults. Loading is safetensors only and never runs remote
+code; loaded pipelines are cached, and image-to-image reuses text-to-image's components.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .device import Placement, apply_placement, plan_placement
+from .settings import Runtime
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+
+
+class ModelUnavailable(RuntimeError):
+    """The model exists in principle but cannot be loaded here (offline, not cached)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a family of models can do; the adapters read this instead of branching on names."""
+
+    name: str
+    kind: str  # "image" | "video"
+    pipeline_class: str  # diffusers class the engine calls
+    twin: str  # pipelines.twins family that builds its offline twin
+    size_multiple: int  # width and height must be multiples of this
+    frame_step: int  # legal frame counts are frame_step*k + 1 (1 = any count)
+    conditioning: tuple[
+        str, ...
+    ]  # text, init_image, first_frame, last_frame, frames_at_indices, video
+    description: str
+
+    def legal_frames(self, n: int) -> int:
+        """The nearest legal frame count ≥ n (so a clip is never shorter than asked)."""
+        if self.frame_step <= 1:
+            return max(1, n)
+        k = max(1, -(-(n - 1) // self.frame_step))
+        return self.frame_step * k + 1
+
+    def takes(self, what: str) -> bool:
+        return what in self.conditioning
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "image", "image", "AutoPipelineForText2Image", "sd", 8, 1,
+            ("text", "init_image"),
+            "text-to-image and image-to-image (SD, SDXL, FLUX: any AutoPipeline model)",
+        ),
+        Family(
+            "ltx", "video", "LTXConditionPipeline", "ltx", 32, 8,
+            ("text", "first_frame", "last_frame", "frames_at_indices", "video"),
+            "LTX-Video: image/video conditioning at any frame index; fast",
+        ),
+        Family(
+            "wan", "video", "WanImageToVideoPipeline", "wan", 16, 4,
+            ("text", "first_frame", "last_frame"),
+            "Wan 2.x image-to-video, first-and-last-frame",
+        ),
+        Family(
+            "svd", "video", "StableVideoDiffusionPipeline", "svd", 8, 1,
+            ("first_frame",),
+            "Stable Video Diffusion: motion from one image, no text",
+        ),
+        Family(
+            "cogvideox", "video", "CogVideoXImageToVideoPipeline", "cogvideox", 16, 8,
+            ("text", "first_frame"),
+            "CogVideoX image-to-video",
+        ),
+    )
+}  # fmt: skip
+
+# Which family a diffusers `model_index.json` `_class_name` belongs to.
+CLASS_TO_FAMILY = {
+    "StableDiffusionPipeline": "image",
+    "StableDiffusionXLPipeline": "image",
+    "FluxPipeline": "image",
+    "StableDiffusion3Pipeline": "image",
+    "PixArtAlphaPipeline": "image",
+    "PixArtSigmaPipeline": "image",
+    "LTXPipeline": "ltx",
+    "LTXConditionPipeline": "ltx",
+    "LTXImageToVideoPipeline": "ltx",
+    "WanPipeline": "wan",
+    "WanImageToVideoPipeline": "wan",
+    "StableVideoDiffusionPipeline": "svd",
+    "CogVideoXPipeline": "cogvideox",
+    "CogVideoXImageToVideoPipeline": "cogvideox",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model with the defaults it was made for."""
+
+    name: str
+    family: str
+    source: str  # hub repo id, or "twin:<family>"
+    width: int
+    height: int
+    frames: int  # frames per clip (1 for images)
+    fps: int  # the frame rate the model was trained at
+    steps: int
+    guidance: float
+    memory_gb: float  # rough peak need at the native size, weights in half precision
+    note: str = ""
+
+    @property
+    def is_twin(self) -> bool:
+        return self.source.startswith("twin:")
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("sd-turbo", "image", "stabilityai/sd-turbo", 512, 512, 1, 0, 1, 0.0, 4,
+               "default for images; 1 step; runs on a laptop CPU"),
+        Preset("sdxl-turbo", "image", "stabilityai/sdxl-turbo", 512, 512, 1, 0, 1, 0.0, 9,
+               "better images, 1 step"),
+        Preset("flux-schnell", "image", "black-forest-labs/FLUX.1-schnell", 1024, 1024, 1, 0,
+               4, 0.0, 34, "best images; big"),
+        Preset("ltx-video", "ltx", "Lightricks/LTX-Video-0.9.5", 768, 512, 97, 24, 40, 3.0, 20,
+               "default for videos; fast; continues from frames"),
+        Preset("wan-i2v-480p", "wan", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 832, 480, 81,
+               16, 40, 5.0, 48, "high quality image-to-video"),
+        Preset("wan-flf2v-720p", "wan", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", 1280, 720,
+               81, 16, 40, 5.0, 60, "first-and-last-frame: best for keyframes mode"),
+        Preset("svd-xt", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", 1024, 576,
+               25, 7, 25, 3.0, 12, "motion from one image, no prompt"),
+        Preset("cogvideox-5b-i2v", "cogvideox", "THUDM/CogVideoX-5b-I2V", 720, 480, 49, 8, 50,
+               6.0, 24, "image-to-video"),
+    )
+}  # fmt: skip
+
+DEFAULT_IMAGE_PRESET = "sd-turbo"
+DEFAULT_VIDEO_PRESET = "ltx-video"
+DEFAULT_TWIN = {"image": "tiny-image", "video": "tiny-ltx"}
+
+
+def twin_presets() -> dict[str, Preset]:
+    """`tiny-<family>` presets, with the twins' own small sizes and step counts."""
+    from .twins import TWINS
+
+    out = {}
+    for fam in FAMILIES.values():
+        info = TWINS[fam.twin]
+        out[f"tiny-{fam.name}"] = Preset(
+            f"tiny-{fam.name}", fam.name, f"twin:{fam.twin}", info.width, info.height,
+            info.num_frames or 1, 8, info.steps, 1.0 if fam.kind == "image" else 3.0, 0.05,
+            f"offline twin of {fam.pipeline_class}, random weights",
+        )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved `--model`: which family runs it, where it loads from, and its defaults."""
+
+    spec: str  # what the user typed
+    preset: Preset
+    kind: str  # twin | hub | local | file
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.preset.family]
+
+    @property
+    def label(self) -> str:
+        return self.preset.name
+
+
+def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
+    """Resolve `--model`. `task` ("image" or "video") picks the default and checks the kind."""
+    if task not in ("image", "video"):
+        raise ValueError(f"task: unknown {task!r}")
+    spec = (spec or "").strip() or (
+        DEFAULT_IMAGE_PRESET if task == "image" else DEFAULT_VIDEO_PRESET
+    )
+    if spec == "tiny":
+        spec = DEFAULT_TWIN[task]
+    if spec == "tiny-sd":
+        spec = "tiny-image"
+    twins = twin_presets() if spec.startswith("tiny") else {}
+    if spec in twins:
+        ref = ModelRef(spec, twins[spec], "twin")
+    elif spec in PRESETS:
+        ref = ModelRef(spec, PRESETS[spec], "hub")
+    elif spec.endswith(".safetensors"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"model: file not found: {spec!r}")
+        ref = ModelRef(
+            str(path.resolve()), _inherit("image", path.stem, str(path.resolve())), "file"
+        )
+    elif Path(spec).expanduser().is_dir():
+        path = Path(spec).expanduser().resolve()
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ValueError(
+                f"model: {spec!r} is a folder without model_index.json (not a diffusers model)"
+            )
+        family = _family_from_index(json.loads(index.read_text()), spec)
+        ref = ModelRef(str(path), _inherit(family, path.name, str(path)), "local")
+    elif _looks_like_repo_id(spec):
+        family = _family_from_index(_fetch_model_index(spec), spec)
+        ref = ModelRef(spec, _inherit(family, spec, spec), "hub")
+    else:
+        raise ValueError(
+            f"model: unknown {spec!r} (use a preset such as {DEFAULT_IMAGE_PRESET} or "
+            f"{DEFAULT_VIDEO_PRESET}, 'tiny', a hub repo id, a folder or a .safetensors file; "
+            "see `python -m pipelines models`)"
+        )
+    return ref
+
+
+def _inherit(family: str, name: str, source: str) -> Preset:
+    """Defaults for a model outside the table: those of its family's reference preset."""
+    base = next(p for p in PRESETS.values() if p.family == family)
+    return dataclasses.replace(base, name=name, source=source, note="")
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def _family_from_index(index: dict, spec: str) -> str:
+    cls = index.get("_class_name", "")
+    if cls not in CLASS_TO_FAMILY:
+        raise ValueError(
+            f"model: {spec!r} is a {cls or 'unknown'} pipeline, which Reelchain does not run "
+            f"(supported: {', '.join(sorted(CLASS_TO_FAMILY))})"
+        )
+    return CLASS_TO_FAMILY[cls]
+
+
+def _fetch_model_index(repo_id: str) -> dict:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id, "model_index.json")
+    except Exception as exc:  # offline, not cached, private, or missing
+        raise _unavailable(repo_id, exc) from exc
+    return json.loads(Path(path).read_text())
+
+
+def _unavailable(spec: str, exc: BaseException) -> ModelUnavailable:
+    reason = type(exc).__name__
+    return ModelUnavailable(
+        f"model: {spec!r} is not in the local cache and the Hugging Face hub cannot be reached "
+        f"({reason}); download it on a connected machine, or use --model tiny to run offline"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and the cache of loaded pipelines
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline ready to call, with where it runs and what it is."""
+
+    ref: ModelRef
+    pipe: object
+    placement: Placement
+    task: str  # text2img | img2img | video | video-first (LTX image-to-video)
+
+    @property
+    def family(self) -> Family:
+        return self.ref.family
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+_LOCK = threading.RLock()
+
+
+def _import_class(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _load_from_source(ref: ModelRef, placement: Placement):
+    """Build or read the family's main pipeline (text-to-image for images)."""
+    fam = ref.family
+    if ref.kind == "twin":
+        from .twins import build_twin
+
+        pipe = build_twin(fam.twin)
+        if placement.dtype != pipe.dtype:
+            pipe.to(dtype=placement.dtype)
+        return pipe
+    cls = _import_class(fam.pipeline_class)
+    if ref.kind == "file":
+        return _load_single_file(ref.preset.source, placement)
+    if ref.kind == "hub":
+        _fetch_model_index(ref.preset.source)  # one clear line when offline and not cached
+    try:
+        return cls.from_pretrained(
+            ref.preset.source, torch_dtype=placement.dtype, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        if ref.kind == "hub" and _is_offline_error(exc):
+            raise _unavailable(ref.spec, exc) from exc
+        raise ModelUnavailable(f"model: cannot load {ref.spec!r}: {exc}".splitlines()[0]) from exc
+
+
+def _is_offline_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        word in text
+        for word in (
+            "offline",
+            "connect",
+            "resolve",
+            "cannot find the requested files",
+            "localentry",
+        )
+    )
+
+
+def _load_single_file(path: str, placement: Placement):
+    """A single checkpoint: SD 1.x/2.x or SDXL, told apart by their keys."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        keys = f.keys()
+        is_xl = any(k.startswith("conditioner.embedders.1") for k in keys)
+    cls = _import_class("StableDiffusionXLPipeline" if is_xl else "StableDiffusionPipeline")
+    try:
+        return cls.from_single_file(path, torch_dtype=placement.dtype)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"model: cannot load single file {Path(path).name!r} ({type(exc).__name__}); "
+            "single files need their base configuration cached, or use a diffusers folder"
+        ) from exc
+
+
+def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedModel:
+    """Load (or reuse) the pipeline for `task`: text2img, img2img, video or video-first.
+
+    img2img shares every component with text2img (`from_pipe`), and video-first (LTX's
+    image-to-video class, which batches different first frames) shares with video.
+    """
+    runtime = runtime or Runtime()
+    key = (ref.spec, ref.kind, task, runtime.device, runtime.dtype, runtime.offload)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        base_task = {"img2img": "text2img", "video-first": "video"}.get(task)
+        if base_task:
+            base = load(ref, base_task, runtime)
+            derived_cls = {
+                "img2img": "AutoPipelineForImage2Image",
+                "video-first": "LTXImageToVideoPipeline",
+            }[task]
+            pipe = _import_class(derived_cls).from_pipe(base.pipe)
+            loaded = LoadedModel(ref, pipe, base.placement, task)
+        else:
+            need = int(ref.preset.memory_gb * GiB)
+            placement = plan_placement(runtime, need)
+            if ref.kind == "twin" and placement.device.type == "cpu":
+                placement = dataclasses.replace(placement, dtype=_float32())
+            log.info("loading %s for %s on %s", ref.label, task, placement.describe())
+            pipe = _load_from_source(ref, placement)
+            apply_placement(pipe, placement)
+            pipe.set_progress_bar_config(leave=False, dynamic_ncols=True)
+            loaded = LoadedModel(ref, pipe, placement, task)
+        _CACHE[key] = loaded
+        return loaded
+
+
+def _float32():
+    import torch
+
+    return torch.float32
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+    from .device import release_memory
+
+    release_memory()
+
+
+def table_rows() -> list[dict[str, str]]:
+    """Rows for `python -m pipelines models` and the README."""
+    rows = []
+    for p in [*PRESETS.values(), *twin_presets().values()]:
+        fam = FAMILIES[p.family]
+        rows.append(
+            {
+                "preset": p.name,
+                "family": p.family,
+                "pipeline": fam.pipeline_class,
+                "source": p.source,
+                "size": f"{p.width}x{p.height}",
+                "frames": "1" if fam.kind == "image" else f"{p.frames} ({_frame_rule(fam)})",
+                "fps": str(p.fps or "-"),
+                "steps": str(p.steps),
+                "cfg": f"{p.guidance:g}",
+                "conditioning": ", ".join(fam.conditioning),
+                "memory": f"~{p.memory_gb:g} GB" if not p.is_twin else "tiny",
+            }
+        )
+    return rows
+
+
+def _frame_rule(fam: Family) -> str:
+    return "any" if fam.frame_step <= 1 else f"{fam.frame_step}k+1"

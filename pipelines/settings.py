@@ -1,0 +1,194 @@
+"""Typed settings shared by the CLI, the web UI and the Python API.
+
+One object per concern, so the faces never thread long positional argument lists:
+
+- `Runtime`: how to run (device, dtype, offload, batch size, memory budget);
+- `Limits`: caps enforced on the server side for every request (UI widgets, API calls, CLI);
+- `ImageRequest`: one text-to-image or image-to-image job.
+
+Every field can also come from an environment variable (`REELCHAIN_<FIELD>`), so a
+Space or a cluster sets caps without code. Validation raises `ValueError` with one line
+that names the field and the fix; the CLI turns it into exit code 2, the UI into `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OFFLOAD_CHOICES = ("auto", "none", "model", "group", "sequential")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(value: str | int | None, field_name: str = "memory-budget") -> int | None:
+    """Parse a memory size such as `12GB`, `512M`, `1.5g` or a plain byte count."""
+    if value is None or value == "" or value == "auto":
+        return None
+    if isinstance(value, int):
+        size = value
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(value).upper())
+        if not m:
+            raise ValueError(
+                f"{field_name}: cannot read {value!r} as a size (use e.g. 24GB, 512MB or 8G)"
+            )
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    if size <= 0:
+        raise ValueError(f"{field_name}: must be > 0 (got {value!r})")
+    return size
+
+
+def parse_batch_size(value: str | int | None) -> int | None:
+    """`auto` (None) or a positive integer."""
+    if value is None or value == "auto":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"batch-size: use 'auto' or a whole number ≥ 1 (got {value!r})") from None
+    if n < 1:
+        raise ValueError(f"batch-size: must be ≥ 1 (got {n})")
+    return n
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: unknown {value!r} (choose one of: {', '.join(choices)})")
+    return value
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the engine runs: shared by every generating command."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    offload: str = "auto"  # auto | none | model | group | sequential
+    batch_size: int | None = None  # None = planned from free memory
+    memory_budget: int | None = None  # bytes; None = measured free memory
+    cache_dir: Path | None = None  # planner cache; None = ~/.cache/reelchain
+
+    def __post_init__(self) -> None:
+        _choice("device", self.device, DEVICE_CHOICES)
+        _choice("dtype", self.dtype, DTYPE_CHOICES)
+        _choice("offload", self.offload, OFFLOAD_CHOICES)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch-size: must be ≥ 1 (got {self.batch_size})")
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        offload: str | None = None,
+        batch_size: str | int | None = None,
+        memory_budget: str | int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Runtime:
+        """Options win over `REELCHAIN_*` environment variables, which win over defaults."""
+        env = os.environ if env is None else env
+
+        def pick(value, key, default):
+            return value if value is not None else env.get(f"REELCHAIN_{key}", default)
+
+        return cls(
+            device=pick(device, "DEVICE", "auto"),
+            dtype=pick(dtype, "DTYPE", "auto"),
+            offload=pick(offload, "OFFLOAD", "auto"),
+            batch_size=parse_batch_size(pick(batch_size, "BATCH_SIZE", None)),
+            memory_budget=parse_size(pick(memory_budget, "MEMORY_BUDGET", None)),
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps enforced on every request, whatever face it came through.
+
+    Defaults suit a local workstation; a shared Space tightens them with environment
+    variables (`REELCHAIN_MAX_SIDE=768`, ...), read by `Limits.from_env()`.
+    """
+
+    max_side: int = 2048
+    max_steps: int = 150
+    max_count: int = 16
+    max_batch: int = 64
+    max_prompt_chars: int = 2000
+    max_seconds_total: float = 3600.0
+    max_shot_seconds: float = 600.0
+    max_shots: int = 500
+    max_fps: int = 60
+    max_frames: int = 216_000
+    max_upload_bytes: int = 200 * 2**20
+    max_rows: int = 1000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        changes = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"REELCHAIN_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = float if f.type in ("float", float) else int
+            try:
+                changes[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"REELCHAIN_{f.name.upper()}: must be a number (got {raw!r})"
+                ) from None
+        return dataclasses.replace(cls(), **changes)
+
+    def check_prompt(self, prompt: str, name: str = "prompt") -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{name}: must be a non-empty text")
+        if len(prompt) > self.max_prompt_chars:
+            raise ValueError(
+                f"{name}: {len(prompt)} characters is over the limit of {self.max_prompt_chars}"
+            )
+        return prompt.strip()
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image job. `None` sizes/steps/guidance mean: the model preset's defaults."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    count: int = 1
+    init_image: Path | None = None
+    strength: float = 0.6
+    limits: Limits = field(default_factory=Limits, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        object.__setattr__(self, "prompt", lim.check_prompt(self.prompt))
+        if len(self.negative_prompt) > lim.max_prompt_chars:
+            raise ValueError(f"negative: over the limit of {lim.max_prompt_chars} characters")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and 0 < v <= lim.max_side):
+                raise ValueError(
+                    f"{name}: must be a whole number from 1 to {lim.max_side} (got {v})"
+                )
+        if self.steps is not None and not (0 < self.steps <= lim.max_steps):
+            raise ValueError(f"steps: must be from 1 to {lim.max_steps} (got {self.steps})")
+        if self.guidance is not None and not (0 <= self.guidance <= 50):
+            raise ValueError(f"guidance: must be from 0 to 50 (got {self.guidance})")
+        if not (0 <= self.seed < 2**32):
+            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {self.seed})")
+        if not (1 <= self.count <= lim.max_count):
+            raise ValueError(f"count: must be from 1 to {lim.max_count} (got {self.count})")
+        if not (0 < self.strength <= 1):
+            raise ValueError(f"strength: must be > 0 and ≤ 1 (got {self.strength})")

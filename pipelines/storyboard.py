@@ -1,0 +1,745 @@
+"""Storyboards: the plan for one long video, parsed and checked before any GPU work starts.
+
+A storyboard is a list of shots (prompt + seconds) plus global settings. It is the only
+input a user writes by hand, and a mistake in it is expensive when found an hour into a
+render, so this module is strict: every problem becomes a one-line `StoryboardError` (a
+`ValueError`) of the form ``<field path>: <what is wrong and how to fix it>``, raised while
+parsing, before a model is loaded.
+
+Accepted input
+--------------
+* YAML (``.yaml``/``.yml``) or JSON (``.json``): a mapping of settings with ``shots:``.
+  A top-level *list* is also accepted and taken as the shots, with every setting at its
+  default. Each shot is a mapping or a plain prompt string (which gets the default
+  ``seconds``).
+* TXT (``.txt``): one shot per non-empty line, 2 seconds each; lines starting with ``#`` are
+  comments; every setting takes its default.
+* Text pasted into the UI: YAML or JSON, detected automatically (`parse_storyboard`).
+
+``null`` (an empty YAML value) means "use the default" for every field; only ``prompt`` and
+``shots`` have none. Duplicate keys are errors rather than "last one wins".
+
+Resolved form
+-------------
+Parsing yields frozen dataclasses with every default filled in: per-shot seeds
+(storyboard seed + shot index, wrapped into 0..2**32-1), per-shot negative prompts
+(inherited from the global one), an absolute audio path, and ``transition_seconds`` of 0.0
+for cuts. `Storyboard.to_dict` of that is what a run saves as storyboard.json, and
+`Storyboard.from_dict` reads it back to an equal object, so a resumed run renders exactly
+the plan it started with.
+
+Bounds
+------
+Fixed: width/height a multiple of 8 from 64 up; interpolate 1..8; seed 0..2**32-1; steps
+1..1000; guidance 0..100; motion zoom 0.5..2, pan -512..512 px/frame, rotate -180..180
+degrees/frame; strength 0 < s < 1; model name 1..200 characters. The rest come from
+`Limits` (a deployment may tighten them): fps 1..max_fps, sides up to max_side, prompts and
+negative prompts up to max_prompt_chars, shots 1..max_shots, seconds per shot in
+(0, max_shot_seconds], total seconds up to max_seconds_total. An error caused by a limit
+names it, so an operator can tell a policy from a typo.
+
+Crossfades: ``transition_seconds`` must be > 0 and shorter than both shots it joins, the
+last shot cannot crossfade, and a shot's incoming and outgoing crossfades together must be
+shorter than the shot (some of it has to be shown unblended). Every shot must get at least
+one output frame at the storyboard's fps.
+
+Model-specific rules (a model's own size multiple, its frame limits) are checked where the
+model is known, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODES = ("continue", "keyframes", "feedback")
+TRANSITIONS = ("cut", "crossfade")
+FORMATS = ("mp4", "webm", "gif")
+SUFFIXES = {".json": "json", ".txt": "txt", ".yaml": "yaml", ".yml": "yaml"}
+PARSE_FORMATS = ("yaml", "json", "txt")
+
+DEFAULT_SHOT_SECONDS = 2.0
+DEFAULT_CROSSFADE_SECONDS = 0.5
+SEED_MAX = 2**32 - 1
+MIN_SIDE = 32  # the tiny twins run at 32 px; real models are checked by their own size rule
+SIDE_MULTIPLE = 8
+MAX_INTERPOLATE = 8
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_PAN = 512.0
+MAX_ROTATE = 180.0
+MAX_MODEL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds a deployment may tighten (a shared UI server, a small GPU).
+
+    The defaults are the widest the engine supports; a limit only ever narrows what a
+    storyboard may ask for.
+    """
+
+    max_seconds_total: float = 3600.0
+    max_shot_seconds: float = 600.0
+    max_fps: int = 60
+    max_side: int = 4096
+    max_prompt_chars: int = 2000
+    max_shots: int = 500
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"Limits.{f.name}: must be a positive number (got {value!r})")
+
+
+class StoryboardError(ValueError):
+    """One storyboard problem: ``path`` is the field ("shots[2].seconds", or "storyboard"
+    for the document as a whole) so a UI can point at it; ``problem`` says what to fix."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path or "storyboard"
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Motion:
+    """Camera motion per output frame, used by feedback mode (ignored by the others)."""
+
+    zoom: float = 1.0
+    pan_x: float = 0.0
+    pan_y: float = 0.0
+    rotate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One resolved shot. ``transition`` is how this shot hands over to the next one;
+    ``transition_seconds`` is 0.0 for a cut. ``motion`` and ``strength`` are only read in
+    feedback mode but always present, so switching mode needs no re-parse."""
+
+    prompt: str
+    seconds: float
+    negative_prompt: str
+    seed: int
+    transition: str
+    transition_seconds: float
+    motion: Motion
+    strength: float
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    """A fully resolved, validated storyboard. Build it with `load_storyboard`,
+    `parse_storyboard` or `Storyboard.from_dict`; direct construction skips validation."""
+
+    mode: str
+    fps: int
+    width: int
+    height: int
+    seed: int
+    model: str | None
+    negative_prompt: str
+    audio: str | None
+    interpolate: int
+    color_match: bool
+    steps: int | None
+    guidance: float | None
+    format: str
+    shots: tuple[Shot, ...]
+
+    @property
+    def total_seconds(self) -> float:
+        return math.fsum(shot.seconds for shot in self.shots)
+
+    @property
+    def total_frames(self) -> int:
+        return round(self.fps * self.total_seconds)
+
+    def shot_frames(self) -> list[int]:
+        """Output frames per shot.
+
+        Shot k ends at frame round(fps * (seconds of shots 0..k)); rounding the cumulative
+        boundaries rather than each shot keeps the per-shot counts summing to
+        `total_frames` exactly, so audio and shot starts never drift over a long video.
+        """
+        seconds = [shot.seconds for shot in self.shots]
+        ends = [round(self.fps * math.fsum(seconds[: k + 1])) for k in range(len(seconds))]
+        return [end - start for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved storyboard as plain JSON-ready data (what storyboard.json holds)."""
+        data = dataclasses.asdict(self)
+        data["shots"] = list(data["shots"])
+        return data
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        limits: Limits | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Storyboard:
+        """Validate and resolve already-loaded data (a mapping, or a list of shots).
+
+        ``base_dir`` is the folder a relative ``audio`` path is taken from (default: the
+        current directory).
+        """
+        return _build(data, _Env.make(base_dir, limits, defaults))
+
+    def replace(self, *, limits: Limits | None = None, **changes: Any) -> Storyboard:
+        """A copy with top-level fields changed (CLI overrides such as mode or model),
+        validated again.
+
+        Shots whose seed or negative prompt was inherited follow a changed ``seed`` or
+        ``negative_prompt``: a shot counts as inheriting when its value equals what the
+        default would give, since the resolved form keeps no other record of it.
+        """
+        data = self.to_dict()
+        if isinstance(changes.get("shots"), list | tuple):
+            changes["shots"] = [
+                dataclasses.asdict(s) if isinstance(s, Shot) else s for s in changes["shots"]
+            ]
+        elif "shots" not in changes:
+            for index, shot in enumerate(data["shots"]):
+                if "seed" in changes and shot["seed"] == _shot_seed(self.seed, index):
+                    shot["seed"] = None
+                if "negative_prompt" in changes and shot["negative_prompt"] == self.negative_prompt:
+                    shot["negative_prompt"] = None
+        data.update(changes)
+        return _build(data, _Env.make(None, limits))
+
+
+def load_storyboard(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Storyboard:
+    """Read a storyboard file; its suffix picks the format and its folder anchors ``audio``.
+
+    ``defaults`` replace the built-in defaults of top-level keys the file leaves out.
+    """
+    path = Path(path)
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        allowed = ", ".join(SUFFIXES)
+        raise StoryboardError(
+            "", f"unsupported file type {path.suffix or '(none)'!r} (allowed: {allowed})"
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise StoryboardError("", f"file not found: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise StoryboardError("", f"not a file: {str(path)!r}") from None
+    except UnicodeDecodeError:
+        raise StoryboardError("", f"cannot read {str(path)!r}: not UTF-8 text") from None
+    except OSError as exc:
+        raise StoryboardError("", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return parse_storyboard(
+        text, base_dir=Path(os.path.abspath(path)).parent, limits=limits, fmt=fmt, defaults=defaults
+    )
+
+
+def parse_storyboard(
+    text: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    limits: Limits | None = None,
+    fmt: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Storyboard:
+    """Parse storyboard text; ``fmt`` is "yaml", "json", "txt", or None to detect.
+
+    Detection: text starting with ``{`` or ``[`` is read as JSON first (and, since JSON is
+    YAML, as YAML if that fails, which admits YAML flow style); when both fail the JSON
+    error is reported, as that is what the author meant. Anything else is YAML.
+    """
+    if fmt is not None and fmt not in PARSE_FORMATS:
+        raise ValueError(f"fmt: must be one of {', '.join(PARSE_FORMATS)} or None (got {fmt!r})")
+    env = _Env.make(base_dir, limits, defaults)
+    text = text.removeprefix("\ufeff")
+    if fmt == "txt":
+        return _parse_txt(text, env)
+    return _build(_load_data(text, fmt), env)
+
+
+# --- reading text -----------------------------------------------------------------------
+
+
+def _load_data(text: str, fmt: str | None) -> Any:
+    if not text.strip():
+        raise StoryboardError("", "is empty (expected a mapping with 'shots', or a list of shots)")
+    if fmt == "json" or (fmt is None and text.lstrip()[0] in "{["):
+        try:
+            return json.loads(text, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as exc:
+            json_error = StoryboardError(
+                "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            )
+        if fmt == "json":
+            raise json_error
+        try:
+            return _load_yaml(text)
+        except StoryboardError:
+            raise json_error from None
+    return _load_yaml(text)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise StoryboardError("", f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (YAML's default keeps the last)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    # Only the mapping's own keys count: a key that overrides one merged in with `<<` is
+    # the point of a merge, not a duplicate.
+    seen: set[tuple[str, str]] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise StoryboardError("", f"not valid YAML or JSON ({where}{problem})") from None
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise StoryboardError("", f"not valid YAML or JSON ({problem})") from None
+
+
+def _parse_txt(text: str, env: _Env) -> Storyboard:
+    """One shot per line; errors about a shot also give its line number in the file."""
+    shots: list[dict[str, Any]] = []
+    line_numbers: list[int] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        prompt = line.strip()
+        if prompt and not prompt.startswith("#"):
+            shots.append({"prompt": prompt, "seconds": DEFAULT_SHOT_SECONDS})
+            line_numbers.append(number)
+    try:
+        return _build({"shots": shots}, env)
+    except StoryboardError as exc:
+        match = re.match(r"shots\[(\d+)\]", exc.path)
+        if match is None:
+            raise
+        line = line_numbers[int(match[1])]
+        raise StoryboardError(exc.path, f"{exc.problem} (line {line})") from None
+
+
+# --- field checks -----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value is wrong; the message is the problem, without the field path."""
+
+
+@dataclass(frozen=True)
+class _Env:
+    limits: Limits
+    base_dir: Path
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def make(
+        cls,
+        base_dir: str | os.PathLike[str] | None,
+        limits: Limits | None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> _Env:
+        folder = Path(os.path.abspath(base_dir)) if base_dir is not None else Path.cwd()
+        return cls(limits or Limits(), folder, dict(defaults or {}))
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where a check runs: the environment, the field's path, and the values resolved so
+    far in the enclosing record (plus what it inherits from its parent)."""
+
+    env: _Env
+    path: str
+    scope: Mapping[str, Any]
+
+
+Check = Callable[[Any, _Site], Any]
+Bound = float | str | None  # a number, or the name of a `Limits` field
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One key of a record: how to check it, and its default (a value, or ``derive``
+    computing it from the record's scope). ``missing`` is the problem when it is required."""
+
+    name: str
+    check: Check
+    default: Any = _REQUIRED
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    missing: str = "is required"
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, short enough for a one-line message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, float):
+        return _num(value)
+    return str(value)
+
+
+def _num(value: float | int) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _did_you_mean(value: Any, options: tuple[str, ...] | list[str]) -> str:
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value.strip().lower(), options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _limit_value(bound: Bound, limits: Limits) -> float | None:
+    return getattr(limits, bound) if isinstance(bound, str) else bound
+
+
+def _number(
+    lo: Bound = None,
+    hi: Bound = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    multiple_of: int = 1,
+) -> Check:
+    """A finite number (booleans excluded) within bounds; integers also accept 30.0.
+
+    Messages state the whole range when both ends are inclusive ("between 1 and 60") and
+    otherwise the end that was crossed ("> 0"); crossing a `Limits` bound names the limit.
+    """
+
+    def check(value: Any, site: _Site) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(
+                f"must be {'an integer' if integer else 'a number'} (got {_show(value)})"
+            )
+        if not math.isfinite(value):
+            raise _Invalid(f"must be a finite number (got {_show(value)})")
+        if integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise _Invalid(f"must be an integer (got {_show(value)})")
+            value = int(value)
+        else:
+            value = float(value)
+        low = _limit_value(lo, site.env.limits)
+        high = _limit_value(hi, site.env.limits)
+        too_low = low is not None and (value <= low if lo_open else value < low)
+        too_high = high is not None and (value >= high if hi_open else value > high)
+        if not (too_low or too_high or (multiple_of > 1 and value % multiple_of)):
+            return value
+        if low is not None and high is not None and lo_open == hi_open:
+            rule = (
+                f"> {_num(low)} and < {_num(high)}"
+                if lo_open
+                else f"between {_num(low)} and {_num(high)}"
+            )
+        elif too_low:
+            rule = f"{'>' if lo_open else '>='} {_num(low)}"
+        else:
+            rule = f"{'<' if hi_open else '<='} {_num(high)}"
+        if multiple_of > 1:
+            rule = f"a multiple of {multiple_of} {rule}"
+        note = f"; limit {hi}" if too_high and isinstance(hi, str) else ""
+        raise _Invalid(f"must be {rule} (got {_show(value)}{note})")
+
+    return check
+
+
+def _text(*, required: bool = False, max_chars: Bound = "max_prompt_chars") -> Check:
+    """A string, stripped; ``required`` rejects blank ones."""
+
+    def check(value: Any, site: _Site) -> str:
+        if not isinstance(value, str) or (required and not value.strip()):
+            kind = "a non-empty string" if required else "a string"
+            raise _Invalid(f"must be {kind} (got {_show(value)})")
+        value = value.strip()
+        limit = _limit_value(max_chars, site.env.limits)
+        if limit is not None and len(value) > limit:
+            note = f"; limit {max_chars}" if isinstance(max_chars, str) else ""
+            raise _Invalid(f"must be at most {_num(limit)} characters (got {len(value)}{note})")
+        return value
+
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Check:
+    def check(value: Any, site: _Site) -> str:
+        if isinstance(value, str) and value.strip().lower() in options:
+            return value.strip().lower()
+        hint = _did_you_mean(value, options)
+        raise _Invalid(f"must be one of {', '.join(options)} (got {_show(value)}){hint}")
+
+    return check
+
+
+def _boolean(value: Any, site: _Site) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false (got {_show(value)})")
+    return value
+
+
+def _audio(value: Any, site: _Site) -> str:
+    """An existing file, relative to the storyboard's folder; resolved to an absolute path
+    so the resolved storyboard no longer depends on where it was read from."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a file path (got {_show(value)})")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute():
+        path = site.env.base_dir / path
+    if not path.exists():
+        raise _Invalid(f"file not found: {value!r}")
+    if not path.is_file():
+        raise _Invalid(f"not a file: {value!r}")
+    return os.path.normpath(path)
+
+
+def _record(fields: tuple[_Field, ...], build: Callable[..., Any]) -> Check:
+    def check(value: Any, site: _Site) -> Any:
+        return build(**_parse_record(value, fields, site.path, site.env))
+
+    return check
+
+
+def _shots(value: Any, site: _Site) -> tuple[Shot, ...]:
+    if not isinstance(value, list | tuple):
+        raise _Invalid(f"must be a list of shots (got {_show(value)})")
+    if not value:
+        raise _Invalid("at least one shot is required")
+    limit = site.env.limits.max_shots
+    if len(value) > limit:
+        raise _Invalid(f"at most {limit} shots are allowed (got {len(value)}; limit max_shots)")
+    shots = []
+    for index, item in enumerate(value):
+        path = f"shots[{index}]"
+        if isinstance(item, str):
+            item = {"prompt": item}
+        elif not isinstance(item, Mapping):
+            raise StoryboardError(path, f"must be a mapping or a prompt string (got {_show(item)})")
+        inherited = {
+            "index": index,
+            "storyboard_seed": site.scope["seed"],
+            "storyboard_negative_prompt": site.scope["negative_prompt"],
+        }
+        shots.append(Shot(**_parse_record(item, _SHOT_FIELDS, path, site.env, inherited)))
+    return tuple(shots)
+
+
+def _shot_seed(storyboard_seed: int, index: int) -> int:
+    return (storyboard_seed + index) % (SEED_MAX + 1)
+
+
+# --- the schema -------------------------------------------------------------------------
+
+_MOTION_FIELDS = (
+    _Field("zoom", _number(0.5, 2.0), Motion.zoom),
+    _Field("pan_x", _number(-MAX_PAN, MAX_PAN), Motion.pan_x),
+    _Field("pan_y", _number(-MAX_PAN, MAX_PAN), Motion.pan_y),
+    _Field("rotate", _number(-MAX_ROTATE, MAX_ROTATE), Motion.rotate),
+)
+
+_SHOT_FIELDS = (
+    _Field("prompt", _text(required=True), missing="must be a non-empty string"),
+    _Field("seconds", _number(0, "max_shot_seconds", lo_open=True), DEFAULT_SHOT_SECONDS),
+    _Field("negative_prompt", _text(), derive=lambda s: s["storyboard_negative_prompt"]),
+    _Field(
+        "seed",
+        _number(0, SEED_MAX, integer=True),
+        derive=lambda s: _shot_seed(s["storyboard_seed"], s["index"]),
+    ),
+    _Field("transition", _choice(TRANSITIONS), "cut"),
+    # Range rules depend on the neighbouring shots: see _check_shots.
+    _Field(
+        "transition_seconds",
+        _number(),
+        derive=lambda s: DEFAULT_CROSSFADE_SECONDS if s["transition"] == "crossfade" else 0.0,
+    ),
+    _Field("motion", _record(_MOTION_FIELDS, Motion), Motion()),
+    _Field("strength", _number(0, 1, lo_open=True, hi_open=True), 0.45),
+)
+
+_SIDE = _number(MIN_SIDE, "max_side", integer=True, multiple_of=SIDE_MULTIPLE)
+
+# Order matters where a default is derived: seed and negative_prompt precede shots.
+_STORYBOARD_FIELDS = (
+    _Field("mode", _choice(MODES), "continue"),
+    _Field("fps", _number(1, "max_fps", integer=True), 8),
+    _Field("width", _SIDE, 256),
+    _Field("height", _SIDE, 256),
+    _Field("seed", _number(0, SEED_MAX, integer=True), 0),
+    _Field("model", _text(required=True, max_chars=MAX_MODEL_CHARS), None),
+    _Field("negative_prompt", _text(), ""),
+    _Field("audio", _audio, None),
+    _Field("interpolate", _number(1, MAX_INTERPOLATE, integer=True), 2),
+    _Field("color_match", _boolean, True),
+    _Field("steps", _number(1, MAX_STEPS, integer=True), None),
+    _Field("guidance", _number(0, MAX_GUIDANCE), None),
+    _Field("format", _choice(FORMATS), "mp4"),
+    _Field("shots", _shots, missing="at least one shot is required"),
+)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _parse_record(
+    raw: Any,
+    fields: tuple[_Field, ...],
+    path: str,
+    env: _Env,
+    inherited: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check a mapping against a field table: unknown keys, then each field in order."""
+    if not isinstance(raw, Mapping):
+        raise StoryboardError(path, f"must be a mapping (got {_show(raw)})")
+    names = [f.name for f in fields]
+    for key in raw:
+        if key not in names:
+            hint = _did_you_mean(key, names)
+            raise StoryboardError(
+                path, f"unknown key {_show(key)} (allowed: {', '.join(names)}){hint}"
+            )
+    scope = dict(inherited or {})
+    resolved: dict[str, Any] = {}
+    for field in fields:
+        field_path = _join(path, field.name)
+        value = raw.get(field.name)
+        if value is not None:
+            try:
+                value = field.check(value, _Site(env, field_path, scope))
+            except _Invalid as exc:
+                raise StoryboardError(field_path, str(exc)) from None
+        elif field.derive is not None:
+            value = field.derive(scope)
+        elif field.default is _REQUIRED:
+            raise StoryboardError(field_path, field.missing)
+        else:
+            value = field.default
+        resolved[field.name] = scope[field.name] = value
+    return resolved
+
+
+def _build(data: Any, env: _Env) -> Storyboard:
+    if data is None:
+        raise StoryboardError("", "is empty (expected a mapping with 'shots', or a list of shots)")
+    if isinstance(data, list | tuple):
+        data = {"shots": data}
+    if not isinstance(data, Mapping):
+        hint = "; for one prompt per line use a .txt file" if isinstance(data, str) else ""
+        raise StoryboardError(
+            "", f"must be a mapping with 'shots', or a list of shots (got {_show(data)}){hint}"
+        )
+    # Caller defaults (a model's native size and fps) fill keys the author left out,
+    # and are validated like the author's own values.
+    data = {**env.defaults, **{k: v for k, v in data.items() if v is not None}}
+    storyboard = Storyboard(**_parse_record(data, _STORYBOARD_FIELDS, "", env))
+    _check_shots(storyboard, env.limits)
+    return storyboard
+
+
+def _check_shots(storyboard: Storyboard, limits: Limits) -> None:
+    """Rules that span shots: crossfades against their neighbours, total length, frames."""
+    shots = storyboard.shots
+    for index, shot in enumerate(shots):
+        path = f"shots[{index}]"
+        fade = shot.transition_seconds
+        if shot.transition == "cut":
+            if fade:
+                raise StoryboardError(
+                    f"{path}.transition_seconds",
+                    f"only applies to transition 'crossfade' (got {_num(fade)} on a cut); "
+                    "set transition: crossfade or remove it",
+                )
+            continue
+        if index == len(shots) - 1:
+            raise StoryboardError(
+                f"{path}.transition",
+                "the last shot has no next shot to crossfade into; use 'cut'",
+            )
+        shorter = min(shot.seconds, shots[index + 1].seconds)
+        if fade <= 0:
+            raise StoryboardError(f"{path}.transition_seconds", f"must be > 0 (got {_num(fade)})")
+        if fade >= shorter:
+            raise StoryboardError(
+                f"{path}.transition_seconds",
+                f"must be < {_num(shorter)}, the shorter of shots[{index}] and "
+                f"shots[{index + 1}] (got {_num(fade)})",
+            )
+    for index in range(1, len(shots)):
+        fade_in, fade_out = shots[index - 1].transition_seconds, shots[index].transition_seconds
+        if fade_in and fade_out and fade_in + fade_out >= shots[index].seconds:
+            raise StoryboardError(
+                f"shots[{index}].seconds",
+                f"must be longer than its crossfades in and out together "
+                f"({_num(fade_in)} + {_num(fade_out)}) (got {_num(shots[index].seconds)})",
+            )
+    total = storyboard.total_seconds
+    if total > limits.max_seconds_total:
+        raise StoryboardError(
+            "shots",
+            f"total length must be <= {_num(limits.max_seconds_total)} seconds "
+            f"(got {_num(total)}; limit max_seconds_total)",
+        )
+    for index, frames in enumerate(storyboard.shot_frames()):
+        if frames < 1:
+            raise StoryboardError(
+                f"shots[{index}].seconds",
+                f"gets 0 frames at fps {storyboard.fps} (got {_num(shots[index].seconds)}); "
+                "raise seconds or fps",
+            )

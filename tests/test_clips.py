@@ -1,0 +1,89 @@
+"""Every image-to-video family's adapter, run for real against its tiny twin."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.clips import ClipJob, generate_clips
+from pipelines.models import FAMILIES, load, resolve_model
+from pipelines.settings import Runtime
+
+VIDEO_FAMILIES = [f.name for f in FAMILIES.values() if f.kind == "video"]
+
+
+def twin(family):
+    ref = resolve_model(f"tiny-{family}", "video")
+    return load(ref, "video", Runtime()), ref.preset
+
+
+def frame(color, size):
+    return Image.new("RGB", size, color)
+
+
+def job(preset, seed=0, **kw):
+    size = (preset.width, preset.height)
+    base = dict(
+        prompt="a paper boat",
+        first=frame((200, 40, 40), size),
+        num_frames=preset.frames,
+        width=preset.width,
+        height=preset.height,
+        steps=2,
+        guidance=preset.guidance,
+        seed=seed,
+    )
+    return ClipJob(**(base | kw))
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_first_frame_clip_has_the_asked_shape(family):
+    loaded, preset = twin(family)
+    (clip,) = generate_clips(loaded, [job(preset)])
+    assert clip.shape == (preset.frames, preset.height, preset.width, 3)
+    assert clip.dtype == np.float32 and np.isfinite(clip).all()
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_clips_are_the_same_alone_or_batched(family):
+    loaded, preset = twin(family)
+    jobs = [
+        job(preset, seed=s, first=frame(c, (preset.width, preset.height)))
+        for s, c in ((1, (250, 0, 0)), (2, (0, 0, 250)), (3, (0, 250, 0)))
+    ]
+    together = generate_clips(loaded, jobs, runtime=Runtime(batch_size=3))
+    alone = [generate_clips(loaded, [j], runtime=Runtime(batch_size=1))[0] for j in jobs]
+    for a, b in zip(together, alone, strict=True):
+        assert np.abs(a - b).max() < 2e-3
+    assert np.abs(together[0] - together[1]).max() > 1e-3  # different inputs, different clips
+
+
+@pytest.mark.parametrize("family", [f for f in VIDEO_FAMILIES if FAMILIES[f].takes("last_frame")])
+def test_first_and_last_frame(family):
+    loaded, preset = twin(family)
+    size = (preset.width, preset.height)
+    a = generate_clips(loaded, [job(preset, last=frame((0, 0, 250), size))])[0]
+    b = generate_clips(loaded, [job(preset, last=frame((0, 250, 0), size))])[0]
+    assert a.shape == b.shape == (preset.frames, preset.height, preset.width, 3)
+    assert np.abs(a - b).max() > 1e-4  # the last frame conditions the clip
+
+
+def test_ltx_continues_from_several_frames():
+    loaded, preset = twin("ltx")
+    size = (preset.width, preset.height)
+    video = tuple(frame((20 * i, 0, 0), size) for i in range(preset.frames))
+    (clip,) = generate_clips(loaded, [job(preset, video=video)])
+    assert clip.shape == (preset.frames, preset.height, preset.width, 3)
+
+
+def test_illegal_frame_count_names_the_rule():
+    loaded, preset = twin("wan")
+    with pytest.raises(
+        ValueError, match=r"frames: tiny-wan needs 4k\+1 frames per clip \(got 10; use 13\)"
+    ):
+        generate_clips(loaded, [job(preset, num_frames=10)])
+
+
+def test_last_frame_refused_where_the_family_cannot():
+    loaded, preset = twin("svd")
+    with pytest.raises(ValueError, match="last frame"):
+        generate_clips(loaded, [job(preset, last=frame((0, 0, 0), (preset.width, preset.height)))])

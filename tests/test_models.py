@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from pipelines.models import FAMILIES, PRESETS, ModelUnavailable, load, resolve_model
+from pipelines.settings import Runtime
+
+
+def test_every_family_has_a_preset_and_a_twin():
+    for fam in FAMILIES.values():
+        assert any(p.family == fam.name for p in PRESETS.values()), fam.name
+        ref = resolve_model(f"tiny-{fam.name}", fam.kind)
+        assert ref.kind == "twin" and ref.family is fam
+
+
+def test_tiny_picks_a_twin_per_task():
+    assert resolve_model("tiny", "image").family.name == "image"
+    assert resolve_model("tiny", "video").family.kind == "video"
+    assert resolve_model("tiny-sd", "image").label == "tiny-image"
+
+
+def test_defaults_are_the_real_presets():
+    assert resolve_model(None, "image").label == "sd-turbo"
+    assert resolve_model(None, "video").label == "ltx-video"
+
+
+@pytest.mark.parametrize(
+    "family,n,legal",
+    [("ltx", 10, 17), ("ltx", 9, 9), ("wan", 10, 13), ("svd", 10, 10), ("cogvideox", 2, 9)],
+)
+def test_legal_frames_round_up(family, n, legal):
+    assert FAMILIES[family].legal_frames(n) == legal
+
+
+def test_unknown_model_names_the_field():
+    with pytest.raises(ValueError, match=r"^model: unknown 'nope'"):
+        resolve_model("nope")
+
+
+def test_local_folder_family_from_model_index(tmp_path):
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "WanImageToVideoPipeline"})
+    )
+    assert resolve_model(str(tmp_path), "video").family.name == "wan"
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "MysteryPipeline"}))
+    with pytest.raises(ValueError, match="MysteryPipeline"):
+        resolve_model(str(tmp_path))
+
+
+def test_folder_without_index_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="model_index.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_uncached_hub_model_offline_is_one_clear_line():
+    with pytest.raises(ModelUnavailable) as info:
+        resolve_model("someone/not-cached-model", "image")
+    msg = str(info.value)
+    assert "\n" not in msg and "--model tiny" in msg and "cannot be reached" in msg
+
+
+def test_uncached_preset_offline_is_one_clear_line():
+    with pytest.raises(ModelUnavailable, match="--model tiny"):
+        load(resolve_model("sd-turbo"), "text2img", Runtime(device="cpu"))
+
+
+def test_loaded_pipelines_are_cached_and_img2img_shares_components():
+    ref = resolve_model("tiny", "image")
+    a = load(ref, "text2img", Runtime())
+    assert load(ref, "text2img", Runtime()) is a
+    b = load(ref, "img2img", Runtime())
+    assert type(b.pipe).__name__.endswith("Img2ImgPipeline")
+    assert b.pipe.unet is a.pipe.unet and b.pipe.vae is a.pipe.vae
+
+
+def test_models_command_prints_the_table(cli):
+    code, out, _ = cli("models")
+    assert code == 0
+    for name in [*PRESETS, "tiny-ltx", "tiny-wan"]:
+        assert name in out
