@@ -371,6 +371,7 @@ def make_video(
         "model": models.video.spec if models.video else None,
         "image_model": models.image.spec,
         "clip_frames": opts.clip_frames,
+        "batch_size": runtime.batch_size,  # a fixed size is kept on resume: same batches, same bits
         "fps": sb.fps,
         "frames": sb.total_frames,
         "video": None,
@@ -429,12 +430,22 @@ def resume_video(
             segments[i].tries = 0
     elif seed is not None:
         raise ValueError("seed: use it with --reroll K")
+    runtime = runtime or Runtime()
+    if runtime.batch_size is None and manifest.get("batch_size"):
+        runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])
+    _remove_leftovers(run)
     manifest["status"] = "running"
-    ctx = _Context(
-        run, sb, models, opts, runtime or Runtime(), segments, manifest, cancel, on_segment
-    )
+    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
     ctx.save()
     return _execute(ctx)
+
+
+def _remove_leftovers(run: RunFolder) -> None:
+    """Temporary files of writes a killed run never finished (never at a final path)."""
+    for folder in (run.root, run.root / "segments", run.root / "keyframes"):
+        for tmp in folder.glob(".*"):
+            if tmp.is_file():
+                tmp.unlink()
 
 
 def _execute(ctx: _Context) -> VideoResult:

@@ -58,13 +58,34 @@ def test_clips_are_the_same_alone_or_batched(family):
 
 
 @pytest.mark.parametrize("family", [f for f in VIDEO_FAMILIES if FAMILIES[f].takes("last_frame")])
-def test_first_and_last_frame(family):
+def test_first_and_last_frame(family, monkeypatch):
     loaded, preset = twin(family)
+    size = (preset.width, preset.height)
+    last = frame((0, 0, 250), size)
+    seen = {}
+    pipe_cls = type(load(loaded.ref, "video").pipe)
+    real = pipe_cls.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipe_cls, "__call__", spy)
+    (clip,) = generate_clips(loaded, [job(preset, last=last)])
+    assert clip.shape == (preset.frames, preset.height, preset.width, 3)
+    if "last_image" in seen:  # Wan: first-and-last-frame arguments
+        assert seen["last_image"] is last
+    else:  # LTX: a condition on the clip's last frame index
+        (end,) = [c for c in seen["conditions"] if c.frame_index == preset.frames - 1]
+        assert end.image is last
+
+
+def test_ltx_last_frame_changes_the_clip():
+    loaded, preset = twin("ltx")
     size = (preset.width, preset.height)
     a = generate_clips(loaded, [job(preset, last=frame((0, 0, 250), size))])[0]
     b = generate_clips(loaded, [job(preset, last=frame((0, 250, 0), size))])[0]
-    assert a.shape == b.shape == (preset.frames, preset.height, preset.width, 3)
-    assert np.abs(a - b).max() > 1e-4  # the last frame conditions the clip
+    assert np.abs(a - b).max() > 1e-4
 
 
 def test_ltx_continues_from_several_frames():

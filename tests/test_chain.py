@@ -1,0 +1,354 @@
+"""Storyboard to video, for real: the twins, ffmpeg, the run folder, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import clips
+from pipelines.chain import VideoOptions, make_video, plan, read_storyboard, resume_video
+from pipelines.stitch import probe, read_frames
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STORY = """
+fps: 8
+width: 32
+height: 32
+seed: 7
+shots:
+  - prompt: a paper boat on a rainy street
+    seconds: 2
+    transition: crossfade
+    transition_seconds: 0.5
+  - prompt: the boat reaches a river at dawn
+    seconds: 2.5
+  - prompt: a lighthouse at night
+    seconds: 1.5
+"""
+
+
+def write_story(tmp_path, text=STORY, name="story.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def frames_of(path):
+    return np.stack(list(read_frames(path)))
+
+
+def manifest(run):
+    return json.loads((Path(run) / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "mode,model",
+    [
+        ("continue", "tiny-ltx"),
+        ("keyframes", "tiny-wan"),
+        ("keyframes", "tiny-svd"),
+        ("feedback", "tiny"),
+    ],
+)
+def test_each_mode_gives_the_storyboards_frames_fps_and_size(tmp_path, mode, model):
+    result = make_video(
+        write_story(tmp_path), tmp_path / "run", VideoOptions(model=model, mode=mode)
+    )
+    info = probe(result.video)
+    assert (info.frames, info.fps, info.width, info.height) == (48, 8.0, 32, 32)  # 8 × 6 s
+    m = manifest(tmp_path / "run")
+    assert m["status"] == "done" and m["mode"] == mode
+    for seg in m["segments"]:
+        assert seg["status"] == "done" and (tmp_path / "run" / seg["file"]).is_file()
+        assert {
+            "index",
+            "shot",
+            "seed",
+            "frames",
+            "status",
+            "file",
+            "drift",
+            "seconds",
+        } <= seg.keys()
+        assert "ssim" in seg["drift"]["join"] and "color" in seg["drift"]["join"]
+    assert (tmp_path / "run" / "poster.jpg").is_file()
+    resolved = json.loads((tmp_path / "run" / "storyboard.json").read_text())
+    assert resolved["shots"][1]["transition"] == "cut" and resolved["interpolate"] == 2
+
+
+def test_frame_count_is_exact_for_awkward_lengths(tmp_path):
+    story = "fps: 12\nwidth: 32\nheight: 32\nshots:\n" + "".join(
+        f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate([1.3, 0.7, 2.05])
+    )
+    result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
+    assert probe(result.video).frames == round(12 * (1.3 + 0.7 + 2.05))
+
+
+def test_continue_conditions_each_clip_on_the_previous_clips_last_frame(tmp_path, monkeypatch):
+    seen = []  # (job, output) for every clip the pipeline made, in call order
+    real = clips._call
+
+    def spy(loaded, batch, adapter, cancel):
+        out = real(loaded, batch, adapter, cancel)
+        seen.extend(zip(batch, out, strict=True))
+        return out
+
+    monkeypatch.setattr(clips, "_call", spy)
+    story = "fps: 8\nwidth: 32\nheight: 32\ninterpolate: 1\nshots:\n  - prompt: a long river\n    seconds: 4\n"
+    make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny-ltx"))
+    m = manifest(tmp_path / "run")
+    assert len(m["segments"]) >= 3
+    run = tmp_path / "run"
+    for seg in m["segments"][1:]:
+        assert seg["depends"] == seg["index"] - 1
+        job = next(j for j, _ in seen if j.seed == seg["seed"])
+        tail = np.asarray(
+            __import__("PIL.Image").Image.open(
+                run / f"segments/seg-{seg['depends']:03d}-tail-0.png"
+            )
+        )
+        assert np.array_equal(np.asarray(job.first), tail)
+        # and that tail is the previous clip's last frame (after colour matching)
+        prev_job, prev_out = next(
+            (j, o) for j, o in seen if j.seed == m["segments"][seg["depends"]]["seed"]
+        )
+        from pipelines import drift
+
+        anchor = np.asarray(__import__("PIL.Image").Image.open(run / "keyframes/shot-000.png"))
+        expected = drift.match_colors(drift.to_uint8(prev_out), anchor)[-1]
+        assert np.array_equal(tail, expected)
+
+
+def test_keyframes_batches_keyframes_and_independent_clips(tmp_path, monkeypatch):
+    sizes = []
+    real = clips._call
+
+    def spy(loaded, batch, adapter, cancel):
+        sizes.append(len(batch))
+        return real(loaded, batch, adapter, cancel)
+
+    monkeypatch.setattr(clips, "_call", spy)
+    from pipelines import images
+
+    image_sizes = []
+    real_img = images._call_image_pipe
+
+    def spy_img(loaded, batch):
+        image_sizes.append(len(batch))
+        return real_img(loaded, batch)
+
+    monkeypatch.setattr(images, "_call_image_pipe", spy_img)
+    from pipelines.settings import Runtime
+
+    make_video(
+        write_story(tmp_path),
+        tmp_path / "run",
+        VideoOptions(model="tiny-svd", mode="keyframes"),
+        runtime=Runtime(batch_size=4),
+    )
+    assert max(image_sizes) == 3  # all three keyframes in one call
+    assert max(sizes) > 1  # clips that do not depend on each other ran together
+
+
+def test_keyframes_mode_ends_clips_on_the_next_keyframe(tmp_path):
+    sb, models = read_storyboard(
+        write_story(tmp_path), VideoOptions(model="tiny-wan", mode="keyframes")
+    )
+    segs = plan(sb, models)
+    lasts = [s for s in segs if s.last_keyframe is not None]
+    assert [s.last_keyframe for s in lasts] == [1, 2]
+
+
+def test_overlap_is_blended_for_families_that_take_video(tmp_path):
+    opts = VideoOptions(model="tiny-ltx", clip_frames=25)
+    story = "fps: 8\nwidth: 32\nheight: 32\ninterpolate: 1\nshots:\n  - prompt: a long river\n    seconds: 6\n"
+    sb, models = read_storyboard(write_story(tmp_path, story), opts)
+    segs = plan(sb, models, opts.clip_frames)
+    assert segs[1].overlap == 9 and segs[0].holdback == 9
+    result = make_video(write_story(tmp_path, story), tmp_path / "run", opts)
+    assert probe(result.video).frames == 48
+
+
+RUNNER = """
+import sys
+from pipelines.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*argv, **kw):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *map(str, argv)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+LONG = "fps: 8\nwidth: 32\nheight: 32\nseed: 3\nshots:\n" + "".join(
+    f"  - prompt: scene {i}\n    seconds: 2\n" for i in range(10)
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_the_same_frames(tmp_path):
+    story = write_story(tmp_path, LONG)
+    args = ("--model", "tiny-svd", "--batch-size", "1")
+    ref = _cli("video", story, "--out", tmp_path / "ref", *args)
+    victim = _cli("video", story, "--out", tmp_path / "run", *args)
+    mpath = tmp_path / "run" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            done = [s for s in json.loads(mpath.read_text())["segments"] if s["status"] == "done"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            done = []
+        if len(done) >= 2:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
+    before = manifest(tmp_path / "run")
+    finished = {
+        s["file"]: (tmp_path / "run" / s["file"]).stat().st_mtime_ns
+        for s in before["segments"]
+        if s["status"] == "done"
+    }
+    assert 2 <= len(finished) < len(before["segments"]), "the kill must land mid-run"
+    resumed = _cli("video", "--resume", tmp_path / "run")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()[-2000:]
+    for file, mtime in finished.items():  # finished segments were not made again
+        assert (tmp_path / "run" / file).stat().st_mtime_ns == mtime
+    assert np.array_equal(
+        frames_of(tmp_path / "run" / "video.mp4"), frames_of(tmp_path / "ref" / "video.mp4")
+    )
+    assert not list((tmp_path / "run" / "segments").glob(".*"))  # no temporary leftovers
+
+
+def test_reroll_changes_only_that_segment_and_what_continues_from_it(tmp_path):
+    story = "fps: 8\nwidth: 32\nheight: 32\ninterpolate: 1\nshots:\n  - prompt: a\n    seconds: 2.5\n  - prompt: b\n    seconds: 2.5\n"
+    run = tmp_path / "run"
+    make_video(write_story(tmp_path, story), run, VideoOptions(model="tiny-ltx"))
+    before = manifest(run)["segments"]
+    assert len(before) >= 4
+    data = {s["index"]: (run / s["file"]).read_bytes() for s in before}
+    target = next(s for s in before if s["shot"] == 0 and s["part"] == 0)
+    first_video = frames_of(run / "video.mp4")
+    resume_video(run, reroll=target["index"], seed=12345)
+    after = manifest(run)["segments"]
+    redo = {target["index"]}
+    for s in before:  # what continues from it, directly or through another segment
+        if s["depends"] in redo:
+            redo.add(s["index"])
+    assert len(redo) < len(before)
+    for s in after:
+        changed = (run / s["file"]).read_bytes() != data[s["index"]]
+        assert changed == (s["index"] in redo), s["index"]
+    assert after[target["index"]]["seed"] == 12345
+    new_video = frames_of(run / "video.mp4")
+    assert new_video.shape == first_video.shape and not np.array_equal(new_video, first_video)
+
+
+def test_resume_of_a_finished_run_makes_nothing(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    make_video(write_story(tmp_path), run, VideoOptions(model="tiny"))
+    calls = []
+    monkeypatch.setattr(clips, "_call", lambda *a: calls.append(a))
+    result = resume_video(run)
+    assert calls == [] and result.generated == 0 and probe(result.video).frames == 48
+
+
+@pytest.mark.parametrize(
+    "story,field",
+    [
+        ("shots: []\n", "shots"),
+        ("shots:\n  - prompt: a\n    seconds: 0\n", "shots[0].seconds"),
+        ("shots:\n  - prompt: a\n    seconds: 100000\n", "shots[0].seconds"),
+        ("fps: 0\nshots:\n  - prompt: a\n", "fps"),
+        ("width: 48\nshots:\n  - prompt: a\n", "width: tiny-ltx needs a multiple of 32"),
+        ("audio: missing.mp3\nshots:\n  - prompt: a\n", "audio"),
+        ("shots:\n  - prompt: a\n    secs: 2\n", "unknown key 'secs'"),
+        ("{not yaml: [", "storyboard"),
+    ],
+)
+def test_bad_storyboards_exit_2_naming_the_field(cli, tmp_path, story, field):
+    code, _, err = cli(
+        "video", write_story(tmp_path, story), "--out", tmp_path / "run", "--model", "tiny"
+    )
+    assert code == 2, err
+    assert err.count("\n") == 1 and field in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_video_model_in_feedback_mode_is_refused(cli, tmp_path):
+    code, _, err = cli(
+        "video",
+        write_story(tmp_path),
+        "--out",
+        tmp_path / "r",
+        "--model",
+        "tiny-ltx",
+        "--mode",
+        "feedback",
+    )
+    assert code == 2 and "feedback mode needs an image model" in err
+
+
+def test_out_folder_with_a_run_is_not_overwritten(cli, tmp_path):
+    story = write_story(tmp_path)
+    assert cli("video", story, "--out", tmp_path / "run", "--model", "tiny")[0] == 0
+    code, _, err = cli("video", story, "--out", tmp_path / "run", "--model", "tiny")
+    assert code == 2 and "--resume" in err
+
+
+def test_audio_track_is_trimmed_to_the_video(tmp_path):
+    import wave
+
+    wav = tmp_path / "music.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        t = np.arange(16000 * 10) / 16000
+        w.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).tobytes())
+    story = STORY.replace("seed: 7", "seed: 7\naudio: music.wav")
+    result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
+    info = probe(result.video)
+    assert info.has_audio and abs(info.audio_duration - info.duration) < 0.15
+
+
+def test_disk_full_while_writing_keeps_finished_segments(tmp_path, monkeypatch):
+    import errno
+
+    from pipelines import stitch
+
+    real_write = stitch.VideoWriter.write
+    count = {"n": 0}
+
+    def full(self, frames):
+        count["n"] += 1
+        if count["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, frames)
+
+    monkeypatch.setattr(stitch.VideoWriter, "write", full)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="No space"):
+        make_video(write_story(tmp_path), run, VideoOptions(model="tiny-ltx"))
+    done = [s for s in manifest(run)["segments"] if s["status"] == "done"]
+    assert len(done) == 2 and all((run / s["file"]).is_file() for s in done)
+    monkeypatch.setattr(stitch.VideoWriter, "write", real_write)
+    result = resume_video(run)
+    assert probe(result.video).frames == 48
