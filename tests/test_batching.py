@@ -1,0 +1,176 @@
+"""The planner and the out-of-memory ladder, with the real error classes injected."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import images
+from pipelines.batching import Cost, OutOfMemory, Planner, Saver, run_batched
+from pipelines.images import ImageJob, generate
+from pipelines.models import load, resolve_model
+from pipelines.settings import Runtime
+
+
+def planner(tmp_path, **kw):
+    return Planner(Runtime(**kw), cache_file=tmp_path / "planner.json")
+
+
+def test_probes_then_plans_from_measured_cost(tmp_path):
+    p = planner(tmp_path, memory_budget=1000)
+    cpu = torch.device("cpu")
+    assert p.size_for("k", cpu, 10) == 1  # first probe: alone
+    p.observe("k", 1, 300)
+    assert p.size_for("k", cpu, 10) == 2  # second probe: two together
+    p.observe("k", 2, 400)
+    cost = p.costs["k"]
+    assert cost.per_item == 100 and cost.base == 200
+    assert p.size_for("k", cpu, 10) == 6  # (1000 × 0.8 − 200) / 100
+    assert p.size_for("k", cpu, 3) == 3  # never more than what is left
+    # remembered across sessions, in the cache file
+    assert (
+        Planner(Runtime(memory_budget=1000), cache_file=tmp_path / "planner.json").size_for(
+            "k", cpu, 10
+        )
+        == 6
+    )
+
+
+def test_fixed_batch_size_wins(tmp_path):
+    assert planner(tmp_path, batch_size=5).size_for("k", torch.device("cpu"), 12) == 5
+
+
+def test_an_oom_lowers_the_estimate(tmp_path):
+    p = planner(tmp_path, memory_budget=10_000)
+    p.costs["k"] = Cost(base=0, per_item=100, max_ok=8)
+    assert p.size_for("k", torch.device("cpu"), 100) == 64
+    p.learn_oom("k", 16)
+    assert p.size_for("k", torch.device("cpu"), 100) == 15
+
+
+class Flaky:
+    """Runs the real call, but raises the real OOM class when a batch is too large."""
+
+    def __init__(self, limit, error=torch.OutOfMemoryError, after=0):
+        self.limit, self.error, self.after, self.calls = limit, error, after, []
+
+    def __call__(self, batch):
+        self.calls.append(len(batch))
+        if len(batch) > self.limit and len(self.calls) > self.after:
+            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [x * 10 for x in batch]
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError, MemoryError])
+def test_ladder_halves_the_batch_and_retries_only_what_failed(tmp_path, error):
+    call = Flaky(limit=2, error=error)
+    done = []
+    report = run_batched(
+        list(range(10)),
+        call,
+        planner=planner(tmp_path, batch_size=8),
+        key="k",
+        device=torch.device("cpu"),
+        on_result=lambda i, r: done.append(i),
+    )
+    assert report.results == [x * 10 for x in range(10)]
+    assert sorted(done) == list(range(10)) and len(done) == 10  # nothing delivered twice
+    assert call.calls[:3] == [8, 4, 2] and max(call.calls[3:]) <= 2
+    assert report.tried == ["batch 8→4", "batch 4→2"]
+
+
+def test_mid_job_oom_keeps_finished_work(tmp_path):
+    call = Flaky(limit=1, after=2)  # the first two batches of 2 run, then memory shrinks
+    report = run_batched(
+        list(range(7)),
+        call,
+        planner=planner(tmp_path, batch_size=2),
+        key="k",
+        device=torch.device("cpu"),
+    )
+    assert report.results == [x * 10 for x in range(7)]
+    assert report.batch_sizes[:2] == [2, 2] and sum(report.batch_sizes) == 7
+
+
+def test_savers_then_a_clear_message(tmp_path):
+    applied = []
+    savers = [
+        Saver("VAE tiling", lambda: applied.append("tiling")),
+        Saver("model offload", lambda: applied.append("offload")),
+    ]
+    with pytest.raises(OutOfMemory) as info:
+        run_batched(
+            [1, 2],
+            Flaky(limit=0),
+            planner=planner(tmp_path, batch_size=2),
+            key="k",
+            device=torch.device("cpu"),
+            savers=savers,
+        )
+    assert applied == ["tiling", "offload"]
+    msg = str(info.value)
+    assert "batch 2→1" in msg and "VAE tiling" in msg and "model offload" in msg and "\n" not in msg
+
+
+def test_a_saver_that_helps_completes_the_job(tmp_path):
+    call = Flaky(limit=0)
+
+    def enough_now():
+        call.limit = 1
+
+    report = run_batched(
+        [1, 2, 3],
+        call,
+        planner=planner(tmp_path, batch_size=1),
+        key="k",
+        device=torch.device("cpu"),
+        savers=[Saver("VAE tiling", enough_now)],
+    )
+    assert report.results == [10, 20, 30] and report.tried == ["VAE tiling"]
+
+
+def test_other_errors_are_not_swallowed(tmp_path):
+    def broken(batch):
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError):
+        run_batched([1], broken, planner=planner(tmp_path), key="k", device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("where", ["first call", "vae decode"])
+def test_real_pipeline_oom_gives_the_same_images(tmp_path, monkeypatch, where):
+    """OOM injected into the real SD twin (first call / inside VAE decode): same output."""
+    loaded = load(resolve_model("tiny", "image"), "text2img")
+    jobs = [ImageJob(f"prompt {i}", "", 64, 64, 2, 1.0, 40 + i) for i in range(4)]
+    expected = generate(
+        loaded, jobs, runtime=Runtime(batch_size=1), planner=planner(tmp_path / "a", batch_size=1)
+    )
+
+    raised = {"n": 0}
+    if where == "first call":
+        real = images._call_image_pipe
+
+        def once(loaded_, batch):
+            if raised["n"] == 0:
+                raised["n"] += 1
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return real(loaded_, batch)
+
+        monkeypatch.setattr(images, "_call_image_pipe", once)
+    else:
+        vae = loaded.pipe.vae
+        real_decode = vae.decode
+
+        def decode(z, *a, **kw):
+            if z.shape[0] > 1 and raised["n"] == 0:
+                raised["n"] += 1
+                raise torch.OutOfMemoryError("CUDA out of memory in VAE decode (injected)")
+            return real_decode(z, *a, **kw)
+
+        monkeypatch.setattr(vae, "decode", decode)
+        monkeypatch.setattr(vae, "use_slicing", False)
+    got = generate(
+        loaded, jobs, runtime=Runtime(batch_size=4), planner=planner(tmp_path / "b", batch_size=4)
+    )
+    assert raised["n"] == 1
+    for a, b in zip(got, expected, strict=True):
+        assert np.abs(a - b).max() < 2e-3
