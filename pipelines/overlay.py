@@ -367,7 +367,10 @@ def _balance(
     if len(lines) < 2:
         return lines
     font, stroke = _font(size), _stroke(size)
-    lo, hi = 1, _inner(region, size)[0]
+    hi = _inner(region, size)[0]
+    # Never narrower than the widest word: a narrower width would break words apart.
+    widest = max((_width(font, w, stroke) for p in paragraphs for w in p.split()), default=1)
+    lo = min(widest, hi)
     while lo < hi:
         mid = (lo + hi) // 2
         if len(_wrap(paragraphs, font, stroke, mid)) <= len(lines):

@@ -347,3 +347,12 @@ def test_slug_cuts_at_word_boundary():
     assert slug("a" * 100, max_len=10) == "a" * 10
     with pytest.raises(ValueError, match="max_len"):
         slug("x", max_len=0)
+
+
+def test_balanced_titles_never_break_a_word():
+    from PIL import Image
+
+    from pipelines.overlay import draw_title
+
+    _, box = draw_title(Image.new("RGB", (1080, 1920), (40, 90, 160)), "Night City")
+    assert " ".join(box.lines).split() == ["Night", "City"]
