@@ -42,7 +42,6 @@ from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
 from .stitch import Part, VideoWriter, stitch
-from .storyboard import Limits as StoryLimits
 from .storyboard import Storyboard, load_storyboard, parse_storyboard
 
 log = logging.getLogger(__name__)
@@ -80,17 +79,6 @@ class VideoResult:
 # 1. Resolving models and the storyboard
 
 
-def story_limits(limits: Limits) -> StoryLimits:
-    return StoryLimits(
-        max_seconds_total=limits.max_seconds_total,
-        max_shot_seconds=limits.max_shot_seconds,
-        max_fps=limits.max_fps,
-        max_side=limits.max_side,
-        max_prompt_chars=limits.max_prompt_chars,
-        max_shots=limits.max_shots,
-    )
-
-
 @dataclass(frozen=True)
 class Models:
     video: ModelRef | None  # None in feedback mode
@@ -121,7 +109,7 @@ def read_storyboard(
 ) -> tuple[Storyboard, Models]:
     """Load a storyboard (a file, or text when `text`), with the model's size and fps as
     defaults, CLI options applied, and every model rule checked."""
-    limits = story_limits(opts.limits)
+    limits = opts.limits
     raw = (
         parse_storyboard(str(source), limits=limits)
         if text
@@ -408,7 +396,7 @@ def resume_video(
     from .files import read_json
 
     data = read_json(run.storyboard_path)
-    sb = Storyboard.from_dict(data, limits=story_limits(opts.limits))
+    sb = Storyboard.from_dict(data, limits=opts.limits)
     models = resolve_models(opts.model, sb.mode, opts.image_model)
     segments = [Segment.from_dict(d) for d in manifest["segments"]]
     for s in segments:  # a finished segment whose file is gone is made again

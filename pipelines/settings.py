@@ -115,7 +115,7 @@ class Limits:
     variables (`REELCHAIN_MAX_SIDE=768`, ...), read by `Limits.from_env()`.
     """
 
-    max_side: int = 2048
+    max_side: int = 4096
     max_steps: int = 150
     max_count: int = 16
     max_batch: int = 64
@@ -127,6 +127,12 @@ class Limits:
     max_frames: int = 216_000
     max_upload_bytes: int = 200 * 2**20
     max_rows: int = 1000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"Limits.{f.name}: must be a positive number (got {value!r})")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:

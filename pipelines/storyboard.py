@@ -62,6 +62,8 @@ from typing import Any
 
 import yaml
 
+from .settings import Limits  # one set of caps for every face
+
 MODES = ("continue", "keyframes", "feedback")
 TRANSITIONS = ("cut", "crossfade")
 FORMATS = ("mp4", "webm", "gif")
@@ -79,28 +81,6 @@ MAX_GUIDANCE = 100.0
 MAX_PAN = 512.0
 MAX_ROTATE = 180.0
 MAX_MODEL_CHARS = 200
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Upper bounds a deployment may tighten (a shared UI server, a small GPU).
-
-    The defaults are the widest the engine supports; a limit only ever narrows what a
-    storyboard may ask for.
-    """
-
-    max_seconds_total: float = 3600.0
-    max_shot_seconds: float = 600.0
-    max_fps: int = 60
-    max_side: int = 4096
-    max_prompt_chars: int = 2000
-    max_shots: int = 500
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"Limits.{f.name}: must be a positive number (got {value!r})")
 
 
 class StoryboardError(ValueError):
