@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,7 +380,10 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
             log.info("loading %s for %s on %s", ref.label, task, placement.describe())
             pipe = _load_from_source(ref, placement)
             apply_placement(pipe, placement)
-            pipe.set_progress_bar_config(leave=False, dynamic_ncols=True)
+            # Step bars on a terminal only: for tiny, fast calls a bar costs more than the call.
+            pipe.set_progress_bar_config(
+                leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty()
+            )
             loaded = LoadedModel(ref, pipe, placement, task)
         _CACHE[key] = loaded
         return loaded

@@ -1,0 +1,595 @@
+"""Reelchain benchmarks: the engine's claims measured side by side in one run.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results]
+
+Writes `benchmarks.json` and `benchmarks.md` (a table: metric, measured, target, met?, plus
+the machine) into `--out` and prints the table. Everything runs offline on the tiny twins;
+every number is measured on this machine, nothing is asserted. Sections:
+
+1. batching: images/s with the planner (auto) vs one call per prompt vs the best fixed size;
+2. long video: share of wall time inside pipeline calls; peak RSS of a 4x longer video;
+3. encoding: the streaming writer vs a raw ffmpeg pipe and vs moviepy;
+4. generation economy: output frames per generated frame;
+5. GPU: full-size configurations (only where CUDA is available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Metric:
+    section: str
+    name: str
+    measured: float | None  # None: not measured (skipped)
+    unit: str = ""
+    target: str = ""  # e.g. "≥ 2"; empty: reported only
+    met: bool | None = None  # None: no target, or skipped
+    note: str = ""
+
+
+@dataclass
+class Config:
+    """Sizes of every measurement; `--quick` picks the small one."""
+
+    prompts: int
+    batch_sizes: tuple[int, ...]
+    repeats: int
+    shots: int
+    encode_frames: int
+    encode_side: int
+    rss_batches: tuple[str, ...]  # --batch-size values of the peak-RSS runs
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Config:
+        if quick:
+            return cls(32, (1, 2, 4, 8, 16), 2, 12, 600, 256, ("auto",))
+        return cls(48, (1, 2, 4, 8, 16, 32), 3, 12, 600, 512, ("auto", "1"))
+
+
+@dataclass
+class Report:
+    quick: bool
+    machine: dict[str, str]
+    metrics: list[Metric] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def ratio_metric(section, name, value, unit, target, note="") -> Metric:
+    """A metric with a `≥ x` / `≤ x` target; `met` is computed from the measured value."""
+    op, bound = target.split()
+    bound_f = float(bound.rstrip("×"))
+    met = value >= bound_f if op == "≥" else value <= bound_f
+    return Metric(section, name, round(value, 3), unit, target, met, note)
+
+
+# ---------------------------------------------------------------------------------------
+# The machine
+
+
+def machine_info() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu": cpu,
+        "cores": str(len(os.sched_getaffinity(0))),
+        "ram": ram,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def quiet_progress_bars() -> None:
+    """Silence diffusers' per-call progress bars in this process (the pipelines set their
+    own bar options, so TQDM_DISABLE alone does not reach them)."""
+    import diffusers.pipelines.pipeline_utils as pipeline_utils
+
+    pipeline_utils.is_torch_dist_rank_zero = lambda: False  # bars show on rank zero only
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Batching
+
+
+def bench_batching(cfg: Config, report: Report, tmp: Path) -> None:
+    import pipelines.images as images
+    from pipelines.batching import Planner
+    from pipelines.images import ImageJob, generate
+    from pipelines.models import load, resolve_model
+    from pipelines.settings import Runtime
+
+    loaded = load(resolve_model("tiny-image", "image"), "text2img", Runtime())
+    jobs = [ImageJob(f"a lighthouse, view {i}", "", 64, 64, 4, 1.0, i) for i in range(cfg.prompts)]
+    counter = iter(range(10_000))
+
+    def run(batch_size: int | None, cache: Path | None = None) -> tuple[float, list[int]]:
+        """Images/s over all prompts with a fresh planner (and a fresh cache file unless
+        `cache` is given), and the batch sizes it ran."""
+        runtime = Runtime(batch_size=batch_size)
+        cache = cache or tmp / f"planner-{next(counter)}.json"
+        planner = Planner(runtime, cache_file=cache)
+        calls: list[int] = []
+        original = images._call_image_pipe
+
+        def counting(loaded, batch):
+            calls.append(len(batch))
+            return original(loaded, batch)
+
+        images._call_image_pipe = counting
+        try:
+            seconds = timed(lambda: generate(loaded, jobs, runtime=runtime, planner=planner))
+        finally:
+            images._call_image_pipe = original
+        return len(jobs) / seconds, calls
+
+    run(2)  # warm-up: weights paged in, kernels chosen; not timed
+
+    # Round robin, best of `repeats`: load from other processes hits every setting alike.
+    # "auto" starts from an empty planner cache each time, so its probes (a batch of 1,
+    # then of 2) are timed; "auto, warm" reuses the estimates a previous run saved.
+    warm_cache = tmp / "planner-warm.json"
+    run(None, warm_cache)
+    labels = ["auto", "auto, warm", *map(str, cfg.batch_sizes)]
+    rates = dict.fromkeys(labels, 0.0)
+    batches: dict[str, list[int]] = {}
+    for _ in range(cfg.repeats):
+        for label in labels:
+            if label == "auto":
+                rate, calls = run(None)
+            elif label == "auto, warm":
+                rate, calls = run(None, warm_cache)
+            else:
+                rate, calls = run(int(label))
+            if rate > rates[label]:
+                rates[label], batches[label] = rate, calls
+    for label in labels:
+        print(f"  batch {label}: {rates[label]:.1f} images/s, batches {batches[label]}")
+
+    auto, naive = rates["auto"], rates["1"]
+    fixed = [str(b) for b in cfg.batch_sizes]
+    best_label = max(fixed, key=rates.__getitem__)
+    best = rates[best_label]
+    setup = f"SD twin, {cfg.prompts} prompts, 64×64, 4 steps, best of {cfg.repeats}"
+    sweep = ", ".join(f"{k}: {rates[k]:.1f}" for k in fixed)
+    m = report.metrics
+    m.append(Metric("batching", "images/s, auto (planner, empty cache)", round(auto, 2), "img/s",
+                    note=f"{setup}; batches {batches['auto']}"))  # fmt: skip
+    m.append(Metric("batching", "images/s, auto (planner cache warm)",
+                    round(rates["auto, warm"], 2), "img/s",
+                    note=f"batches {batches['auto, warm']}"))  # fmt: skip
+    m.append(Metric("batching", "images/s, one call per prompt", round(naive, 2), "img/s"))
+    m.append(Metric("batching", f"images/s, best fixed size ({best_label})", round(best, 2),
+                    "img/s", note=f"sweep {sweep}"))  # fmt: skip
+    m.append(ratio_metric("batching", "auto / one call per prompt", auto / naive, "×", "≥ 2"))
+    m.append(ratio_metric("batching", "auto / best fixed size", auto / best, "×", "≥ 0.9",
+                          note="empty cache: the probes (1, then 2 images) are timed"))  # fmt: skip
+    m.append(ratio_metric("batching", "auto (cache warm) / best fixed size",
+                          rates["auto, warm"] / best, "×", "≥ 0.9",
+                          note="estimates from an earlier run, as in a session's later jobs"))  # fmt: skip
+    report.details["batching"] = {"images_per_second": rates, "batches": batches}
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Long video (and 4. generation economy, from the same run)
+
+
+def storyboard_yaml(shots: int, side: int | None, seconds: float = 2.0) -> str:
+    lines = ["mode: continue", "seed: 11"]
+    if side:
+        lines += ["fps: 8", f"width: {side}", f"height: {side}"]
+    lines.append("shots:")
+    subjects = ["a paper boat", "a lighthouse", "a red kite", "a night train"]
+    for k in range(shots):
+        lines.append(f"  - prompt: {subjects[k % len(subjects)]}, scene {k}, soft light")
+        lines.append(f"    seconds: {seconds}")
+    return "\n".join(lines) + "\n"
+
+
+TIMED = {  # what the video run's wall time is split into: (module, function)
+    "pipeline calls": [("pipelines.clips", "_call"), ("pipelines.images", "_call_image_pipe")],
+    "segment writes": [("pipelines.chain", "_write_segment")],
+    "final stitch": [("pipelines.chain", "_finish")],
+}
+
+
+@contextlib.contextmanager
+def phase_timer() -> Iterator[dict[str, float]]:
+    """Sum the seconds spent inside each group of `TIMED` functions while the block runs."""
+    import importlib
+
+    spent = dict.fromkeys(TIMED, 0.0)
+    originals = []
+
+    def wrap(fn, phase):
+        def inner(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[phase] += time.perf_counter() - t0
+
+        return inner
+
+    for phase, targets in TIMED.items():
+        for module_name, attr in targets:
+            module = importlib.import_module(module_name)
+            originals.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, wrap(getattr(module, attr), phase))
+    try:
+        yield spent
+    finally:
+        for module, attr, fn in originals:
+            setattr(module, attr, fn)
+
+
+def calibrate_video_size(model: str, sides: tuple[int, ...], goal: float) -> tuple[int, float]:
+    """The side (of `sides`) whose single clip call takes closest to `goal` seconds."""
+    from PIL import Image
+
+    from pipelines.batching import Planner
+    from pipelines.clips import ClipJob, generate_clips
+    from pipelines.models import load, resolve_model
+    from pipelines.settings import Runtime
+
+    ref = resolve_model(model, "video")
+    loaded = load(ref, "video", Runtime())
+    runtime = Runtime(batch_size=1)
+    best: tuple[int, float] | None = None
+    for side in sides:
+        job = ClipJob("calibration", Image.new("RGB", (side, side), (90, 120, 150)),
+                      ref.preset.frames, side, side, ref.preset.steps, 3.0, 0)  # fmt: skip
+        times = []
+        for _ in range(3):  # the first call at a new size warms up; best of the rest
+            with tempfile.TemporaryDirectory() as d:
+                planner = Planner(runtime, cache_file=Path(d) / "p.json")
+                times.append(
+                    timed(
+                        lambda p=planner, j=job: generate_clips(
+                            loaded, [j], runtime=runtime, planner=p
+                        )
+                    )  # fmt: skip
+                )
+        t = min(times)
+        print(f"  {model} {side}×{side}×{ref.preset.frames}: {t:.2f} s per call")
+        if best is None or abs(t - goal) < abs(best[1] - goal):
+            best = (side, t)
+        if t > goal * 1.5:
+            break
+    assert best is not None
+    return best
+
+
+def peak_rss_of(cmd: list[str], env: dict[str, str]) -> tuple[int, float]:
+    """Peak resident set (bytes) of the largest process `cmd` ran, and its wall time.
+
+    A fresh wrapper process runs `cmd` and reports RUSAGE_CHILDREN, so earlier runs in this
+    process do not mask the number.
+    """
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "rc = subprocess.call(sys.argv[1:])\n"
+        "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=ROOT, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    kib = int(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PEAK_KIB")).split()[1])
+    return kib * 1024, wall
+
+
+def bench_video(cfg: Config, report: Report, tmp: Path) -> None:
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.settings import Runtime
+
+    model = "tiny-wan"  # the tiny LTX twin stays under 0.1 s per call up to 320×320
+    side, call_s = calibrate_video_size(model, (96, 128, 144, 160, 176, 192), goal=0.5)
+    runtime = Runtime(cache_dir=tmp / "cache")
+    opts = VideoOptions(model=model)
+
+    # Warm-up: load the models and run every kind of call once, untimed.
+    make_video(storyboard_yaml(1, side), tmp / "warm", opts, runtime=runtime, text=True)
+
+    story = storyboard_yaml(cfg.shots, side)
+    with phase_timer() as spent:
+        wall = timed(lambda: make_video(story, tmp / "short", opts, runtime=runtime, text=True))
+    inside = spent["pipeline calls"]
+    share = inside / wall
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
+    m = report.metrics
+    m.append(ratio_metric("long video", "share of wall time inside pipeline calls", share, "",
+                          "≥ 0.85",
+                          note=f"{cfg.shots} shots × 2 s, {model} {side}×{side} "
+                          f"({call_s:.2f} s/call), models loaded; {wall:.1f} s wall: {split}"))  # fmt: skip
+    report.details["video"] = {"model": model, "side": side, "call_s": call_s,
+                               "wall_s": wall, "phases_s": spent}  # fmt: skip
+
+    # Peak RSS: a 4× longer video against the short one, each in a fresh process with an
+    # empty planner cache; with planned batches, and in the full run also with one clip per
+    # call (which separates growth with length from growth with batch size).
+    rss: dict[str, dict[str, tuple[int, float]]] = {}
+    for batch in cfg.rss_batches:
+        rss[batch] = {}
+        for name, shots in (("short", cfg.shots), ("long", cfg.shots * 4)):
+            run_id = f"{name}-b{batch}"
+            env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+                       REELCHAIN_CACHE=str(tmp / f"cache-{run_id}"))  # fmt: skip
+            path = tmp / f"{name}.yaml"
+            path.write_text(storyboard_yaml(shots, side))
+            cmd = [sys.executable, "-m", "pipelines", "video", str(path), "--out",
+                   str(tmp / f"cli-{run_id}"), "--model", model, "--batch-size", batch]  # fmt: skip
+            peak, secs = rss[batch][name] = peak_rss_of(cmd, env)
+            print(f"  {name} ({shots} shots, batch {batch}): peak RSS {peak / 2**20:.0f} MiB, "
+                  f"{secs:.1f} s")  # fmt: skip
+        (short_rss, short_s), (long_rss, long_s) = rss[batch]["short"], rss[batch]["long"]
+        m.append(ratio_metric("long video", f"peak RSS, 4× longer video / short (batch {batch})",
+                              long_rss / short_rss, "×", "≤ 1.10",
+                              note=f"fresh processes: {short_rss / 2**20:.0f} MiB "
+                              f"({cfg.shots} shots, {short_s:.0f} s) vs {long_rss / 2**20:.0f} "
+                              f"MiB ({cfg.shots * 4} shots, {long_s:.0f} s)"))  # fmt: skip
+    report.details["video"] |= {"peak_rss_bytes_and_seconds": rss}
+
+    bench_economy(report, tmp / "short", model)
+
+
+def bench_economy(report: Report, run_dir: Path, model: str) -> None:
+    """Output frames per generated frame: the measured run, and the default video preset's
+    plan for the same storyboard (planning only, nothing loaded)."""
+    from pipelines.chain import VideoOptions, plan, read_storyboard
+    from pipelines.models import DEFAULT_VIDEO_PRESET
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    generated = sum(s["generated_frames"] for s in manifest["segments"])
+    ratio = manifest["frames"] / generated
+    m = report.metrics
+    m.append(ratio_metric("economy", f"output / generated frames, {model} run", ratio, "×", "≥ 2",
+                          note=f"{manifest['frames']} frames from {generated} generated in "
+                          f"{len(manifest['segments'])} clips (interpolate 2); a 2 s shot at "
+                          "8 fps needs 9 generated frames for 16 output frames: interpolating "
+                          "n frames gives 2n-1, not 2n, and each shot starts anew"))  # fmt: skip
+
+    sb, models = read_storyboard(storyboard_yaml(12, None), VideoOptions(model=DEFAULT_VIDEO_PRESET),
+                                 text=True)  # fmt: skip
+    segments = plan(sb, models)
+    gen = sum(s.frames for s in segments)
+    m.append(ratio_metric("economy", f"output / generated frames, {DEFAULT_VIDEO_PRESET} plan",
+                          sb.total_frames / gen, "×", "≥ 2",
+                          note=f"same 12 shots at {sb.width}×{sb.height}, {sb.fps} fps: "
+                          f"{sb.total_frames} frames from {gen} generated in {len(segments)} "
+                          "clips (planned, not run)"))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Encoding
+
+
+def pattern_frames(n: int, side: int):
+    """`n` frames of a moving pattern (compresses like real footage, unlike noise)."""
+    import numpy as np
+
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    frames = []
+    for i in range(n):
+        t = i / 24
+        r = 0.5 + 0.5 * np.sin(6.28 * (x * 2 + t))
+        g = 0.5 + 0.5 * np.sin(6.28 * (y * 3 - t * 0.7))
+        b = 0.5 + 0.5 * np.sin(6.28 * (x + y + t * 0.3))
+        frames.append((np.stack([r, g, b], -1) * 255).astype(np.uint8))
+    return frames
+
+
+def bench_encoding(cfg: Config, report: Report, tmp: Path) -> None:
+    import imageio_ffmpeg
+
+    from pipelines.stitch import VideoWriter, _encoder_args
+
+    n, side, fps = cfg.encode_frames, cfg.encode_side, 24
+    frames = pattern_frames(n, side)
+
+    def ours() -> None:
+        with VideoWriter(tmp / "ours.mp4", fps, side, side) as w:
+            for f in frames:
+                w.write(f)
+
+    def raw_pipe(extra: tuple[str, ...] = ()) -> None:
+        gen = imageio_ffmpeg.write_frames(
+            str(tmp / "raw.mp4"), (side, side), fps=fps, codec="libx264", quality=None,
+            pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+            output_params=[*extra, "-preset", "veryfast", "-crf", "18", "-movflags", "+faststart"],
+        )  # fmt: skip
+        gen.send(None)
+        for f in frames:
+            gen.send(f)
+        gen.close()
+
+    def moviepy() -> None:
+        from moviepy import ImageSequenceClip
+
+        clip = ImageSequenceClip(frames, fps=fps)
+        clip.write_videofile(str(tmp / "moviepy.mp4"), codec="libx264", preset="veryfast",
+                             ffmpeg_params=["-crf", "18"], audio=False, logger=None)  # fmt: skip
+
+    # The writer converts to BT.709 with accurate rounding; the same filter on the raw pipe
+    # separates the cost of that conversion from the cost of the writer itself.
+    yuv = ("-vf", _encoder_args("mp4", "final", fps)[1])
+    runs = (("writer", ours), ("pipe", raw_pipe), ("pipe+filter", lambda: raw_pipe(yuv)),
+            ("moviepy", moviepy))  # fmt: skip
+    rates = dict.fromkeys((name for name, _ in runs), 0.0)
+    for _ in range(5):  # round robin, best of 5: other load on the machine hits all alike
+        for name, fn in runs:
+            rates[name] = max(rates[name], n / timed(fn))
+    for name, rate in rates.items():
+        print(f"  {name}: {rate:.0f} frames/s")
+    setup = f"{n} frames {side}×{side}, H.264 yuv420p veryfast crf 18, best of 5"
+    args = " ".join(_encoder_args("mp4", "final", fps))
+    m = report.metrics
+    m.append(Metric("encoding", "frames/s, streaming writer", round(rates["writer"], 1), "fps",
+                    note=f"{setup}; writer args: {args}"))  # fmt: skip
+    m.append(
+        Metric(
+            "encoding",
+            "frames/s, raw ffmpeg pipe",
+            round(rates["pipe"], 1),
+            "fps",
+            note="imageio-ffmpeg write_frames, default swscale (no accurate rounding)",
+        )
+    )
+    m.append(
+        Metric(
+            "encoding",
+            "frames/s, raw pipe with the writer's colour filter",
+            round(rates["pipe+filter"], 1),
+            "fps",
+            note="the same -vf (BT.709, accurate rounding) on the raw pipe",
+        )
+    )
+    m.append(Metric("encoding", "frames/s, moviepy ImageSequenceClip", round(rates["moviepy"], 1),
+                    "fps", note="holds every frame in memory"))  # fmt: skip
+    m.append(ratio_metric("encoding", "writer / raw ffmpeg pipe", rates["writer"] / rates["pipe"],
+                          "×", "≥ 0.9"))  # fmt: skip
+    m.append(
+        Metric(
+            "encoding",
+            "writer / raw pipe with the same filter",
+            round(rates["writer"] / rates["pipe+filter"], 3),
+            "×",
+            note="the writer's own overhead",
+        )
+    )
+    m.append(Metric("encoding", "writer / moviepy", round(rates["writer"] / rates["moviepy"], 3),
+                    "×", note="reported, no target"))  # fmt: skip
+    report.details["encoding"] = {"frames_per_second": rates}
+
+
+# ---------------------------------------------------------------------------------------
+# 5. GPU
+
+
+def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        report.metrics.append(Metric("gpu", "full-size configurations, peak VRAM vs plan", None,
+                                     note="skipped: no CUDA"))  # fmt: skip
+        return
+    report.metrics.append(Metric("gpu", "full-size configurations, peak VRAM vs plan", None,
+                                 note=f"skipped: not implemented yet ({torch.cuda.get_device_name(0)})"))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def fmt_value(m: Metric) -> str:
+    if m.measured is None:
+        return "—"
+    return f"{m.measured:g} {m.unit}".strip()
+
+
+def markdown(report: Report) -> str:
+    mc = report.machine
+    lines = [
+        f"# Reelchain benchmarks ({'quick' if report.quick else 'full'})",
+        "",
+        f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['ram']} RAM, GPU: {mc['gpu']}; "
+        f"torch {mc['torch']}, Python {mc['python']}; {mc['date']}; "
+        f"total {report.seconds:.0f} s.",
+        "",
+        "| section | metric | measured | target | met? | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in report.metrics:
+        met = "—" if m.met is None else ("yes" if m.met else "**no**")
+        note = m.note.replace("|", "\\|")
+        lines.append(
+            f"| {m.section} | {m.name} | {fmt_value(m)} | {m.target or '—'} | {met} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes on CPU)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", nargs="*", choices=("batching", "video", "encoding", "gpu"),
+                        help="run only these sections")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.ERROR)
+    warnings.filterwarnings("ignore")
+    quiet_progress_bars()
+
+    cfg = Config.for_mode(args.quick)
+    report = Report(args.quick, machine_info())
+    sections = {"batching": bench_batching, "video": bench_video,
+                "encoding": bench_encoding, "gpu": bench_gpu}  # fmt: skip
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="reelchain-bench-") as d:
+        for name, fn in sections.items():
+            if args.only and name not in args.only:
+                continue
+            print(f"[{name}]", flush=True)
+            work = Path(d) / name
+            work.mkdir()
+            t = time.perf_counter()
+            fn(cfg, report, work)
+            report.details.setdefault("section_seconds", {})[name] = time.perf_counter() - t  # type: ignore[index]
+    report.seconds = time.perf_counter() - t0
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    table = markdown(report)
+    (args.out / "benchmarks.md").write_text(table)
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
