@@ -1,0 +1,944 @@
+"""Jobs that belong to the server, not to a browser tab.
+
+A long video must survive a closed tab, a dropped API client and a restarted server. So a
+face (the web UI, an API call) never runs the engine itself: it checks the request, then
+*submits a job*: a row in a SQLite store in the runs folder. One worker thread per device
+takes queued jobs in order and runs them; the page and the API only read the store.
+
+```
+RUNS/
+  jobs.sqlite3              the store (WAL mode: readers never block the worker)
+  <job id>/                 each job's folder, named by the server-generated id
+    manifest.json, video.mp4, segments/ ...   (a video job's folder is its run folder)
+    images/ ...             (image jobs)   thumbnails/, thumbnails.zip (thumbnail jobs)
+```
+
+A job row: `id, kind, params (JSON), status, progress (0..1), message, run_dir (relative
+to the runs folder), outputs (JSON: paths relative to run_dir), attempts, created, updated`.
+
+Status moves `queued → running → done | failed | cancelled`. Attempts are counted when a
+job starts. A server that starts and finds a job `running` was stopped under it (killed,
+crashed, out of memory): the job becomes `interrupted` and is taken again in order; a
+video job continues from its run folder's last finished segment (`chain.resume_video`).
+A job that has started `MAX_ATTEMPTS` times and still not finished is marked failed rather
+than crashing the server in a loop. A `ValueError` from the engine is a problem with the
+input: the job fails at once with its message. Cancelling sets the job's cancel event; the
+engine stops after the current step and keeps finished segments, so it can be resumed.
+
+Requests are checked before a job is submitted (`prepare_video`, `prepare_image`,
+`prepare_thumbnails`), against `Limits`, so a face can refuse a bad request at once with
+the engine's own one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_path, read_json
+from .settings import Limits, Runtime
+
+log = logging.getLogger(__name__)
+
+KINDS = ("video", "image", "thumbnails")
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = frozenset({"done", "failed", "cancelled"})
+WAITING = ("queued", "interrupted")  # taken by a worker, oldest first
+MAX_ATTEMPTS = 3
+DB_NAME = "jobs.sqlite3"
+LOCK_NAME = ".jobs.lock"
+POLL_SECONDS = 0.5  # an idle worker looks at the store this often (and on every submit)
+AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
+ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id       TEXT PRIMARY KEY,
+    kind     TEXT NOT NULL CHECK (kind IN ('video', 'image', 'thumbnails')),
+    params   TEXT NOT NULL,
+    status   TEXT NOT NULL CHECK (status IN
+                 ('queued', 'running', 'done', 'failed', 'cancelled', 'interrupted')),
+    progress REAL NOT NULL DEFAULT 0,
+    message  TEXT NOT NULL DEFAULT '',
+    run_dir  TEXT NOT NULL,
+    outputs  TEXT NOT NULL DEFAULT '{}',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created  REAL NOT NULL,
+    updated  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
+"""
+
+
+class JobError(RuntimeError):
+    """A job cannot do what was asked (unknown id, resume a running job, ...)."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    params: dict[str, Any]
+    status: str
+    progress: float
+    message: str
+    run_dir: Path  # absolute; the store keeps it relative to the runs folder
+    outputs: dict[str, Any]
+    attempts: int
+    created: float
+    updated: float
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def path(self, rel: str) -> Path:
+        """An output path (relative, as stored) inside this job's folder."""
+        path = (self.run_dir / rel).resolve()
+        if not path.is_relative_to(self.run_dir.resolve()):
+            raise JobError(f"output {rel!r} is outside the job's folder")
+        return path
+
+    def files(self, key: str) -> list[Path]:
+        """Existing output files under `key` (a relative path or a list of them)."""
+        value = self.outputs.get(key)
+        rels = value if isinstance(value, list) else [value] if value else []
+        paths = [self.path(r) for r in rels if isinstance(r, str)]
+        return [p for p in paths if p.is_file()]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "progress": round(self.progress, 4),
+            "message": self.message,
+            "attempts": self.attempts,
+            "created": _stamp(self.created),
+            "updated": _stamp(self.updated),
+            "params": self.params,
+            "outputs": self.outputs,
+        }
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t).isoformat(timespec="seconds")
+
+
+def new_job_id() -> str:
+    """Sortable, readable and safe as a folder name: 20261128-221504-3f9a1c."""
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------------
+# The store
+
+
+class JobStore:
+    """The jobs table. Every call opens its own connection, so any thread may use it."""
+
+    def __init__(self, runs: str | Path) -> None:
+        self.root = Path(runs).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / DB_NAME
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _job(self, row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"],
+            kind=row["kind"],
+            params=json.loads(row["params"]),
+            status=row["status"],
+            progress=row["progress"],
+            message=row["message"],
+            run_dir=self.root / row["run_dir"],
+            outputs=json.loads(row["outputs"]),
+            attempts=row["attempts"],
+            created=row["created"],
+            updated=row["updated"],
+        )
+
+    def add(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        files: Mapping[str, bytes | str | Path] | None = None,
+    ) -> Job:
+        """A new queued job; `files` (name → bytes or a file to copy) are put in its folder
+        before the row exists, so a worker never sees a job without its inputs."""
+        if kind not in KINDS:
+            raise ValueError(f"kind: unknown {kind!r} (one of {', '.join(KINDS)})")
+        job_id = new_job_id()
+        folder = self.root / job_id
+        folder.mkdir(parents=True)
+        for name, data in (files or {}).items():
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"files: {name!r} is not a plain file name")
+            with atomic_path(folder / name) as tmp:
+                if isinstance(data, bytes):
+                    tmp.write_bytes(data)
+                else:
+                    shutil.copyfile(data, tmp)
+        now = time.time()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, params, status, run_dir, created, updated)"
+                " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, kind, json.dumps(dict(params)), job_id, now, now),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"job: no job {job_id!r}")
+        return self._job(row)
+
+    def list(self, limit: int = 200, kind: str | None = None) -> list[Job]:
+        """Newest first."""
+        query, args = "SELECT * FROM jobs", []
+        if kind:
+            query, args = query + " WHERE kind = ?", [kind]
+        query += " ORDER BY created DESC, rowid DESC LIMIT ?"
+        with self._db() as db:
+            rows = db.execute(query, [*args, limit]).fetchall()
+        return [self._job(r) for r in rows]
+
+    def update(self, job_id: str, **changes: Any) -> None:
+        """Set columns; `params` and `outputs` are given as dicts."""
+        allowed = {"params", "status", "progress", "message", "outputs", "attempts"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"update: unknown columns {sorted(unknown)}")
+        if "status" in changes and changes["status"] not in STATUSES:
+            raise ValueError(f"status: unknown {changes['status']!r}")
+        for key in ("params", "outputs"):
+            if key in changes:
+                changes[key] = json.dumps(changes[key])
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._db() as db:
+            db.execute(
+                f"UPDATE jobs SET {sets}, updated = ? WHERE id = ?",
+                (*changes.values(), time.time(), job_id),
+            )
+
+    def move(self, job_id: str, source: Sequence[str], target: str, **changes: Any) -> bool:
+        """Change status from one of `source` to `target` (and set `changes`) atomically;
+        False when the job was not in a source status."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in source:
+                return False
+            for key in ("params", "outputs"):
+                if key in changes:
+                    changes[key] = json.dumps(changes[key])
+            sets = "".join(f", {k} = ?" for k in changes)
+            db.execute(
+                f"UPDATE jobs SET status = ?{sets}, updated = ? WHERE id = ?",
+                (target, *changes.values(), time.time(), job_id),
+            )
+        return True
+
+    def recover(self) -> list[str]:
+        """At server start: a job still `running` was stopped under it; mark it interrupted."""
+        with self._transaction() as db:
+            ids = [r["id"] for r in db.execute("SELECT id FROM jobs WHERE status = 'running'")]
+            db.execute(
+                "UPDATE jobs SET status = 'interrupted', message = ?, updated = ?"
+                " WHERE status = 'running'",
+                ("the server stopped while this job ran; it continues where it stopped",
+                 time.time()),
+            )  # fmt: skip
+        return ids
+
+    def claim(self, max_attempts: int = MAX_ATTEMPTS) -> Job | None:
+        """Take the oldest waiting job: running, one more attempt. A job that has already
+        started `max_attempts` times is failed instead (it keeps stopping the server)."""
+        with self._transaction() as db:
+            while True:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE status IN ('queued', 'interrupted')"
+                    " ORDER BY created, rowid LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                now = time.time()
+                if row["attempts"] >= max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET status = 'failed', message = ?, updated = ?"
+                        " WHERE id = ?",
+                        (f"stopped the server {row['attempts']} times; not tried again "
+                         "(resume it from History to try once more)", now, row["id"]),
+                    )  # fmt: skip
+                    continue
+                db.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+                    " updated = ? WHERE id = ?",
+                    (now, row["id"]),
+                )
+                job = self._job(row)
+                job.status, job.attempts, job.updated = "running", job.attempts + 1, now
+                return job
+
+    def waiting(self) -> int:
+        """Jobs waiting for a worker."""
+        with self._db() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'interrupted')"
+            ).fetchone()
+        return n
+
+    def position(self, job_id: str) -> int:
+        """How many waiting jobs are ahead of this one."""
+        job = self.get(job_id)
+        with self._db() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'interrupted')"
+                " AND (created < ? OR (created = ? AND id < ?))",
+                (job.created, job.created, job.id),
+            ).fetchone()
+        return n
+
+
+# ---------------------------------------------------------------------------------------
+# Running jobs
+
+
+@dataclass
+class JobContext:
+    """What a runner gets: its job, where to report, how it runs, and its cancel event."""
+
+    job: Job
+    store: JobStore
+    runtime: Runtime
+    limits: Limits
+    cancel: threading.Event
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outputs = dict(self.job.outputs)
+
+    def report(
+        self, progress: float | None = None, message: str | None = None, **outputs: Any
+    ) -> None:
+        self.outputs.update(outputs)
+        changes: dict[str, Any] = {"outputs": self.outputs}
+        if progress is not None:
+            changes["progress"] = max(0.0, min(1.0, float(progress)))
+        if message is not None:
+            changes["message"] = message
+        self.store.update(self.job.id, **changes)
+
+
+Runner = Callable[[JobContext], dict[str, Any]]
+
+
+def _rel(path: Path, root: Path) -> str:
+    return Path(path).resolve().relative_to(root.resolve()).as_posix()
+
+
+def run_video(ctx: JobContext) -> dict[str, Any]:
+    """A new run, or a resume of the run folder (after a stop, a cancel, or a re-roll)."""
+    from .chain import VideoOptions, make_video, resume_video
+
+    job, root = ctx.job, ctx.job.run_dir
+    params = job.params
+    opts = VideoOptions(model=params.get("model"), mode=params.get("mode"), limits=ctx.limits)
+
+    def on_segment(segment, path) -> None:
+        segments = read_json(root / "manifest.json")["segments"]
+        done = [s for s in segments if s["status"] == "done" and s.get("file")]
+        ctx.report(
+            progress=0.05 + 0.9 * len(done) / len(segments),
+            message=f"segment {segment.index + 1} of {len(segments)} finished",
+            segments=[s["file"] for s in sorted(done, key=lambda s: s["index"])],
+        )
+
+    common = dict(runtime=ctx.runtime, cancel=ctx.cancel, on_segment=on_segment)
+    reroll = params.get("reroll")
+    if reroll:
+        ctx.report(message=f"re-rolling segment {reroll['segment']}")
+        result = resume_video(
+            root, reroll=reroll["segment"], seed=reroll["seed"], opts=opts, **common
+        )
+        ctx.store.update(job.id, params={k: v for k, v in params.items() if k != "reroll"})
+    elif (root / "manifest.json").is_file():
+        ctx.report(message="continuing from the last finished segment")
+        result = resume_video(root, opts=opts, **common)
+    else:
+        ctx.report(progress=0.0, message="making keyframes")
+        data = dict(params["storyboard"])
+        if params.get("audio"):  # a file the server put in the job's folder
+            data["audio"] = str(root / params["audio"])
+        result = make_video(json.dumps(data), root, opts, text=True, **common)
+    segments = read_json(root / "manifest.json")["segments"]
+    return {
+        "video": _rel(result.video, root),
+        "poster": _rel(result.poster, root) if result.poster else None,
+        "segments": [s["file"] for s in segments if s.get("file")],
+        "frames": result.frames,
+        "fps": result.fps,
+        "width": result.width,
+        "height": result.height,
+        "generated": result.generated,
+    }
+
+
+def run_image(ctx: JobContext) -> dict[str, Any]:
+    from .images import make_images
+    from .settings import ImageRequest
+
+    p, root = ctx.job.params, ctx.job.run_dir
+    req = ImageRequest(
+        prompt=p["prompt"],
+        negative_prompt=p.get("negative_prompt", ""),
+        width=p.get("width"),
+        height=p.get("height"),
+        steps=p.get("steps"),
+        guidance=p.get("guidance"),
+        seed=p.get("seed", 0),
+        count=p.get("count", 1),
+        limits=ctx.limits,
+    )
+    ctx.report(progress=0.05, message=f"making {req.count} image(s)")
+    results = make_images(req, root / "images", model=p.get("model"), runtime=ctx.runtime)
+    return {
+        "images": [_rel(r.path, root) for r in results],
+        "parameters": [r.parameters for r in results],
+        "seeds": [r.seed for r in results],
+    }
+
+
+def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
+    from .thumbnails import ThumbnailOptions, make_thumbnails
+
+    p, root = ctx.job.params, ctx.job.run_dir
+    opts = ThumbnailOptions(
+        model=p.get("model"),
+        preset=p.get("preset", "youtube"),
+        variants=p.get("variants", 1),
+        format=p.get("format", "jpg"),
+        limits=ctx.limits,
+    )
+    ctx.report(progress=0.05, message="making thumbnails")
+    out = root / "thumbnails"
+    report = make_thumbnails(
+        root / p["input"], out, opts, runtime=ctx.runtime, say=lambda line: log.info(line)
+    )
+    if not report.files:
+        reasons = "; ".join(f"line {n}: {why}" for n, why in report.failed[:3])
+        raise ValueError(f"input: no thumbnail was made ({reasons or 'no rows'})")
+    archive = root / "thumbnails.zip"
+    with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for path in [*report.files, report.manifest]:
+            if path is not None:
+                zf.write(path, Path(path).name)
+    return {
+        "images": [_rel(f, root) for f in report.files],
+        "zip": _rel(archive, root),
+        "manifest": _rel(report.manifest, root) if report.manifest else None,
+        "contact": _rel(report.contact, root) if report.contact else None,
+        "failed": [[n, why] for n, why in report.failed],
+        "rows": report.rows,
+    }
+
+
+RUNNERS: dict[str, Runner] = {"video": run_video, "image": run_image, "thumbnails": run_thumbnails}
+
+
+def summary(outputs: Mapping[str, Any]) -> str:
+    """What a finished job made, in a few words (the History message)."""
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    if outputs.get("video"):
+        fps = outputs.get("fps") or 0
+        segments = count(len(outputs.get("segments", [])), "segment")
+        return f"{outputs.get('frames')} frames at {fps:g} fps, {segments}"
+    if outputs.get("zip"):
+        failed = len(outputs.get("failed", []))
+        skipped = f", {count(failed, 'row')} skipped" if failed else ""
+        return count(len(outputs.get("images", [])), "thumbnail") + skipped
+    if outputs.get("images"):
+        return count(len(outputs["images"]), "image")
+    return "done"
+
+
+class JobManager:
+    """The store plus one worker thread per device (a `Runtime` each).
+
+    `start()` marks jobs left `running` as interrupted, then starts the workers; they take
+    waiting jobs oldest first. Only one server may use a runs folder at a time.
+    """
+
+    def __init__(
+        self,
+        runs: str | Path,
+        *,
+        runtimes: Sequence[Runtime] | None = None,
+        limits: Limits | None = None,
+        runners: Mapping[str, Runner] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.store = JobStore(runs)
+        self.runtimes = list(runtimes or [Runtime()])
+        self.limits = limits or Limits()
+        self.runners = dict(RUNNERS if runners is None else runners)
+        self.max_attempts = max_attempts
+        self._cancels: dict[str, threading.Event] = {}
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock_file = None
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def start(self) -> JobManager:
+        self._lock_runs_folder()
+        for job_id in self.store.recover():
+            log.warning("job %s was interrupted; it will continue", job_id)
+        self._stop.clear()
+        for i, runtime in enumerate(self.runtimes):
+            t = threading.Thread(
+                target=self._work, args=(runtime,), name=f"reelchain-worker-{i}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float | None = 10) -> None:
+        """Stop taking jobs; a running job is asked to stop (cancel) and left interrupted."""
+        self._stop.set()
+        for event in list(self._cancels.values()):
+            event.set()
+        with self._wake:
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _lock_runs_folder(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: one server per folder is up to the operator
+            return
+        fh = open(self.root / LOCK_NAME, "a")  # noqa: SIM115 (held for the server's life)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise JobError(
+                f"runs: another server is using {self.root}; stop it or choose another --runs"
+            ) from None
+        self._lock_file = fh
+
+    # -- submitting and changing jobs ----------------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        files: Mapping[str, bytes | str | Path] | None = None,
+    ) -> Job:
+        if kind not in self.runners:
+            raise ValueError(f"kind: this server does not run {kind!r} jobs")
+        job = self.store.add(kind, params, files)
+        self._notify()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def list(self, limit: int = 200, kind: str | None = None) -> list[Job]:
+        return self.store.list(limit, kind)
+
+    def cancel(self, job_id: str) -> Job:
+        """A waiting job is cancelled at once; a running one stops after its current step."""
+        job = self.store.get(job_id)
+        if self.store.move(job_id, WAITING, "cancelled", message="cancelled before it started"):
+            return self.store.get(job_id)
+        event = self._cancels.get(job_id)
+        if job.status == "running" and event is not None:
+            event.set()
+            self.store.update(job_id, message="cancelling after the current step")
+        return self.store.get(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a stopped job again (attempts start over); a video continues its run."""
+        job = self.store.get(job_id)
+        if not self.store.move(
+            job_id, ("failed", "cancelled", "interrupted"), "queued",
+            attempts=0, message="queued to continue",
+        ):  # fmt: skip
+            raise JobError(f"resume: job {job_id} is {job.status}; only a stopped job resumes")
+        self._notify()
+        return self.store.get(job_id)
+
+    def reroll(self, job_id: str, segment: int, seed: int | None = None) -> Job:
+        """Make one segment of a video again with a new seed (and what continues from it),
+        keep every other segment, and stitch again. The seed is fixed now, so a reroll that
+        is interrupted and taken again gives the same frames."""
+        job = self.store.get(job_id)
+        if job.kind != "video":
+            raise JobError(f"reroll: job {job_id} is not a video")
+        manifest_path = job.run_dir / "manifest.json"
+        if not manifest_path.is_file():
+            raise JobError(f"reroll: job {job_id} has no finished segments yet")
+        segments = read_json(manifest_path)["segments"]
+        if not (isinstance(segment, int) and 0 <= segment < len(segments)):
+            raise ValueError(f"segment: must be from 0 to {len(segments) - 1} (got {segment})")
+        if seed is None:
+            seed = (segments[segment]["seed"] + 1) % 2**32
+        if not (isinstance(seed, int) and 0 <= seed < 2**32):
+            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {seed})")
+        params = dict(job.params)
+        params["reroll"] = {"segment": segment, "seed": seed}
+        params["rerolls"] = [*params.get("rerolls", []), params["reroll"]]
+        if not self.store.move(
+            job_id, ("done", "failed", "cancelled", "interrupted"), "queued",
+            attempts=0, progress=0.0, params=params,
+            message=f"queued to re-roll segment {segment}",
+        ):  # fmt: skip
+            raise JobError(f"reroll: job {job_id} is {job.status}; wait until it stops")
+        self._notify()
+        return self.store.get(job_id)
+
+    def rerun(self, job_id: str) -> Job:
+        """A new job with the same parameters and inputs (same seeds: the same result)."""
+        job = self.store.get(job_id)
+        params = {k: v for k, v in job.params.items() if k not in ("reroll", "rerolls")}
+        files = {
+            params[key]: job.run_dir / params[key]
+            for key in ("audio", "input")
+            if params.get(key) and (job.run_dir / params[key]).is_file()
+        }
+        return self.submit(job.kind, params, files)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25) -> Job:
+        """Block until the job is done, failed or cancelled, `timeout` passes, or this
+        server stops (the job then continues when it starts again)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.store.get(job_id)
+            if job.finished or (end is not None and time.monotonic() >= end):
+                return job
+            if self._stop.is_set():
+                time.sleep(poll)  # let a job that is being stopped record it
+                return self.store.get(job_id)
+            time.sleep(poll)
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _work(self, runtime: Runtime) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.store.claim(self.max_attempts)
+            except sqlite3.Error:
+                log.exception("job store: cannot take a job")
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(POLL_SECONDS)
+                continue
+            self._run(job, runtime)
+
+    def _run(self, job: Job, runtime: Runtime) -> None:
+        cancel = self._cancels[job.id] = threading.Event()
+        ctx = JobContext(job, self.store, runtime, self.limits, cancel)
+        runner = self.runners[job.kind]
+        try:
+            outputs = runner(ctx)
+        except Exception as exc:
+            self._failed(job, ctx, exc)
+        else:
+            outputs = {**ctx.outputs, **outputs}
+            self.store.update(
+                job.id, status="done", progress=1.0, message=summary(outputs), outputs=outputs
+            )
+        finally:
+            self._cancels.pop(job.id, None)
+
+    def _failed(self, job: Job, ctx: JobContext, exc: Exception) -> None:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if ctx.cancel.is_set() and self._stop.is_set():
+            # A server stopping in good order is no crash: the attempt does not count.
+            self.store.update(
+                job.id, status="interrupted", attempts=max(0, job.attempts - 1),
+                message="the server stopped; it continues on restart", outputs=ctx.outputs,
+            )  # fmt: skip
+        elif ctx.cancel.is_set():
+            self.store.update(
+                job.id, status="cancelled", outputs=ctx.outputs,
+                message="cancelled; finished work is kept (resume it)",
+            )  # fmt: skip
+        elif isinstance(exc, ValueError):
+            self.store.update(job.id, status="failed", message=text, outputs=ctx.outputs)
+        elif job.attempts < self.max_attempts:
+            log.warning("job %s: attempt %d failed: %s", job.id, job.attempts, text, exc_info=exc)
+            self.store.update(
+                job.id, status="queued", outputs=ctx.outputs,
+                message=f"attempt {job.attempts} failed ({type(exc).__name__}: {text}); "
+                "trying again",
+            )  # fmt: skip
+            self._notify()
+        else:
+            log.error("job %s failed after %d attempts", job.id, job.attempts, exc_info=exc)
+            self.store.update(
+                job.id, status="failed", outputs=ctx.outputs,
+                message=f"failed after {job.attempts} attempts: {type(exc).__name__}: {text}",
+            )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Checking requests before they become jobs
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int | None:
+    """A whole number from a form or an API call (which may send 8.0), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name}: must be a whole number (got {value!r})")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{name}: must be a whole number (got {value:g})")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be from {low} to {high} (got {value})")
+    return value
+
+
+def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name: str) -> str:
+    """An uploaded file's suffix, once its type and size pass; the job stores it under a
+    name the server chooses (`audio.mp3`, `rows.csv`), never the uploader's."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise ValueError(
+            f"{name}: {suffix or 'no'} file type is not accepted (use {', '.join(suffixes)})"
+        )
+    if not path.is_file():
+        raise ValueError(f"{name}: the upload did not arrive; try again")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
+    return suffix
+
+
+def prepare_video(
+    storyboard: str,
+    *,
+    model: str | None = None,
+    mode: str | None = None,
+    fps: float | None = None,
+    width: float | None = None,
+    height: float | None = None,
+    seed: float | None = None,
+    steps: float | None = None,
+    negative_prompt: str | None = None,
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """Check storyboard text (YAML or JSON) and its overrides; the params of a video job.
+
+    The resolved storyboard (every default filled in, overrides applied) is what the job
+    stores, so History shows, and a re-run repeats, exactly what was rendered. A storyboard
+    sent to the server cannot name a file on it: music comes as an upload.
+    """
+    from .chain import VideoOptions, read_storyboard
+    from .storyboard import StoryboardError
+
+    limits = limits or Limits()
+    if not isinstance(storyboard, str) or not storyboard.strip():
+        raise ValueError("storyboard: paste YAML or JSON with shots, or fill in the shots table")
+    if len(storyboard.encode("utf-8")) > limits.max_upload_bytes:
+        raise ValueError(f"storyboard: over the limit of {limits.max_upload_bytes} bytes")
+    opts = VideoOptions(model=model or None, mode=mode or None, limits=limits)
+    try:
+        sb, _ = read_storyboard(storyboard, opts, text=True)
+    except StoryboardError as exc:
+        if exc.path == "audio":  # say nothing about which server paths exist
+            sb = None
+        else:
+            raise
+    if sb is None or sb.audio:
+        raise ValueError(
+            "audio: a storyboard sent to the server cannot name a file; upload the music instead"
+        )
+    changes = {
+        "fps": _whole("fps", fps, 1, limits.max_fps),
+        "width": _whole("width", width, 1, limits.max_side),
+        "height": _whole("height", height, 1, limits.max_side),
+        "seed": _whole("seed", seed, 0, 2**32 - 1),
+        "steps": _whole("steps", steps, 1, limits.max_steps),
+        "negative_prompt": negative_prompt.strip() if negative_prompt else None,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
+        sb = sb.replace(limits=limits, **changes)
+    if sb.steps is not None and sb.steps > limits.max_steps:
+        raise ValueError(
+            f"steps: must be from 1 to {limits.max_steps} (got {sb.steps}; limit max_steps)"
+        )
+    sb, _ = read_storyboard(json.dumps(sb.to_dict()), opts, text=True)  # the final values
+    return {
+        "storyboard": json.loads(json.dumps(sb.to_dict())),  # resolved, as plain JSON
+        "model": sb.model,
+        "mode": sb.mode,
+        "seconds": sb.total_seconds,
+        "frames": sb.total_frames,
+        "fps": sb.fps,
+        "width": sb.width,
+        "height": sb.height,
+        "seed": sb.seed,
+        "shots": len(sb.shots),
+        "audio": None,
+    }
+
+
+def prepare_image(
+    prompt: str,
+    *,
+    model: str | None = None,
+    count: float = 1,
+    seed: float | None = 0,
+    width: float | None = None,
+    height: float | None = None,
+    steps: float | None = None,
+    guidance: float | None = None,
+    negative_prompt: str = "",
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """Check an image request, with the model's defaults filled in; an image job's params."""
+    from .images import resolve_job_defaults
+    from .models import resolve_model
+    from .settings import ImageRequest
+
+    limits = limits or Limits()
+    req = ImageRequest(
+        prompt=prompt if isinstance(prompt, str) else "",
+        negative_prompt=negative_prompt or "",
+        width=_whole("width", width, 1, limits.max_side),
+        height=_whole("height", height, 1, limits.max_side),
+        steps=_whole("steps", steps, 1, limits.max_steps),
+        guidance=None if guidance is None else float(guidance),
+        seed=_whole("seed", seed, 0, 2**32 - 1) or 0,
+        count=_whole("count", count, 1, limits.max_count) or 1,
+        limits=limits,
+    )
+    ref = resolve_model(model, "image")
+    if ref.family.kind != "image":
+        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
+    w, h, steps_, guidance_ = resolve_job_defaults(req, ref)
+    for name, v in (("width", w), ("height", h)):
+        if v > limits.max_side:
+            raise ValueError(
+                f"{name}: {ref.label} makes {v} px, over the limit of {limits.max_side}; "
+                f"set a smaller {name}"
+            )
+    if steps_ > limits.max_steps:
+        raise ValueError(f"steps: must be from 1 to {limits.max_steps} (got {steps_})")
+    return {
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt,
+        "model": ref.spec,
+        "count": req.count,
+        "seed": req.seed,
+        "width": w,
+        "height": h,
+        "steps": steps_,
+        "guidance": guidance_,
+    }
+
+
+def prepare_thumbnails(
+    rows_file: str | Path,
+    *,
+    model: str | None = None,
+    preset: str = "youtube",
+    variants: float = 1,
+    format: str = "jpg",
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """Check a rows file (CSV, JSONL or TXT) and the options with a dry run; a thumbnail
+    job's params. The caller stores the file in the job's folder as `params["input"]`."""
+    from .models import resolve_model
+    from .thumbnails import ThumbnailOptions, make_thumbnails
+
+    limits = limits or Limits()
+    suffix = check_upload(rows_file, ROWS_SUFFIXES, limits, "rows")
+    ref = resolve_model(model, "image")
+    if ref.family.kind != "image":
+        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
+    opts = ThumbnailOptions(
+        model=ref.spec,
+        preset=(preset or "youtube").strip(),
+        variants=_whole("variants", variants, 1, limits.max_count) or 1,
+        format=format or "jpg",
+        dry_run=True,
+        limits=limits,
+    )
+    width, height = opts.size
+    if max(width, height) > limits.max_side:
+        raise ValueError(
+            f"preset: {width}x{height} is over the limit of {limits.max_side} px a side"
+        )
+    report = make_thumbnails(Path(rows_file), Path(os.devnull), opts, say=lambda line: None)
+    if report.rows and len(report.failed) >= report.rows:
+        n, why = report.failed[0]
+        raise ValueError(f"rows: no usable row (line {n}: {why})")
+    return {
+        "model": ref.spec,
+        "preset": opts.preset,
+        "variants": opts.variants,
+        "format": opts.format,
+        "rows": report.rows,
+        "bad_rows": [[n, why] for n, why in report.failed],
+        "input": f"rows{suffix}",
+    }
