@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, drift
 from .batching import Planner
-from .clips import ClipJob, generate_clips
+from .clips import Cancelled, ClipJob, generate_clips
 from .images import ImageJob, check_size, generate
 from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
@@ -477,6 +477,8 @@ def _make_keyframes(ctx: _Context) -> None:
         def deliver(i, arr):
             write(i, arr)
             bar.update(1)
+            if ctx.cancel is not None and ctx.cancel.is_set():
+                raise Cancelled("cancelled")  # finished keyframes are on disk already
 
         generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, on_result=deliver)
 
@@ -596,8 +598,6 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
                          shot.strength)
             )  # fmt: skip
         if ctx.cancel is not None and ctx.cancel.is_set():
-            from .clips import Cancelled
-
             raise Cancelled("cancelled")
         results = generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner)
         for i, arr in zip(active, results, strict=True):

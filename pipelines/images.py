@@ -89,6 +89,9 @@ def check_size(ref: ModelRef, width: int, height: int) -> None:
 def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, int, float]:
     p = ref.preset
     width, height = req.width or p.width, req.height or p.height
+    for name, v in (("width", width), ("height", height)):  # a preset's size obeys the caps too
+        if v > req.limits.max_side:
+            raise ValueError(f"{name}: {v} is over the limit of {req.limits.max_side}")
     check_size(ref, width, height)
     steps = req.steps or p.steps
     guidance = p.guidance if req.guidance is None else req.guidance

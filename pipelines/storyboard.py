@@ -76,7 +76,6 @@ SEED_MAX = 2**32 - 1
 MIN_SIDE = 32  # the tiny twins run at 32 px; real models are checked by their own size rule
 SIDE_MULTIPLE = 8
 MAX_INTERPOLATE = 8
-MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 MAX_PAN = 512.0
 MAX_ROTATE = 180.0
@@ -607,7 +606,7 @@ _STORYBOARD_FIELDS = (
     _Field("audio", _audio, None),
     _Field("interpolate", _number(1, MAX_INTERPOLATE, integer=True), 2),
     _Field("color_match", _boolean, True),
-    _Field("steps", _number(1, MAX_STEPS, integer=True), None),
+    _Field("steps", _number(1, "max_steps", integer=True), None),
     _Field("guidance", _number(0, MAX_GUIDANCE), None),
     _Field("format", _choice(FORMATS), "mp4"),
     _Field("shots", _shots, missing="at least one shot is required"),

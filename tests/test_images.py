@@ -138,3 +138,9 @@ def test_size_error_suggests_legal_sizes(cli, tmp_path):
 def test_uncached_model_offline_exit_1(cli, tmp_path):
     code, _, err = cli("image", "a cat", "--model", "sd-turbo", "--out", tmp_path)
     assert code == 1 and err.count("\n") == 1 and "--model tiny" in err
+
+
+def test_a_presets_own_size_obeys_the_caps(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("REELCHAIN_MAX_SIDE", "48")
+    code, _, err = cli("image", "a cat", "--model", "tiny", "--out", tmp_path)
+    assert code == 2 and "width: 64 is over the limit of 48" in err

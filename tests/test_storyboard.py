@@ -345,7 +345,7 @@ TOP_LEVEL_ERRORS = [
     ({"interpolate": 9}, "interpolate: must be between 1 and 8 (got 9)"),
     ({"color_match": "yes"}, "color_match: must be true or false (got 'yes')"),
     ({"color_match": 1}, "color_match: must be true or false (got 1)"),
-    ({"steps": 0}, "steps: must be between 1 and 1000 (got 0)"),
+    ({"steps": 0}, "steps: must be between 1 and 150 (got 0)"),
     ({"steps": 2.5}, "steps: must be an integer (got 2.5)"),
     ({"guidance": -1}, "guidance: must be between 0 and 100 (got -1)"),
     ({"guidance": "high"}, "guidance: must be a number (got 'high')"),
@@ -707,3 +707,10 @@ def test_errors_are_value_errors_with_a_path() -> None:
     error = info.value
     assert isinstance(error, StoryboardError)
     assert (error.path, error.problem) == ("shots[1].seconds", "must be > 0 (got 0)")
+
+
+def test_steps_obey_the_limits():
+    from pipelines.settings import Limits
+
+    with pytest.raises(ValueError, match=r"^steps: .*limit max_steps"):
+        parse_storyboard("steps: 80\nshots:\n  - prompt: a\n", limits=Limits(max_steps=50))
