@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__, drift
-from .batching import Planner
+from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
 from .images import ImageJob, check_size, generate
 from .models import ModelRef, load, resolve_model
@@ -496,7 +496,7 @@ def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
     for attempt in range(MAX_TRIES):
         if not pending:
             return
-        frames = _generate(ctx, pending, attempt)
+        frames = _generate_or_shorten(ctx, pending, attempt)
         bad = []
         for seg, clip in zip(pending, frames, strict=True):
             problems = drift.check_frames(clip)
@@ -515,6 +515,37 @@ def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
                 )
             _write_segment(ctx, seg, clip)
         pending = bad
+
+
+def _generate_or_shorten(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarray]:
+    """The last rung of the out-of-memory ladder: fewer frames per clip.
+
+    When a clip does not fit even at batch 1 with every memory saver on, each failing
+    segment is made with about half the frames; the stitcher still gives it the same
+    output frames (more interpolation), so the video keeps its length. The new counts go
+    into the manifest, so a resume makes the same segments.
+    """
+    while True:
+        try:
+            return _generate(ctx, segs, attempt)
+        except OutOfMemory:
+            if ctx.models.video is None or not _shorten(ctx, segs):
+                raise
+
+
+def _shorten(ctx: _Context, segs: list[Segment]) -> bool:
+    fam = ctx.models.video.family
+    changed = False
+    for seg in segs:
+        new = fam.legal_frames(seg.frames // 2 + 1)
+        if new < seg.frames and new > seg.overlap + seg.holdback:
+            step = f"segment {seg.index}: frames {seg.frames}→{new}"
+            log.warning("out of memory; %s", step)
+            ctx.manifest.setdefault("ladder", []).append(step)
+            seg.frames, changed = new, True
+    if changed:
+        ctx.save()
+    return changed
 
 
 def _retry_seed(seed: int, attempt: int) -> int:

@@ -352,3 +352,25 @@ def test_disk_full_while_writing_keeps_finished_segments(tmp_path, monkeypatch):
     monkeypatch.setattr(stitch.VideoWriter, "write", real_write)
     result = resume_video(run)
     assert probe(result.video).frames == 48
+
+
+def test_out_of_memory_at_batch_one_makes_shorter_clips(tmp_path, monkeypatch):
+    import torch
+
+    real = clips._call
+
+    def small_memory(loaded, batch, adapter, cancel):
+        if batch[0].num_frames > 9:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(loaded, batch, adapter, cancel)
+
+    monkeypatch.setattr(clips, "_call", small_memory)
+    story = "fps: 8\nwidth: 32\nheight: 32\ninterpolate: 1\nshots:\n  - prompt: a river\n    seconds: 4\n"
+    run = tmp_path / "run"
+    result = make_video(
+        write_story(tmp_path, story), run, VideoOptions(model="tiny-ltx", clip_frames=17)
+    )
+    assert probe(result.video).frames == 32  # the video keeps its length
+    m = manifest(run)
+    assert m["ladder"] and all(s["generated_frames"] == 9 for s in m["segments"])
+    assert "frames 17→9" in m["ladder"][0]
