@@ -9,6 +9,7 @@ batch of any size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import re
@@ -128,8 +129,8 @@ def generate(
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(job.batch_key, []).append(i)
-    for bkey, idxs in groups.items():
-        has_init = bkey[4]
+    for idxs in groups.values():
+        has_init = jobs[idxs[0]].init is not None
         loaded = load(loaded_t2i.ref, "img2img", runtime) if has_init else loaded_t2i
         first = jobs[idxs[0]]
         key = f"{loaded.ref.label}|{loaded.task}|{first.width}x{first.height}|s{first.steps}"
@@ -202,6 +203,11 @@ def sampler_name(pipe) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"reelchain": __version__, "python": platform.python_version()}
@@ -232,6 +238,75 @@ def slugify(text: str, max_len: int = 40) -> str:
     return slug or "image"
 
 
+@dataclass
+class ImageOrder:
+    """One request's images, made ready to run: its model, its `ImageJob`s (seed, seed+1,
+    ...) and the folder they go to. Orders with the same `batch_key` can share one
+    `generate` call; each image is still written to its own order's folder."""
+
+    req: ImageRequest
+    ref: ModelRef
+    jobs: list[ImageJob]
+    out_dir: Path
+    init: Image.Image | None = None
+
+    @property
+    def batch_key(self) -> tuple | None:
+        """Same model, size, steps and guidance; None for an order with an init image."""
+        if self.init is not None:
+            return None
+        return (self.ref.spec, self.ref.kind, *self.jobs[0].batch_key)
+
+
+def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = None) -> ImageOrder:
+    """Validate a request against its model and build its image jobs; nothing runs yet."""
+    ref = resolve_model(model, "image")
+    if ref.family.kind != "image":
+        raise ValueError(
+            f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
+        )
+    width, height, steps, guidance = resolve_job_defaults(req, ref)
+    init = read_init_image(req.init_image, width, height) if req.init_image else None
+    jobs = [
+        ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
+                 (req.seed + i) % 2**32, init, req.strength)
+        for i in range(req.count)
+    ]  # fmt: skip
+    return ImageOrder(req, ref, jobs, Path(out_dir), init)
+
+
+def write_image(order: ImageOrder, index: int, arr: np.ndarray, loaded: LoadedModel) -> ImageResult:
+    """Write image `index` of an order: the PNG with its `parameters` chunk, and its sidecar."""
+    job, ref, req = order.jobs[index], order.ref, order.req
+    sampler = sampler_name(loaded.pipe)
+    params = a1111_parameters(job, ref.label, sampler)
+    path = order.out_dir / f"{slugify(req.prompt)}-{job.seed}.png"
+    save_png(to_pil(arr), path, params)
+    sidecar = path.with_suffix(".json")
+    write_json(
+        sidecar,
+        {
+            "file": path.name,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "seed": job.seed,
+            "steps": job.steps,
+            "guidance": job.guidance,
+            "sampler": sampler,
+            "width": job.width,
+            "height": job.height,
+            "model": ref.label,
+            "model_source": ref.preset.source,
+            "init_image": Path(req.init_image).name if req.init_image else None,
+            "strength": job.strength if order.init is not None else None,
+            "parameters": params,
+            "placement": loaded.placement.describe(),
+            "versions": package_versions(),
+        },
+    )
+    return ImageResult(path, sidecar, job.seed, job.width, job.height, params)
+
+
 def make_images(
     req: ImageRequest,
     out_dir: str | Path,
@@ -242,53 +317,12 @@ def make_images(
 ) -> list[ImageResult]:
     """The `image` command: validate, generate `count` images, write PNGs and sidecars."""
     runtime = runtime or Runtime()
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(
-            f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
-        )
-    width, height, steps, guidance = resolve_job_defaults(req, ref)
-    init = read_init_image(req.init_image, width, height) if req.init_image else None
-    out_dir = Path(out_dir)
-    jobs = [
-        ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
-                 (req.seed + i) % 2**32, init, req.strength)
-        for i in range(req.count)
-    ]  # fmt: skip
-    loaded = load(ref, "text2img", runtime)
-    sampler = sampler_name(loaded.pipe)
-    versions = package_versions()
-    slug = slugify(req.prompt)
-    results: list[ImageResult | None] = [None] * len(jobs)
+    order = plan_images(req, out_dir, model=model)
+    loaded = load(order.ref, "text2img", runtime)
+    results: list[ImageResult | None] = [None] * len(order.jobs)
 
     def write(i: int, arr: np.ndarray) -> None:
-        job = jobs[i]
-        params = a1111_parameters(job, ref.label, sampler)
-        path = out_dir / f"{slug}-{job.seed}.png"
-        save_png(to_pil(arr), path, params)
-        sidecar = path.with_suffix(".json")
-        write_json(
-            sidecar,
-            {
-                "file": path.name,
-                "prompt": job.prompt,
-                "negative_prompt": job.negative_prompt,
-                "seed": job.seed,
-                "steps": job.steps,
-                "guidance": job.guidance,
-                "sampler": sampler,
-                "width": job.width,
-                "height": job.height,
-                "model": ref.label,
-                "model_source": ref.preset.source,
-                "init_image": Path(req.init_image).name if req.init_image else None,
-                "strength": job.strength if init is not None else None,
-                "parameters": params,
-                "placement": loaded.placement.describe(),
-                "versions": versions,
-            },
-        )
-        results[i] = ImageResult(path, sidecar, job.seed, job.width, job.height, params)
+        results[i] = write_image(order, i, arr, loaded)
 
-    generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
+    generate(loaded, order.jobs, runtime=runtime, planner=planner, on_result=write)
     return results  # type: ignore[return-value]

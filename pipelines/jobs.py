@@ -25,6 +25,13 @@ than crashing the server in a loop. A `ValueError` from the engine is a problem 
 input: the job fails at once with its message. Cancelling sets the job's cancel event; the
 engine stops after the current step and keeps finished segments, so it can be resumed.
 
+Jobs that can share a run do: a worker that takes an image job also takes the waiting
+image jobs with the same model, size, steps and guidance (and no init image), up to
+`Limits.max_batch` images in all, and makes all their images in one `images.generate`
+call, so two people asking at once share the device's batches. Each job still has its
+own folder, outputs, attempts, cancel and status; its images are the ones it would have
+made alone (each image has its own seed).
+
 Requests are checked before a job is submitted (`prepare_video`, `prepare_image`,
 `prepare_thumbnails`), against `Limits`, so a face can refuse a bad request at once with
 the engine's own one-line message.
@@ -46,10 +53,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path, read_json
 from .settings import Limits, Runtime
+
+if TYPE_CHECKING:
+    from .images import ImageOrder
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +328,33 @@ class JobStore:
                 job.status, job.attempts, job.updated = "running", job.attempts + 1, now
                 return job
 
+    def waiting_jobs(self, kind: str, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
+        """Waiting jobs of one kind that may still start, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE status IN ('queued', 'interrupted') AND kind = ?"
+                " AND attempts < ? ORDER BY created, rowid",
+                (kind, max_attempts),
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def take(self, job_id: str, max_attempts: int = MAX_ATTEMPTS) -> Job | None:
+        """Take this waiting job as `claim` would (running, one more attempt); None when it
+        is no longer waiting (another worker took it, it was cancelled) or may not start."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in WAITING or row["attempts"] >= max_attempts:
+                return None
+            now = time.time()
+            db.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated = ?"
+                " WHERE id = ?",
+                (now, job_id),
+            )
+        job = self._job(row)
+        job.status, job.attempts, job.updated = "running", job.attempts + 1, now
+        return job
+
     def waiting(self) -> int:
         """Jobs waiting for a worker."""
         with self._db() as db:
@@ -422,29 +459,112 @@ def run_video(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def run_image(ctx: JobContext) -> dict[str, Any]:
-    from .images import make_images
+class JobCancelled(RuntimeError):
+    """Every job of a group was cancelled: the call stops after its current batch."""
+
+
+def image_order(params: Mapping[str, Any], root: Path, limits: Limits) -> ImageOrder:
+    """An image job's params, checked and resolved into an `ImageOrder` for its folder."""
+    from .images import plan_images
     from .settings import ImageRequest
 
-    p, root = ctx.job.params, ctx.job.run_dir
     req = ImageRequest(
-        prompt=p["prompt"],
-        negative_prompt=p.get("negative_prompt", ""),
-        width=p.get("width"),
-        height=p.get("height"),
-        steps=p.get("steps"),
-        guidance=p.get("guidance"),
-        seed=p.get("seed", 0),
-        count=p.get("count", 1),
-        limits=ctx.limits,
+        prompt=params["prompt"],
+        negative_prompt=params.get("negative_prompt", ""),
+        width=params.get("width"),
+        height=params.get("height"),
+        steps=params.get("steps"),
+        guidance=params.get("guidance"),
+        seed=params.get("seed", 0),
+        count=params.get("count", 1),
+        limits=limits,
     )
-    ctx.report(progress=0.05, message=f"making {req.count} image(s)")
-    results = make_images(req, root / "images", model=p.get("model"), runtime=ctx.runtime)
-    return {
-        "images": [_rel(r.path, root) for r in results],
-        "parameters": [r.parameters for r in results],
-        "seeds": [r.seed for r in results],
-    }
+    return plan_images(req, root / "images", model=params.get("model"))
+
+
+def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] | None:
+    """What decides which image jobs share a call: the `ImageOrder.batch_key` (model,
+    size, steps, guidance, no init image) and how many images the job makes. None when
+    the params do not resolve: such a job runs alone and fails there with its message."""
+    try:
+        order = image_order(params, Path(), limits)
+    except Exception:
+        return None
+    key = order.batch_key
+    return None if key is None else (key, len(order.jobs))
+
+
+def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
+    """Image jobs with the same `image_group` key, through one `images.generate` call (the
+    planner batches their images together); each job's images, sidecars and outputs go to
+    its own folder. One outcome per job: its outputs, or the exception that ended it.
+
+    A job cancelled before the call is left out of it; one cancelled during the call has
+    the rest of its images discarded. When every job is cancelled the call stops after its
+    current batch. An exception from the call itself ends every job of the group.
+    """
+    from .batching import Planner
+    from .images import generate, write_image
+    from .models import load
+
+    outcomes: list[dict[str, Any] | Exception | None] = [None] * len(ctxs)
+    orders: dict[int, ImageOrder] = {}
+    for k, ctx in enumerate(ctxs):
+        if ctx.cancel.is_set():
+            outcomes[k] = JobCancelled("cancelled")
+            continue
+        try:
+            orders[k] = image_order(ctx.job.params, ctx.job.run_dir, ctx.limits)
+        except ValueError as exc:
+            outcomes[k] = exc
+    if not orders:
+        return outcomes  # type: ignore[return-value]
+    first = ctxs[next(iter(orders))]
+    runtime, limits = first.runtime, first.limits
+    flat = [(k, i) for k, order in orders.items() for i in range(len(order.jobs))]
+    results: dict[int, list] = {k: [None] * len(order.jobs) for k, order in orders.items()}
+    others = len(orders) - 1
+    for k, order in orders.items():
+        shared = f", batched with {others} other job(s)" if others else ""
+        ctxs[k].report(progress=0.05, message=f"making {len(order.jobs)} image(s){shared}")
+    loaded = load(orders[next(iter(orders))].ref, "text2img", runtime)
+
+    def deliver(n: int, arr) -> None:
+        k, i = flat[n]
+        ctx = ctxs[k]
+        if not ctx.cancel.is_set():
+            results[k][i] = write_image(orders[k], i, arr, loaded)
+            made = sum(r is not None for r in results[k])
+            ctx.report(progress=0.05 + 0.9 * made / len(results[k]))
+        if all(ctxs[j].cancel.is_set() for j in orders):
+            raise JobCancelled("cancelled")
+
+    generate(
+        loaded,
+        [orders[k].jobs[i] for k, i in flat],
+        runtime=runtime,
+        planner=Planner(runtime, max_batch=limits.max_batch),
+        on_result=deliver,
+    )
+    for k in orders:
+        if ctxs[k].cancel.is_set():
+            outcomes[k] = JobCancelled("cancelled")
+            continue
+        root = ctxs[k].job.run_dir
+        outcomes[k] = {
+            "images": [_rel(r.path, root) for r in results[k]],
+            "parameters": [r.parameters for r in results[k]],
+            "seeds": [r.seed for r in results[k]],
+        }
+    return outcomes  # type: ignore[return-value]
+
+
+def run_image(ctx: JobContext) -> dict[str, Any]:
+    """One image job on its own (a group of one)."""
+    (outcome,) = run_images([ctx])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
@@ -482,6 +602,18 @@ def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Runner] = {"video": run_video, "image": run_image, "thumbnails": run_thumbnails}
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How waiting jobs of one kind share a run: `key(params, limits)` gives a job's group
+    and size (None: it runs alone); `run` takes the group's contexts, one outcome each."""
+
+    key: Callable[[Mapping[str, Any], Limits], tuple[Any, int] | None]
+    run: Callable[[Sequence[JobContext]], list[dict[str, Any] | Exception]]
+
+
+GROUPINGS: dict[str, Grouping] = {"image": Grouping(image_group, run_images)}
 
 
 def summary(outputs: Mapping[str, Any]) -> str:
@@ -524,6 +656,10 @@ class JobManager:
         self.limits = limits or Limits()
         self.runners = dict(RUNNERS if runners is None else runners)
         self.max_attempts = max_attempts
+        # Jobs share a run only where the stock runner runs them (not a replaced runner).
+        self._groupings = {
+            kind: g for kind, g in GROUPINGS.items() if self.runners.get(kind) is RUNNERS[kind]
+        }
         self._cancels: dict[str, threading.Event] = {}
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -688,23 +824,80 @@ class JobManager:
                 with self._wake:
                     self._wake.wait(POLL_SECONDS)
                 continue
-            self._run(job, runtime)
+            if job.kind not in self._groupings:
+                self._run(job, runtime)
+                continue
+            try:
+                group = [job, *self._take_like(job)]
+            except sqlite3.Error:
+                log.exception("job store: cannot take jobs to run with %s", job.id)
+                group = [job]
+            self._run_group(group, runtime)
+
+    def _take_like(self, job: Job) -> list[Job]:
+        """The waiting jobs that can share `job`'s run (same kind and group key), oldest
+        first, as many as fit in one batch (`Limits.max_batch` items in all), taken."""
+        grouping = self._groupings[job.kind]
+        found = grouping.key(job.params, self.limits)
+        if found is None:
+            return []
+        key, size = found
+        room = self.limits.max_batch - size
+        taken: list[Job] = []
+        for other in self.store.waiting_jobs(job.kind, self.max_attempts):
+            if room <= 0:
+                break
+            if other.id == job.id:
+                continue
+            theirs = grouping.key(other.params, self.limits)
+            if theirs is None or theirs[0] != key or theirs[1] > room:
+                continue
+            took = self.store.take(other.id, self.max_attempts)
+            if took is not None:
+                taken.append(took)
+                room -= theirs[1]
+        if taken:
+            log.info("job %s: running with %d waiting job(s) of its kind", job.id, len(taken))
+        return taken
 
     def _run(self, job: Job, runtime: Runtime) -> None:
         cancel = self._cancels[job.id] = threading.Event()
         ctx = JobContext(job, self.store, runtime, self.limits, cancel)
         runner = self.runners[job.kind]
         try:
-            outputs = runner(ctx)
-        except Exception as exc:
-            self._failed(job, ctx, exc)
-        else:
-            outputs = {**ctx.outputs, **outputs}
-            self.store.update(
-                job.id, status="done", progress=1.0, message=summary(outputs), outputs=outputs
-            )
+            try:
+                outcome: dict[str, Any] | Exception = runner(ctx)
+            except Exception as exc:
+                outcome = exc
+            self._finish(ctx, outcome)
         finally:
             self._cancels.pop(job.id, None)
+
+    def _run_group(self, jobs: Sequence[Job], runtime: Runtime) -> None:
+        """Jobs that share one run; each is then done, failed or re-queued on its own."""
+        ctxs = []
+        for job in jobs:
+            cancel = self._cancels[job.id] = threading.Event()
+            ctxs.append(JobContext(job, self.store, runtime, self.limits, cancel))
+        try:
+            try:
+                outcomes = self._groupings[jobs[0].kind].run(ctxs)
+            except Exception as exc:  # the shared call failed: every job of it did
+                outcomes = [exc] * len(ctxs)
+            for ctx, outcome in zip(ctxs, outcomes, strict=True):
+                self._finish(ctx, outcome)
+        finally:
+            for job in jobs:
+                self._cancels.pop(job.id, None)
+
+    def _finish(self, ctx: JobContext, outcome: dict[str, Any] | Exception) -> None:
+        if isinstance(outcome, Exception):
+            self._failed(ctx.job, ctx, outcome)
+            return
+        outputs = {**ctx.outputs, **outcome}
+        self.store.update(
+            ctx.job.id, status="done", progress=1.0, message=summary(outputs), outputs=outputs
+        )
 
     def _failed(self, job: Job, ctx: JobContext, exc: Exception) -> None:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

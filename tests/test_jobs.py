@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines import images
 from pipelines.jobs import (
     DB_NAME,
     RUNNERS,
@@ -24,7 +25,7 @@ from pipelines.jobs import (
     prepare_video,
     run_video,
 )
-from pipelines.settings import Limits
+from pipelines.settings import ImageRequest, Limits, Runtime
 from pipelines.stitch import probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,3 +354,120 @@ def test_store_survives_many_readers_while_a_worker_writes(tmp_path, started):
     assert readers_ok == [True] * 3
     assert all(m.wait(i, timeout=30).status == "done" for i in ids)
     assert os.path.exists(m.root / DB_NAME)
+
+
+# ---------------------------------------------------------------------------------------
+# Image jobs that share one pipeline call
+
+
+def spy_on_pipe(monkeypatch, crashes: int = 0, during=None) -> list[list[tuple]]:
+    """Record every image pipeline call (prompt, seed, width of each image); the first
+    `crashes` calls fail as a device would; `during(n)` runs inside call n."""
+    calls: list[list[tuple]] = []
+    real = images._call_image_pipe
+
+    def spy(loaded, batch):
+        calls.append([(j.prompt, j.seed, j.width) for j in batch])
+        if during:
+            during(len(calls))
+        if len(calls) <= crashes:
+            raise RuntimeError("the device fell over")
+        return real(loaded, batch)
+
+    monkeypatch.setattr(images, "_call_image_pipe", spy)
+    return calls
+
+
+def test_compatible_image_jobs_share_one_batched_call_and_keep_their_own_images(
+    tmp_path, started, monkeypatch
+):
+    calls = spy_on_pipe(monkeypatch)
+    m = manager(tmp_path, runtimes=[Runtime(batch_size=8)])  # not started: the jobs wait
+    asks = [  # prompt, count, seed, width (None: the model's 64)
+        ("a red fox", 2, 5, None),
+        ("a blue bird", 1, 9, 32),  # another size: its own call
+        ("a green frog", 1, 7, None),
+        ("a grey owl", 2, 1, None),
+    ]
+    ids = [
+        m.submit("image", prepare_image(p, model="tiny", count=n, seed=s, width=w)).id
+        for p, n, s, w in asks
+    ]
+    started(m)
+    jobs = [m.wait(i, timeout=120) for i in ids]
+    assert [j.status for j in jobs] == ["done"] * 4, [j.message for j in jobs]
+    assert [len(c) for c in calls] == [5, 1]  # one batch of 5 images from 3 jobs, then 1
+    assert calls[0] == [
+        ("a red fox", 5, 64), ("a red fox", 6, 64), ("a green frog", 7, 64),
+        ("a grey owl", 1, 64), ("a grey owl", 2, 64),
+    ]  # fmt: skip
+    assert calls[1] == [("a blue bird", 9, 32)]
+    for job, (prompt, count, seed, width) in zip(jobs, asks, strict=True):
+        assert job.attempts == 1 and job.progress == 1.0
+        assert job.message == f"{count} image{'' if count == 1 else 's'}"
+        assert job.outputs["seeds"] == list(range(seed, seed + count))
+        files = job.files("images")
+        assert len(files) == count and all(f.parent == job.run_dir / "images" for f in files)
+        for f, s in zip(files, job.outputs["seeds"], strict=True):
+            side = json.loads(f.with_suffix(".json").read_text())
+            assert (side["prompt"], side["seed"], side["width"]) == (prompt, s, width or 64)
+            assert f"Seed: {s}," in Image.open(f).text["parameters"]
+
+    # Each job's images are the ones it makes alone, one image per call.
+    for k, (job, (prompt, count, seed, width)) in enumerate(zip(jobs, asks, strict=True)):
+        req = ImageRequest(prompt, seed=seed, count=count, width=width)
+        alone = images.make_images(
+            req, tmp_path / f"alone-{k}", model="tiny", runtime=Runtime(batch_size=1)
+        )
+        for a, b in zip(job.files("images"), alone, strict=True):
+            assert a.name == b.path.name
+            diff = np.abs(np.asarray(Image.open(a), int) - np.asarray(Image.open(b.path), int))
+            assert diff.max() <= 1
+    assert all(len(c) == 1 for c in calls[2:])
+
+
+def test_a_crash_in_a_shared_call_requeues_every_job_of_it_with_its_attempt(
+    tmp_path, started, monkeypatch
+):
+    calls = spy_on_pipe(monkeypatch, crashes=1)
+    m = manager(tmp_path, runtimes=[Runtime(batch_size=8)])
+    ids = [
+        m.submit("image", prepare_image(f"a cat {n}", model="tiny", seed=n)).id for n in range(3)
+    ]
+    started(m)
+    jobs = [m.wait(i, timeout=120) for i in ids]
+    assert [len(c) for c in calls] == [3, 3]  # the crashed call, then all three again
+    assert [(j.status, j.attempts) for j in jobs] == [("done", 2)] * 3
+
+
+def test_a_shared_call_that_always_crashes_fails_every_job_after_its_attempts(
+    tmp_path, started, monkeypatch
+):
+    calls = spy_on_pipe(monkeypatch, crashes=99)
+    m = manager(tmp_path, runtimes=[Runtime(batch_size=8)], max_attempts=2)
+    ids = [
+        m.submit("image", prepare_image(f"a cat {n}", model="tiny", seed=n)).id for n in range(3)
+    ]
+    started(m)
+    jobs = [m.wait(i, timeout=120) for i in ids]
+    assert [len(c) for c in calls] == [3, 3]
+    for job in jobs:
+        assert (job.status, job.attempts) == ("failed", 2)
+        assert "after 2 attempts" in job.message and "the device fell over" in job.message
+
+
+def test_a_job_cancelled_during_a_shared_call_keeps_no_images_and_the_others_finish(
+    tmp_path, started, monkeypatch
+):
+    m = manager(tmp_path, runtimes=[Runtime(batch_size=8)])
+    ids = [
+        m.submit("image", prepare_image(f"a cat {n}", model="tiny", seed=n)).id for n in range(3)
+    ]
+    calls = spy_on_pipe(monkeypatch, during=lambda n: n == 1 and m.cancel(ids[1]))
+    m.cancel(ids[2])  # cancelled while waiting: never taken
+    started(m)
+    jobs = [m.wait(i, timeout=120) for i in ids]
+    assert [len(c) for c in calls] == [2]
+    assert [j.status for j in jobs] == ["done", "cancelled", "cancelled"]
+    assert len(jobs[0].files("images")) == 1
+    assert not jobs[1].files("images") and not (jobs[1].run_dir / "images").exists()
