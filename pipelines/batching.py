@@ -269,6 +269,34 @@ def run_batched(
     return BatchReport(results, sizes, tried)  # type: ignore[arg-type]
 
 
+def group_indices(items: Sequence[T], key: Callable[[T], object]) -> list[list[int]]:
+    """Indices of items that can share a call (equal `key`), groups in first-seen order."""
+    groups: dict[object, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    return list(groups.values())
+
+
+def run_group(
+    items: Sequence[T],
+    idxs: list[int],
+    out: list,
+    call: Callable[[list[T]], list[R]],
+    *,
+    on_result: Callable[[int, R], None] | None = None,
+    **kwargs,
+) -> BatchReport[R]:
+    """`run_batched` over `items[i] for i in idxs`, each result stored at `out[i]` (and
+    passed to `on_result(i, result)`) under its index in the whole list."""
+
+    def deliver(j: int, result: R) -> None:
+        out[idxs[j]] = result
+        if on_result:
+            on_result(idxs[j], result)
+
+    return run_batched([items[i] for i in idxs], call, on_result=deliver, **kwargs)
+
+
 def ladder_for(loaded) -> list[Saver]:
     """The memory savers still available for a loaded pipeline, cheapest first."""
     from .device import enable_vae_savers

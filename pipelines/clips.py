@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .batching import Planner, ladder_for, run_batched
+from .batching import Planner, group_indices, ladder_for, run_group
 from .models import LoadedModel, load
 from .settings import Runtime
 
@@ -158,13 +158,9 @@ def generate_clips(
     for job in jobs:
         check_job(loaded, job)
     out: list[np.ndarray | None] = [None] * len(jobs)
-    groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(job.batch_key, []).append(i)
-    for idxs in groups.values():
+    for idxs in group_indices(jobs, lambda job: job.batch_key):
         first = jobs[idxs[0]]
         task_model = load(loaded.ref, adapter.task(first), runtime)
-        batchable = adapter.batchable(first)
         key = (
             f"{loaded.ref.label}|{task_model.task}|{first.width}x{first.height}"
             f"|f{first.num_frames}|s{first.steps}"
@@ -175,20 +171,17 @@ def generate_clips(
                 raise Cancelled("cancelled")
             return _call(task_model, batch, adapter, cancel)
 
-        def deliver(j: int, clip: np.ndarray, idxs=idxs) -> None:
-            out[idxs[j]] = clip
-            if on_result:
-                on_result(idxs[j], clip)
-
-        run_batched(
-            [jobs[i] for i in idxs],
+        run_group(
+            jobs,
+            idxs,
+            out,
             call,
+            on_result=on_result,
             planner=planner,
             key=key,
             device=task_model.placement.device,
             savers=ladder_for(task_model),
-            on_result=deliver,
-            max_batch=None if batchable else 1,
+            max_batch=None if adapter.batchable(first) else 1,
         )
     return out  # type: ignore[return-value]
 

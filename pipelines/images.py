@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from . import __version__
-from .batching import Planner, ladder_for, run_batched
+from .batching import Planner, group_indices, ladder_for, run_group
 from .files import atomic_path, write_json
 from .models import LoadedModel, ModelRef, load, resolve_model
 from .settings import ImageRequest, Runtime
@@ -126,31 +126,21 @@ def generate(
     runtime = runtime or Runtime()
     planner = planner or Planner(runtime)
     out: list[np.ndarray | None] = [None] * len(jobs)
-    groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(job.batch_key, []).append(i)
-    for idxs in groups.values():
+    for idxs in group_indices(jobs, lambda job: job.batch_key):
         has_init = jobs[idxs[0]].init is not None
         loaded = load(loaded_t2i.ref, "img2img", runtime) if has_init else loaded_t2i
         first = jobs[idxs[0]]
         key = f"{loaded.ref.label}|{loaded.task}|{first.width}x{first.height}|s{first.steps}"
-
-        def call(batch: list[ImageJob], loaded=loaded) -> list[np.ndarray]:
-            return _call_image_pipe(loaded, batch)
-
-        def deliver(j: int, r: np.ndarray, idxs=idxs) -> None:
-            out[idxs[j]] = r
-            if on_result:
-                on_result(idxs[j], r)
-
-        run_batched(
-            [jobs[i] for i in idxs],
-            call,
+        run_group(
+            jobs,
+            idxs,
+            out,
+            lambda batch, loaded=loaded: _call_image_pipe(loaded, batch),
+            on_result=on_result,
             planner=planner,
             key=key,
             device=loaded.placement.device,
             savers=ladder_for(loaded),
-            on_result=deliver,
         )
     return out  # type: ignore[return-value]
 
