@@ -76,7 +76,7 @@ class ThumbnailOptions:
         if fmt not in FORMATS:
             raise ValueError(f"format: unknown {self.format!r} (use jpg or png)")
         object.__setattr__(self, "format", fmt)
-        overlay.parse_preset(self.preset)  # one line naming the preset and the fix
+        preset_size(self.preset, self.limits)  # one line naming the preset and the fix
         most = self.limits.max_count
         v = self.variants
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
@@ -321,8 +321,18 @@ def _check_row(line: int, values: dict[str, Any], opts: ThumbnailOptions, need_p
                 f"{name}: {len(text)} characters is over the limit of {limits.max_prompt_chars}"
             )
     preset = _text(values, "preset").strip() or opts.preset
-    size = overlay.parse_preset(preset)
+    size = preset_size(preset, limits)
     return Row(line, prompt, title, negative, _seed(values.get("seed"), prompt), preset, size)
+
+
+def preset_size(preset: str, limits: Limits) -> tuple[int, int]:
+    """A preset's exact size, within the caps (a row's own preset too)."""
+    width, height = overlay.parse_preset(preset)
+    if max(width, height) > limits.max_side:
+        raise ValueError(
+            f"preset: {width}x{height} is over the limit of {limits.max_side} pixels a side"
+        )
+    return width, height
 
 
 def _text(values: dict[str, Any], key: str) -> str:

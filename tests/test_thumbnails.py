@@ -416,3 +416,16 @@ def test_from_video_file_rerun_skips_decoding(cli, tmp_path, run_folder, monkeyp
     assert row["status"] == "skipped-existing"
     code, _, err = cli(*args, "--model", "tiny")
     assert code == 2 and "model: --from-video takes frames from the video" in err
+
+
+def test_a_rows_own_preset_obeys_the_caps(tmp_path, monkeypatch):
+    from pipelines.settings import Limits
+    from pipelines.thumbnails import ThumbnailOptions, make_thumbnails
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,preset\na fox,128x72\na bird,1600x900\n")
+    opts = ThumbnailOptions(model="tiny", preset="128x72", limits=Limits(max_side=1024))
+    report = make_thumbnails(rows, tmp_path / "out", opts)
+    assert [line for line, _ in report.failed] == [3]
+    assert "preset: 1600x900 is over the limit of 1024" in report.failed[0][1]
+    assert len(report.files) == 1
