@@ -1,3 +1,40 @@
-"""Reelchain: long videos from short generations."""
+"""Reelchain: long videos from short generations.
+
+The Python API (the CLI and the web UI call the same functions):
+
+    from pipelines import make_video, VideoOptions, Runtime
+    result = make_video("story.yaml", "runs/boat", VideoOptions(model="tiny"))
+
+Names load lazily, so `import pipelines` stays light (no torch until it is needed).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "make_video": "chain",
+    "resume_video": "chain",
+    "VideoOptions": "chain",
+    "VideoResult": "chain",
+    "make_images": "images",
+    "make_thumbnails": "thumbnails",
+    "ThumbnailOptions": "thumbnails",
+    "load_storyboard": "storyboard",
+    "parse_storyboard": "storyboard",
+    "Storyboard": "storyboard",
+    "ImageRequest": "settings",
+    "Limits": "settings",
+    "Runtime": "settings",
+    "resolve_model": "models",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

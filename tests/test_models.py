@@ -78,3 +78,16 @@ def test_models_command_prints_the_table(cli):
     assert code == 0
     for name in [*PRESETS, "tiny-ltx", "tiny-wan"]:
         assert name in out
+
+
+def test_the_python_api_is_exported_lazily():
+    import subprocess
+    import sys
+
+    code = "import sys, pipelines; assert 'torch' not in sys.modules; from pipelines import make_video, VideoOptions, make_images, make_thumbnails, Runtime"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=__import__("pathlib").Path(__file__).parent.parent
+        ).returncode
+        == 0
+    )
