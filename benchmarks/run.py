@@ -10,7 +10,8 @@ every number is measured on this machine, nothing is asserted. Sections:
 2. long video: share of wall time inside pipeline calls; peak RSS of a 4x longer video;
 3. encoding: the streaming writer vs a raw ffmpeg pipe and vs moviepy;
 4. generation economy: output frames per generated frame;
-5. GPU: full-size configurations (only where CUDA is available).
+5. fast paths: seconds per call with and without an opt-in fast path (first-block cache);
+6. GPU: full-size configurations (only where CUDA is available).
 """
 
 from __future__ import annotations
@@ -501,7 +502,76 @@ def bench_encoding(cfg: Config, report: Report, tmp: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# 5. GPU
+# 5. Fast paths (opt-in)
+
+
+def bench_fast(cfg: Config, report: Report, tmp: Path) -> None:
+    """The Wan twin's pipeline called directly, with and without the first-block cache.
+
+    The shipped twin has one transformer block, which the cache cannot take (it skips the
+    blocks after the first); this run gives both of its transformers 4 blocks.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pipelines.device import apply_fast_paths, denoisers
+    from pipelines.twins import build_twin
+
+    side, frames, steps, layers = 96, 9, 8, 4
+    repeats = 7  # calls are short; more repeats cost little and steady the minimum
+    pipes, ran = {}, {}
+    for fast in ((), ("cache",)):
+        pipe = build_twin("wan")
+        for name, module in denoisers(pipe).items():
+            torch.manual_seed(0)
+            setattr(pipe, name, type(module).from_config({**module.config, "num_layers": layers}))
+        pipe.set_progress_bar_config(disable=True)
+        assert apply_fast_paths(pipe, fast) == fast
+        label = ",".join(fast) or "none"
+        pipes[label], ran[label] = pipe, []
+        for module in denoisers(pipe).values():  # a skipped block never reaches its attention
+            for block in module.blocks:
+                block.attn1.register_forward_pre_hook(lambda *_, r=ran[label]: r.append(1))
+
+    first = Image.new("RGB", (side, side), (90, 120, 150))
+    kwargs = dict(image=first, prompt="a paper boat at dusk", height=side, width=side,
+                  num_frames=frames, num_inference_steps=steps, guidance_scale=3.0,
+                  output_type="np")  # fmt: skip
+
+    def call(label: str):
+        return pipes[label](**kwargs, generator=torch.Generator().manual_seed(0)).frames[0]
+
+    outputs = {label: call(label) for label in pipes}  # warm-up, and the outputs compared
+    blocks = {label: len(r) for label, r in ran.items()}
+    seconds = dict.fromkeys(pipes, float("inf"))
+    for _ in range(repeats):  # round robin, best of `repeats`
+        for label in pipes:
+            seconds[label] = min(seconds[label], timed(lambda label=label: call(label)))
+    diff = float(np.abs(outputs["cache"] - outputs["none"]).max())
+    for label in pipes:
+        print(f"  fast={label}: {seconds[label]:.2f} s per call, {blocks[label]} block calls")
+    setup = (f"Wan twin with {layers} blocks, {side}×{side}×{frames}, {steps} steps, best of "
+             f"{repeats}; CPU twin with random weights: to be measured on a GPU before any "
+             "fast path becomes a default")  # fmt: skip
+    m = report.metrics
+    m.append(Metric("fast paths", "seconds per call, no fast path", round(seconds["none"], 3),
+                    "s", note=setup))  # fmt: skip
+    m.append(Metric("fast paths", "seconds per call, first-block cache",
+                    round(seconds["cache"], 3), "s",
+                    note=f"threshold 0.05 (diffusers' default); ran {blocks['cache']} of "
+                    f"{blocks['none']} block calls"))  # fmt: skip
+    m.append(Metric("fast paths", "cache / none, seconds per call",
+                    round(seconds["cache"] / seconds["none"], 3), "×",
+                    note="reported, no target"))  # fmt: skip
+    m.append(Metric("fast paths", "cache vs none, max pixel difference", round(diff, 4), "",
+                    note="frames in [0, 1]; random weights, so no measure of quality"))  # fmt: skip
+    report.details["fast"] = {"seconds_per_call": seconds, "block_calls": blocks,
+                              "max_pixel_difference": diff}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# 6. GPU
 
 
 def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
@@ -550,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes on CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--only", nargs="*", choices=("batching", "video", "encoding", "gpu"),
+    parser.add_argument("--only", nargs="*",
+                        choices=("batching", "video", "encoding", "fast", "gpu"),
                         help="run only these sections")  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -568,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.for_mode(args.quick)
     report = Report(args.quick, machine_info())
     sections = {"batching": bench_batching, "video": bench_video,
-                "encoding": bench_encoding, "gpu": bench_gpu}  # fmt: skip
+                "encoding": bench_encoding, "fast": bench_fast, "gpu": bench_gpu}  # fmt: skip
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reelchain-bench-") as d:
         for name, fn in sections.items():

@@ -211,6 +211,7 @@ def run_batched(
     savers: Sequence[Saver] = (),
     on_result: Callable[[int, R], None] | None = None,
     max_batch: int | None = None,
+    on_failure: Callable[[], None] | None = None,
 ) -> BatchReport[R]:
     """Run `call` over `items` in planned batches; results come back in the items' order.
 
@@ -218,6 +219,7 @@ def run_batched(
     batch-mates (per-item seeds), so that retries and resizes change nothing but speed.
     `on_result(index, result)` runs as soon as a result exists (for streaming writes).
     `max_batch` caps the size for calls that cannot take more (one conditioning per call).
+    `on_failure` runs before a retry (clears state a failed call left, such as a cache).
     """
     results: list[R | None] = [None] * len(items)
     pending = deque(range(len(items)))
@@ -239,6 +241,8 @@ def run_batched(
             if not is_out_of_memory(exc):
                 raise
             release_memory()
+            if on_failure:
+                on_failure()
             pending.extendleft(reversed(batch))
             planner.learn_oom(key, len(batch))
             if len(batch) > 1:
@@ -295,6 +299,12 @@ def run_group(
             on_result(idxs[j], result)
 
     return run_batched([items[i] for i in idxs], call, on_result=deliver, **kwargs)
+
+
+def cost_key(loaded, width: int, height: int, steps: int, frames: int = 1) -> str:
+    """What the planner measures per kind of work: model, task, size, frames, steps, fast paths."""
+    fast = ",".join(loaded.placement.fast) or "-"
+    return f"{loaded.ref.label}|{loaded.task}|{width}x{height}|f{frames}|s{steps}|{fast}"
 
 
 def ladder_for(loaded) -> list[Saver]:

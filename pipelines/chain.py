@@ -322,6 +322,12 @@ class _Context:
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
 
+    def load(self, ref: ModelRef, task: str):
+        """Load (or reuse) a model, and record where and how it runs in the manifest."""
+        loaded = load(ref, task, self.runtime)
+        self.manifest.setdefault("placement", {})[task] = loaded.placement.describe()
+        return loaded
+
     def save(self) -> None:
         self.manifest["segments"] = [s.to_dict(self.sb) for s in self.segments]
         self.run.save_manifest(self.manifest)
@@ -360,6 +366,7 @@ def make_video(
         "image_model": models.image.spec,
         "clip_frames": opts.clip_frames,
         "batch_size": runtime.batch_size,  # a fixed size is kept on resume: same batches, same bits
+        "fast": list(runtime.fast),
         "fps": sb.fps,
         "frames": sb.total_frames,
         "video": None,
@@ -467,7 +474,7 @@ def _make_keyframes(ctx: _Context) -> None:
                  steps, guidance, sb.shots[k].seed)
         for k in missing
     ]  # fmt: skip
-    loaded = load(ref, "text2img", ctx.runtime)
+    loaded = ctx.load(ref, "text2img")
 
     def write(i: int, arr: np.ndarray) -> None:
         save_png(drift.to_uint8(arr), run.keyframe(missing[i]))
@@ -585,7 +592,7 @@ def _generate(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
                 video=tuple(cond) if len(cond) > 1 else None,
             )
         )
-    loaded = load(ctx.models.video, "video", ctx.runtime)
+    loaded = ctx.load(ctx.models.video, "video")
     return generate_clips(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, cancel=ctx.cancel)
 
 
@@ -607,7 +614,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
     p = ctx.models.image.preset
     steps = sb.steps or max(p.steps, 2)
     guidance = p.guidance if sb.guidance is None else sb.guidance
-    loaded = load(ctx.models.image, "text2img", ctx.runtime)
+    loaded = ctx.load(ctx.models.image, "text2img")
     prev = [_conditioning(ctx, s)[-1] for s in segs]
     out: list[list[np.ndarray]] = [[] for _ in segs]
     for i, seg in enumerate(segs):

@@ -37,6 +37,13 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--dtype", default=None, choices=("auto", "float32", "float16", "bfloat16"))
     g.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+    g.add_argument(
+        "--fast",
+        default=None,
+        metavar="LIST",
+        help="opt-in fast paths, comma-separated: cache, compile, attention:<backend> "
+        "(e.g. attention:flash); off by default, not yet measured on a GPU",
+    )
 
 
 def _runtime(args: argparse.Namespace):
@@ -48,6 +55,7 @@ def _runtime(args: argparse.Namespace):
         offload=args.offload,
         batch_size=args.batch_size,
         memory_budget=args.memory_budget,
+        fast=args.fast,
     )
 
 

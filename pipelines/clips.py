@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .batching import Planner, group_indices, ladder_for, run_group
+from .batching import Planner, cost_key, group_indices, ladder_for, run_group
+from .device import reset_fast_state
 from .models import LoadedModel, load
 from .settings import Runtime
 
@@ -161,10 +162,7 @@ def generate_clips(
     for idxs in group_indices(jobs, lambda job: job.batch_key):
         first = jobs[idxs[0]]
         task_model = load(loaded.ref, adapter.task(first), runtime)
-        key = (
-            f"{loaded.ref.label}|{task_model.task}|{first.width}x{first.height}"
-            f"|f{first.num_frames}|s{first.steps}"
-        )
+        key = cost_key(task_model, first.width, first.height, first.steps, first.num_frames)
 
         def call(batch: list[ClipJob], task_model=task_model) -> list[np.ndarray]:
             if cancel is not None and cancel.is_set():
@@ -182,6 +180,7 @@ def generate_clips(
             device=task_model.placement.device,
             savers=ladder_for(task_model),
             max_batch=None if adapter.batchable(first) else 1,
+            on_failure=lambda task_model=task_model: reset_fast_state(task_model.pipe),
         )
     return out  # type: ignore[return-value]
 

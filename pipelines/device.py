@@ -1,13 +1,19 @@
-"""Device, dtype, free memory and memory savers.
+"""Device, dtype, free memory, memory savers and opt-in fast paths.
 
 Chosen once at load time (diffusers' habit: components are set up once, a call never
 mutates them). Free memory comes from one function, `free_memory`, that a memory budget
 overrides, so the planner and the tests see the same figure whatever the hardware.
+
+Fast paths (`Runtime.fast`) are diffusers' own: first-block cache hooks on the video
+transformers, an attention backend, `torch.compile`. Each is an opt-in until measured on
+a GPU; the ones a model cannot take are skipped with a warning, and `Placement.fast`
+records only those that were switched on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -64,6 +70,7 @@ class Placement:
     dtype: torch.dtype
     offload: str  # none | model | group | sequential
     vae_tiling: bool
+    fast: tuple[str, ...] = ()  # asked for in the plan; after `apply_placement`, what is on
 
     def describe(self) -> dict[str, str | bool]:
         return {
@@ -71,6 +78,7 @@ class Placement:
             "dtype": str(self.dtype).removeprefix("torch."),
             "offload": self.offload,
             "vae_tiling": self.vae_tiling,
+            "fast": ",".join(self.fast) or "none",
         }
 
 
@@ -98,11 +106,13 @@ def plan_placement(runtime: Runtime, need: int) -> Placement:
     free = free_memory(device, runtime.memory_budget)
     offload = choose_offload(need, free, runtime.offload, device)
     # Tiling trades a little speed for a flat VAE peak; worth it when memory is short.
-    return Placement(device, dtype, offload, vae_tiling=offload != "none")
+    return Placement(device, dtype, offload, vae_tiling=offload != "none", fast=runtime.fast)
 
 
-def apply_placement(pipe, placement: Placement) -> None:
-    """Move a loaded pipeline onto its device with its memory savers switched on."""
+def apply_placement(pipe, placement: Placement) -> Placement:
+    """Move a loaded pipeline onto its device with its memory savers switched on, then
+    switch on the fast paths it asks for. Returns the placement with `fast` narrowed to
+    the fast paths that are on."""
     enable_vae_savers(pipe, tiling=placement.vae_tiling)
     if placement.offload == "model":
         pipe.enable_model_cpu_offload(device=placement.device)
@@ -117,6 +127,112 @@ def apply_placement(pipe, placement: Placement) -> None:
         )
     else:
         pipe.to(placement.device)
+    return dataclasses.replace(placement, fast=apply_fast_paths(pipe, placement.fast))
+
+
+# ---------------------------------------------------------------------------------------
+# Fast paths (opt-in)
+
+DENOISERS = ("transformer", "transformer_2", "unet")  # pipeline components that denoise
+CACHE_THRESHOLD = 0.05  # diffusers' FirstBlockCacheConfig default; higher skips more
+
+
+def denoisers(pipe) -> dict[str, torch.nn.Module]:
+    return {name: m for name in DENOISERS if (m := getattr(pipe, name, None)) is not None}
+
+
+def apply_fast_paths(pipe, fast: tuple[str, ...]) -> tuple[str, ...]:
+    """Switch on each fast path in `fast` for every denoiser that takes it.
+
+    Order matters: the attention backend and the cache hooks change what the modules run,
+    so compilation comes last and sees both.
+    """
+    rank = {"attention": 0, "cache": 1, "compile": 2}
+    applied = []
+    for item in sorted(fast, key=lambda f: rank[f.partition(":")[0]]):
+        kind, _, arg = item.partition(":")
+        modules = denoisers(pipe)
+        skipped = {name: why for name, m in modules.items() if (why := _FAST[kind](m, arg))}
+        if len(skipped) < len(modules):
+            applied.append(item)
+        for name, why in skipped.items():
+            log.warning(
+                "fast: %s skipped for the %s (%s): %s",
+                item,
+                name,
+                type(modules[name]).__name__,
+                why,
+            )
+    return tuple(f for f in fast if f in applied)
+
+
+# Each fast path switches itself on for one denoiser, or returns why it cannot.
+
+
+def _enable_cache(module: torch.nn.Module, _arg: str) -> str | None:
+    """First-block cache: when the first block's residual barely changes from the last
+    step, reuse the other blocks' residual. Transformers with diffusers' `CacheMixin` and
+    at least two blocks only (LTX, Wan, CogVideoX); the UNets (SD, SVD) have no cache hooks."""
+    from diffusers.hooks import FirstBlockCacheConfig
+    from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
+    from diffusers.models.cache_utils import CacheMixin
+
+    if not isinstance(module, CacheMixin):
+        return "diffusers has no cache hooks for it"
+    blocks = sum(
+        len(child)
+        for name, child in module.named_children()
+        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList)
+    )
+    if blocks < 2:
+        return f"{blocks} transformer block(s); the cache needs a first block and more to skip"
+    module.enable_cache(FirstBlockCacheConfig(threshold=CACHE_THRESHOLD))
+    return None
+
+
+def _set_attention(module: torch.nn.Module, backend: str) -> str | None:
+    """diffusers' attention dispatcher, for models whose processors go through it (LTX,
+    Wan); older processors (SD and SVD UNets, CogVideoX) always call PyTorch's SDPA."""
+    if not any(
+        hasattr(getattr(m, "processor", None), "_attention_backend") for m in module.modules()
+    ):
+        return "its attention processors always call PyTorch's SDPA"
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    # `set_attention_backend` also makes the backend the process-wide default; keep the
+    # default as it was, so other models loaded without the option are unchanged.
+    before = _AttentionBackendRegistry._active_backend
+    try:
+        module.set_attention_backend(backend)
+    except (RuntimeError, ImportError) as exc:  # the backend's package is missing
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"fast: attention:{backend} cannot run here ({msg})") from exc
+    finally:
+        _AttentionBackendRegistry.set_active_backend(before)
+    return None
+
+
+def _compile(module: torch.nn.Module, _arg: str) -> str | None:
+    """`torch.compile` in place (the module object, its hooks and its pipeline stay the
+    same): regional, the repeated blocks only, where the model lists them (diffusers'
+    advice: much shorter compile times, about the same speed); else the whole module."""
+    if getattr(module, "_repeated_blocks", None):
+        module.compile_repeated_blocks()
+    else:
+        module.compile()
+    return None
+
+
+_FAST = {"cache": _enable_cache, "attention": _set_attention, "compile": _compile}
+
+
+def reset_fast_state(pipe) -> None:
+    """Forget cached residuals. diffusers does this at the end of every pipeline call; a
+    call that raised (out of memory, cancelled) skips it, so a retry calls this first."""
+    for module in denoisers(pipe).values():
+        reset = getattr(module, "_reset_stateful_cache", None)
+        if reset is not None and getattr(module, "is_cache_enabled", False):
+            reset()
 
 
 def enable_vae_savers(pipe, *, tiling: bool) -> None:

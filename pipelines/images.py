@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from . import __version__
-from .batching import Planner, group_indices, ladder_for, run_group
+from .batching import Planner, cost_key, group_indices, ladder_for, run_group
+from .device import reset_fast_state
 from .files import atomic_path, write_json
 from .models import LoadedModel, ModelRef, load, resolve_model
 from .settings import ImageRequest, Runtime
@@ -130,7 +131,7 @@ def generate(
         has_init = jobs[idxs[0]].init is not None
         loaded = load(loaded_t2i.ref, "img2img", runtime) if has_init else loaded_t2i
         first = jobs[idxs[0]]
-        key = f"{loaded.ref.label}|{loaded.task}|{first.width}x{first.height}|s{first.steps}"
+        key = cost_key(loaded, first.width, first.height, first.steps)
         run_group(
             jobs,
             idxs,
@@ -141,6 +142,7 @@ def generate(
             key=key,
             device=loaded.placement.device,
             savers=ladder_for(loaded),
+            on_failure=lambda loaded=loaded: reset_fast_state(loaded.pipe),
         )
     return out  # type: ignore[return-value]
 

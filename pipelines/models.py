@@ -359,7 +359,7 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
     image-to-video class, which batches different first frames) shares with video.
     """
     runtime = runtime or Runtime()
-    key = (ref.spec, ref.kind, task, runtime.device, runtime.dtype, runtime.offload)
+    key = (ref.spec, ref.kind, task, runtime.device, runtime.dtype, runtime.offload, runtime.fast)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -379,7 +379,7 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
                 placement = dataclasses.replace(placement, dtype=_float32())
             log.info("loading %s for %s on %s", ref.label, task, placement.describe())
             pipe = _load_from_source(ref, placement)
-            apply_placement(pipe, placement)
+            placement = apply_placement(pipe, placement)  # `fast`: what is switched on
             # Step bars on a terminal only: for tiny, fast calls a bar costs more than the call.
             pipe.set_progress_bar_config(
                 leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty()

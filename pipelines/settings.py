@@ -2,7 +2,7 @@
 
 One object per concern, so the faces never thread long positional argument lists:
 
-- `Runtime`: how to run (device, dtype, offload, batch size, memory budget);
+- `Runtime`: how to run (device, dtype, offload, batch size, memory budget, fast paths);
 - `Limits`: caps enforced on the server side for every request (UI widgets, API calls, CLI);
 - `ImageRequest`: one text-to-image or image-to-image job.
 
@@ -22,6 +22,13 @@ from pathlib import Path
 OFFLOAD_CHOICES = ("auto", "none", "model", "group", "sequential")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# Opt-in fast paths (`--fast cache,compile,attention:flash`); none is on by default, since
+# each must be measured on a GPU first. `attention:<backend>` takes one of diffusers'
+# local attention backends (the `*_hub` ones download kernels, so they are left out).
+FAST_CHOICES = ("cache", "compile", "attention:<backend>")
+ATTENTION_BACKENDS = ("native", "flash", "flash_varlen", "flex", "sage", "sage_varlen",
+                      "xformers", "_native_cudnn", "_native_efficient", "_native_flash",
+                      "_native_math")  # fmt: skip
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -57,6 +64,30 @@ def parse_batch_size(value: str | int | None) -> int | None:
     return n
 
 
+def parse_fast(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """`cache,compile` (or a sequence) into a checked tuple; `none` or empty: no fast path."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if item in ("", "none"):
+            continue
+        kind, _, backend = item.partition(":")
+        if not (
+            item in ("cache", "compile") or (kind == "attention" and backend in ATTENTION_BACKENDS)
+        ):
+            raise ValueError(
+                f"fast: unknown {item!r} (choose from: {', '.join(FAST_CHOICES)} "
+                f"with <backend> one of {', '.join(ATTENTION_BACKENDS)}; comma-separated)"
+            )
+        if item not in out:
+            out.append(item)
+    if sum(i.startswith("attention:") for i in out) > 1:
+        raise ValueError("fast: give at most one attention:<backend>")
+    return tuple(out)
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: unknown {value!r} (choose one of: {', '.join(choices)})")
@@ -73,8 +104,10 @@ class Runtime:
     batch_size: int | None = None  # None = planned from free memory
     memory_budget: int | None = None  # bytes; None = measured free memory
     cache_dir: Path | None = None  # planner cache; None = ~/.cache/reelchain
+    fast: tuple[str, ...] = ()  # opt-in fast paths: cache, compile, attention:<backend>
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fast", parse_fast(self.fast))
         _choice("device", self.device, DEVICE_CHOICES)
         _choice("dtype", self.dtype, DTYPE_CHOICES)
         _choice("offload", self.offload, OFFLOAD_CHOICES)
@@ -90,6 +123,7 @@ class Runtime:
         offload: str | None = None,
         batch_size: str | int | None = None,
         memory_budget: str | int | None = None,
+        fast: str | tuple[str, ...] | None = None,
         env: dict[str, str] | None = None,
     ) -> Runtime:
         """Options win over `REELCHAIN_*` environment variables, which win over defaults."""
@@ -104,6 +138,7 @@ class Runtime:
             offload=pick(offload, "OFFLOAD", "auto"),
             batch_size=parse_batch_size(pick(batch_size, "BATCH_SIZE", None)),
             memory_budget=parse_size(pick(memory_budget, "MEMORY_BUDGET", None)),
+            fast=parse_fast(pick(fast, "FAST", None)),
         )
 
 

@@ -78,6 +78,7 @@ def test_each_mode_gives_the_storyboards_frames_fps_and_size(tmp_path, mode, mod
             "seconds",
         } <= seg.keys()
         assert "ssim" in seg["drift"]["join"] and "color" in seg["drift"]["join"]
+    assert m["placement"]["text2img"]["device"] == "cpu"
     assert (tmp_path / "run" / "poster.jpg").is_file()
     resolved = json.loads((tmp_path / "run" / "storyboard.json").read_text())
     assert resolved["shots"][1]["transition"] == "cut" and resolved["interpolate"] == 2
