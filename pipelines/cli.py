@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder")
     p.add_argument("--model", default=None)
     p.add_argument("--mode", choices=("continue", "keyframes", "feedback"))
+    p.add_argument("--image-model", help="keyframes model (default: sd-turbo, or the tiny twin)")
+    p.add_argument("--clip-frames", type=int, help="frames per clip (default: the model's)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
     p.add_argument("--seed", type=int, help="with --reroll: the new seed")
@@ -146,7 +148,12 @@ def _cmd_video(args: argparse.Namespace) -> int:
             raise ValueError("reroll: use it with --resume DIR")
         if not args.storyboard or not args.out:
             raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
-        opts = VideoOptions(model=args.model, mode=args.mode)
+        opts = VideoOptions(
+            model=args.model,
+            mode=args.mode,
+            image_model=args.image_model,
+            clip_frames=args.clip_frames,
+        )
         result = make_video(args.storyboard, args.out, opts, runtime=runtime)
     print(result.video)
     return EXIT_OK

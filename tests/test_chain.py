@@ -375,3 +375,32 @@ def test_out_of_memory_at_batch_one_makes_shorter_clips(tmp_path, monkeypatch):
     m = manifest(run)
     assert m["ladder"] and all(s["generated_frames"] == 9 for s in m["segments"])
     assert "frames 17→9" in m["ladder"][0]
+
+
+def test_cli_takes_the_keyframe_model_and_clip_frames(cli, tmp_path):
+    code, out, err = cli(
+        "video",
+        write_story(tmp_path),
+        "--out",
+        tmp_path / "run",
+        "--model",
+        "tiny-ltx",
+        "--image-model",
+        "tiny-image",
+        "--clip-frames",
+        "17",
+    )
+    assert code == 0, err
+    m = manifest(tmp_path / "run")
+    assert m["image_model"] == "tiny-image" and m["clip_frames"] == 17
+    code, _, err = cli(
+        "video",
+        write_story(tmp_path),
+        "--out",
+        tmp_path / "r2",
+        "--model",
+        "tiny-ltx",
+        "--clip-frames",
+        "10",
+    )
+    assert code == 2 and "clip-frames: tiny-ltx needs 8k+1 frames (got 10; use 17)" in err
