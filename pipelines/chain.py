@@ -41,7 +41,7 @@ from .images import ImageJob, check_size, generate
 from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
-from .stitch import Part, VideoWriter, stitch
+from .stitch import Part, VideoWriter, audio_duration, stitch
 from .storyboard import Storyboard, load_storyboard, parse_storyboard
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,8 @@ def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None
                 f"clip-frames: {models.video.label} needs {fam.frame_step}k+1 frames "
                 f"(got {opts.clip_frames}; use {fam.legal_frames(opts.clip_frames)})"
             )
+    if sb.audio:
+        audio_duration(Path(sb.audio))  # an unreadable track fails now, not after the video
     if sb.total_frames > opts.limits.max_frames:
         raise ValueError(
             f"shots: {sb.total_frames} frames is over the limit of {opts.limits.max_frames}"

@@ -562,7 +562,7 @@ def _av_reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def _audio_duration(audio: Path) -> float:
+def audio_duration(audio: Path) -> float:
     """Validate that `audio` decodes; return its duration in seconds (0.0 if unknown)."""
     import av
 
@@ -655,7 +655,7 @@ def stitch(
     audio_len = 0.0
     if audio is not None:
         audio = Path(audio)
-        audio_len = _audio_duration(audio)
+        audio_len = audio_duration(audio)
     width, height = infos[0].width, infos[0].height
     total = sum(int(p.n_out) for p in parts)
     poster_index = total // 3

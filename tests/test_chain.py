@@ -404,3 +404,38 @@ def test_cli_takes_the_keyframe_model_and_clip_frames(cli, tmp_path):
         "10",
     )
     assert code == 2 and "clip-frames: tiny-ltx needs 8k+1 frames (got 10; use 17)" in err
+
+
+def test_unreadable_audio_fails_before_any_generation(cli, tmp_path, monkeypatch):
+    (tmp_path / "music.mp3").write_bytes(b"not audio at all")
+    calls = []
+    monkeypatch.setattr(clips, "_call", lambda *a: calls.append(a))
+    story = STORY.replace("seed: 7", "seed: 7\naudio: music.mp3")
+    code, _, err = cli(
+        "video", write_story(tmp_path, story), "--out", tmp_path / "run", "--model", "tiny"
+    )
+    assert code == 2 and err.startswith("error: audio: cannot read 'music.mp3'") and calls == []
+
+
+def test_frozen_clips_are_made_again_and_never_reported_done(tmp_path, monkeypatch):
+    real = clips._call
+    state = {"frozen": 1}
+
+    def sometimes_frozen(loaded, batch, adapter, cancel):
+        out = real(loaded, batch, adapter, cancel)
+        if state["frozen"]:
+            state["frozen"] -= 1
+            out = [np.repeat(o[:1], len(o), axis=0) for o in out]  # one image repeated
+        return out
+
+    monkeypatch.setattr(clips, "_call", sometimes_frozen)
+    story = "fps: 8\nwidth: 32\nheight: 32\nshots:\n  - prompt: a\n    seconds: 1\n"
+    make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny-ltx"))
+    seg = manifest(tmp_path / "run")["segments"][0]
+    assert seg["status"] == "done" and seg["tries"] == 2
+
+    state["frozen"] = 99  # never healthy: the run stops, the segment is marked failed
+    with pytest.raises(RuntimeError, match="frozen frames after 3 tries"):
+        make_video(write_story(tmp_path, story), tmp_path / "run2", VideoOptions(model="tiny-ltx"))
+    seg = manifest(tmp_path / "run2")["segments"][0]
+    assert seg["status"] == "failed" and not (tmp_path / "run2" / "video.mp4").exists()
