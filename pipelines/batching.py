@@ -85,6 +85,8 @@ class Planner:
         if self.runtime.batch_size:
             return max(1, min(self.runtime.batch_size, remaining))
         cost = self.costs.get(key)
+        if cost is not None and cost.min_fail and cost.min_fail <= 2:
+            return 1  # two did not fit: no probing at 2 again
         if cost is None or cost.per_item <= 0:
             return 1  # probe: the first item runs alone, measured
         if cost.max_ok < 2:
@@ -96,21 +98,27 @@ class Planner:
         return max(1, min(n, self.max_batch, remaining))
 
     def observe(self, key: str, batch: int, peak: int | None) -> None:
-        """Record a batch that ran, with its measured peak (bytes above the baseline)."""
+        """Record a batch that ran, with its measured peak (bytes above the baseline).
+
+        The probes fix the model: batch 1 gives base + per_item, batch 2 gives per_item as
+        the difference. Later batches only ever raise per_item (when they measured more
+        than predicted), so the estimate never drifts down into an out-of-memory error.
+        """
         with self._lock:
             cost = self.costs.setdefault(key, Cost())
+            probing = cost.max_ok < 2
             cost.max_ok = max(cost.max_ok, batch)
             if peak is None:
                 return
-            if batch == 1:
+            if batch == 1 and probing:
                 cost.base = peak
                 cost.per_item = max(cost.per_item, peak // 2 or 1)
-            elif batch == 2 and cost.base:
-                cost.per_item = max(1, peak - cost.base)
-                cost.base = max(0, cost.base - cost.per_item)
+            elif batch == 2 and probing and cost.base:
+                total_one = cost.base
+                cost.per_item = max(1, peak - total_one)
+                cost.base = max(0, total_one - cost.per_item)
             elif cost.per_item and peak > cost.base + cost.per_item * batch:
-                # Measured more than predicted: raise the per-item cost, never lower it.
-                cost.per_item = max(cost.per_item, (peak - cost.base) // batch)
+                cost.per_item = max(cost.per_item, -(-(peak - cost.base) // batch))
             self._save()
 
     def learn_oom(self, key: str, batch: int) -> None:

@@ -37,12 +37,13 @@ from tqdm.auto import tqdm
 from . import __version__, drift
 from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
+from .files import remove_partials
 from .images import ImageJob, check_size, generate
 from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
 from .stitch import Part, VideoWriter, audio_duration, stitch
-from .storyboard import Storyboard, load_storyboard, parse_storyboard
+from .storyboard import Storyboard, StoryboardError, load_storyboard, parse_storyboard
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class VideoOptions:
     mode: str | None = None  # wins over the storyboard's `mode`
     image_model: str | None = None  # keyframes and feedback; None: tiny twin or sd-turbo
     clip_frames: int | None = None  # frames per clip; None: the model's default
+    seed: int | None = None  # wins over the storyboard's `seed` (shots' own seeds stay)
     max_parallel: int = 8  # clips held in memory at once (bounds RAM)
     limits: Limits = field(default_factory=Limits)
 
@@ -125,6 +127,8 @@ def read_storyboard(
         else load_storyboard(source, limits=limits, defaults=defaults)
     )
     changes = {"mode": mode, "model": (models.video or models.image).spec}
+    if opts.seed is not None:
+        changes["seed"] = opts.seed
     sb = sb.replace(limits=limits, **changes)
     check_storyboard(sb, models, opts)
     return sb, models
@@ -135,13 +139,18 @@ def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None
     if models.video:
         check_size(models.video, sb.width, sb.height)
         fam = models.video.family
+        if opts.clip_frames is not None and opts.clip_frames < 2:
+            raise ValueError(f"clip-frames: must be at least 2 (got {opts.clip_frames})")
         if opts.clip_frames is not None and fam.legal_frames(opts.clip_frames) != opts.clip_frames:
             raise ValueError(
                 f"clip-frames: {models.video.label} needs {fam.frame_step}k+1 frames "
                 f"(got {opts.clip_frames}; use {fam.legal_frames(opts.clip_frames)})"
             )
-    if sb.audio:
-        audio_duration(Path(sb.audio))  # an unreadable track fails now, not after the video
+    if sb.audio:  # an unreadable track fails now, not after the whole video is made
+        try:
+            audio_duration(Path(sb.audio))
+        except ValueError as exc:
+            raise StoryboardError("audio", str(exc).removeprefix("audio: ")) from None
     if sb.total_frames > opts.limits.max_frames:
         raise ValueError(
             f"shots: {sb.total_frames} frames is over the limit of {opts.limits.max_frames}"
@@ -248,7 +257,13 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
             )
             segments.append(seg)
         shot_segments = segments[start:]
-        shares = _allocate(total, [s.unique for s in shot_segments], min_last=fades[k] + 1)
+        # The first segment takes the previous shot's crossfade in; the last one keeps its
+        # own crossfade out on top of at least one frame of its own.
+        fade_in = fades[k - 1] if k else 0
+        mins = [1] * len(shot_segments)
+        mins[0] = max(1, fade_in)
+        mins[-1] = fades[k] + (max(1, fade_in) if len(shot_segments) == 1 else 1)
+        shares = _allocate(total, [s.unique for s in shot_segments], mins)
         for seg, share in zip(shot_segments, shares, strict=True):
             seg.first_out = first_out
             seg.n_out = share
@@ -271,6 +286,8 @@ def _split(gen: int, models: Models, clip_frames: int | None) -> tuple[list[int]
     overlap = run if fam.takes("video") and size >= 2 * run + 1 else 1
     if gen <= size:
         return [fam.legal_frames(max(gen, 2))], overlap
+    if size <= overlap:
+        raise ValueError(f"clip-frames: {size} frames cannot continue a clip (use more)")
     sizes = [size]
     have = size
     while have < gen:
@@ -281,25 +298,21 @@ def _split(gen: int, models: Models, clip_frames: int | None) -> tuple[list[int]
     return sizes, overlap
 
 
-def _allocate(total: int, weights: list[int], min_last: int) -> list[int]:
-    """Split `total` output frames by weight (largest remainder); each ≥ 1, the last ≥ min_last."""
+def _allocate(total: int, weights: list[int], mins: list[int]) -> list[int]:
+    """Split `total` output frames by weight (largest remainder), each at least its minimum."""
     n = len(weights)
-    if total < n - 1 + min_last:
-        raise ValueError("shots: a shot is too short for its crossfade; lengthen it or its fps")
+    if total < sum(mins):
+        raise ValueError("shots: a shot is too short for its crossfades; lengthen it or its fps")
     wsum = sum(weights)
     exact = [total * w / wsum for w in weights]
-    shares = [max(1, int(x)) for x in exact]
-    shares[-1] = max(shares[-1], min_last)
+    shares = [max(m, int(x)) for m, x in zip(mins, exact, strict=True)]
     order = sorted(range(n), key=lambda i: exact[i] - int(exact[i]), reverse=True)
     i = 0
     while sum(shares) < total:
         shares[order[i % n]] += 1
         i += 1
     while sum(shares) > total:
-        j = max(
-            (i for i in range(n) if shares[i] > (min_last if i == n - 1 else 1)),
-            key=shares.__getitem__,
-        )
+        j = max((i for i in range(n) if shares[i] > mins[i]), key=shares.__getitem__)
         shares[j] -= 1
     return shares
 
@@ -350,6 +363,8 @@ def make_video(
     runtime = runtime or Runtime()
     sb, models = read_storyboard(storyboard, opts, text=text)
     run = RunFolder(Path(out_dir))
+    if run.root.exists() and not run.root.is_dir():
+        raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the run")
     if run.manifest_path.exists():
         raise ValueError(
             f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
@@ -430,6 +445,8 @@ def resume_video(
     runtime = runtime or Runtime()
     if runtime.batch_size is None and manifest.get("batch_size"):
         runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])
+    if not runtime.fast and manifest.get("fast"):  # the same fast paths, the same frames
+        runtime = dataclasses.replace(runtime, fast=tuple(manifest["fast"]))
     _remove_leftovers(run)
     manifest["status"] = "running"
     ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
@@ -440,9 +457,7 @@ def resume_video(
 def _remove_leftovers(run: RunFolder) -> None:
     """Temporary files of writes a killed run never finished (never at a final path)."""
     for folder in (run.root, run.root / "segments", run.root / "keyframes"):
-        for tmp in folder.glob(".*"):
-            if tmp.is_file():
-                tmp.unlink()
+        remove_partials(folder)
 
 
 def _execute(ctx: _Context) -> VideoResult:
@@ -501,19 +516,21 @@ def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
 
 
 def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
+    """Make a wave of segments; each is checked and written the moment its clip exists,
+    so a crash or a cancel in the middle of a wave keeps every clip already made."""
     pending = list(wave)
     for attempt in range(MAX_TRIES):
         if not pending:
             return
-        frames = _generate_or_shorten(ctx, pending, attempt)
-        bad = []
-        for seg, clip in zip(pending, frames, strict=True):
+        bad: list[Segment] = []
+
+        def keep(seg: Segment, clip: np.ndarray, attempt: int = attempt, bad=bad) -> None:
             problems = drift.check_frames(clip)
             seg.tries = attempt + 1
             if problems and attempt + 1 < MAX_TRIES:
                 log.warning("segment %d: %s; trying again", seg.index, problems[0].detail)
                 bad.append(seg)
-                continue
+                return
             if problems:
                 seg.status = "failed"
                 seg.drift = {"problems": [p.kind for p in problems]}
@@ -523,10 +540,18 @@ def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
                     f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
                 )
             _write_segment(ctx, seg, clip)
+
+        _generate_or_shorten(ctx, pending, attempt, keep, bad)
         pending = bad
 
 
-def _generate_or_shorten(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarray]:
+def _generate_or_shorten(
+    ctx: _Context,
+    segs: list[Segment],
+    attempt: int,
+    keep: Callable[[Segment, np.ndarray], None],
+    bad: list[Segment],
+) -> None:
     """The last rung of the out-of-memory ladder: fewer frames per clip.
 
     When a clip does not fit even at batch 1 with every memory saver on, each failing
@@ -536,8 +561,9 @@ def _generate_or_shorten(ctx: _Context, segs: list[Segment], attempt: int) -> li
     """
     while True:
         try:
-            return _generate(ctx, segs, attempt)
+            return _generate(ctx, segs, attempt, keep)
         except OutOfMemory:
+            segs = [s for s in segs if s.status != "done" and s not in bad]
             if ctx.models.video is None or not _shorten(ctx, segs):
                 raise
 
@@ -561,10 +587,15 @@ def _retry_seed(seed: int, attempt: int) -> int:
     return (seed + 104729 * attempt) % 2**32
 
 
-def _generate(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarray]:
+def _generate(
+    ctx: _Context, segs: list[Segment], attempt: int, keep: Callable[[Segment, np.ndarray], None]
+) -> None:
+    """Make the segments' clips; `keep(segment, clip)` runs as each clip exists."""
     sb = ctx.sb
     if ctx.models.video is None:
-        return _feedback(ctx, segs, attempt)
+        for seg, clip in zip(segs, _feedback(ctx, segs, attempt), strict=True):
+            keep(seg, clip)
+        return
     p = ctx.models.video.preset
     steps = sb.steps or p.steps
     guidance = p.guidance if sb.guidance is None else sb.guidance
@@ -595,7 +626,14 @@ def _generate(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             )
         )
     loaded = ctx.load(ctx.models.video, "video")
-    return generate_clips(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, cancel=ctx.cancel)
+    generate_clips(
+        loaded,
+        jobs,
+        runtime=ctx.runtime,
+        planner=ctx.planner,
+        cancel=ctx.cancel,
+        on_result=lambda i, clip: keep(segs[i], clip),
+    )
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:

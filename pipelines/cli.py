@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-frames", type=int, help="frames per clip (default: the model's)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
-    p.add_argument("--seed", type=int, help="with --reroll: the new seed")
+    p.add_argument("--seed", type=int, help="the storyboard's seed; with --reroll: the new seed")
     _runtime_flags(p)
     p.set_defaults(run=_cmd_video)
 
@@ -142,6 +142,10 @@ def _cmd_video(args: argparse.Namespace) -> int:
     if args.resume:
         if args.storyboard or args.out:
             raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
+        fixed = [f"--{n.replace('_', '-')}" for n in ("model", "mode", "image_model", "clip_frames")
+                 if getattr(args, n) is not None]  # fmt: skip
+        if fixed:
+            raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
         result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
     else:
         if args.reroll is not None:
@@ -153,6 +157,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
             mode=args.mode,
             image_model=args.image_model,
             clip_frames=args.clip_frames,
+            seed=args.seed,
         )
         result = make_video(args.storyboard, args.out, opts, runtime=runtime)
     print(result.video)

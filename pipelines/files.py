@@ -15,6 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+TMP_MARK = ".partial-"  # in every temporary name, so leftovers of a killed run are ours to remove
+
+
+def remove_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (only ours)."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_MARK}*"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
@@ -27,7 +39,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=suffix or final.suffix, dir=final.parent
+        prefix=f".{final.stem}{TMP_MARK}", suffix=suffix or final.suffix, dir=final.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)

@@ -264,6 +264,8 @@ def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = N
                  (req.seed + i) % 2**32, init, req.strength)
         for i in range(req.count)
     ]  # fmt: skip
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the images")
     return ImageOrder(req, ref, jobs, Path(out_dir), init)
 
 

@@ -35,7 +35,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from pipelines.files import atomic_path
+from pipelines.files import TMP_MARK, atomic_path
 
 FORMATS = ("mp4", "webm", "gif")
 QUALITIES = ("final", "segment")
@@ -668,7 +668,9 @@ def stitch(
             # (video stream copied, not re-encoded).
             out_path.parent.mkdir(parents=True, exist_ok=True)
             fd, scratch = tempfile.mkstemp(
-                prefix=f".{out_path.stem}.video.", suffix=out_path.suffix, dir=out_path.parent
+                prefix=f".{out_path.stem}{TMP_MARK}video-",
+                suffix=out_path.suffix,
+                dir=out_path.parent,
             )
             os.close(fd)
             video_path = Path(scratch)

@@ -174,3 +174,19 @@ def test_real_pipeline_oom_gives_the_same_images(tmp_path, monkeypatch, where):
     assert raised["n"] == 1
     for a, b in zip(got, expected, strict=True):
         assert np.abs(a - b).max() < 2e-3
+
+
+def test_later_small_batches_do_not_corrupt_the_estimate(tmp_path):
+    p = planner(tmp_path, memory_budget=10_000)
+    p.observe("k", 1, 1100)  # base 1000 + one item 100
+    p.observe("k", 2, 1200)
+    for _ in range(4):  # the tails of later queues, or a fixed --batch-size 2
+        p.observe("k", 2, 1200)
+    assert (p.costs["k"].base, p.costs["k"].per_item) == (1000, 100)
+
+
+def test_an_oom_at_two_is_remembered(tmp_path):
+    p = planner(tmp_path)
+    p.observe("k", 1, 100)
+    p.learn_oom("k", 2)
+    assert p.size_for("k", torch.device("cpu"), 10) == 1

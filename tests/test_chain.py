@@ -439,3 +439,104 @@ def test_frozen_clips_are_made_again_and_never_reported_done(tmp_path, monkeypat
         make_video(write_story(tmp_path, story), tmp_path / "run2", VideoOptions(model="tiny-ltx"))
     seg = manifest(tmp_path / "run2")["segments"][0]
     assert seg["status"] == "failed" and not (tmp_path / "run2" / "video.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "story,model,extra",
+    [
+        # a crossfade longer than the next shot's first clip share
+        (
+            '{"fps":24,"width":64,"height":64,"shots":[{"prompt":"a","seconds":1.5,"transition":"crossfade",'
+            '"transition_seconds":0.5},{"prompt":"b","seconds":1}]}',
+            "tiny",
+            (),
+        ),
+        (
+            '{"fps":8,"width":32,"height":32,"shots":[{"prompt":"a","seconds":4,"transition":"crossfade",'
+            '"transition_seconds":3},{"prompt":"b","seconds":4}]}',
+            "tiny",
+            (),
+        ),
+        (
+            '{"fps":8,"width":32,"height":32,"shots":[{"prompt":"a","seconds":2,"transition":"crossfade"},'
+            '{"prompt":"b","seconds":2}]}',
+            "tiny-svd",
+            ("--clip-frames", "2"),
+        ),
+    ],
+)
+def test_crossfades_always_fit_the_next_shot(cli, tmp_path, story, model, extra):
+    path = write_story(tmp_path, story, "story.json")
+    code, out, err = cli("video", path, "--out", tmp_path / "run", "--model", model, *extra)
+    assert code == 0, err
+    data = json.loads(story)
+    assert probe(Path(out.strip())).frames == round(
+        data["fps"] * sum(s["seconds"] for s in data["shots"])
+    )
+
+
+def test_one_frame_clips_are_refused(cli, tmp_path):
+    code, _, err = cli(
+        "video",
+        write_story(tmp_path),
+        "--out",
+        tmp_path / "r",
+        "--model",
+        "tiny-svd",
+        "--clip-frames",
+        "1",
+    )
+    assert code == 2 and "clip-frames: must be at least 2" in err
+
+
+def test_a_crash_mid_wave_keeps_the_clips_already_made(tmp_path, monkeypatch):
+    real = clips._call
+    calls = {"n": 0}
+
+    def crash_on_sixth(loaded, batch, adapter, cancel):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(loaded, batch, adapter, cancel)
+
+    monkeypatch.setattr(clips, "_call", crash_on_sixth)
+    story = "fps: 8\nwidth: 32\nheight: 32\nshots:\n" + "".join(
+        f"  - prompt: s{i}\n    seconds: 1\n" for i in range(8)
+    )
+    from pipelines.settings import Runtime
+
+    with pytest.raises(KeyboardInterrupt):
+        make_video(
+            write_story(tmp_path, story),
+            tmp_path / "run",
+            VideoOptions(model="tiny-wan"),
+            runtime=Runtime(batch_size=1),
+        )
+    done = [s for s in manifest(tmp_path / "run")["segments"] if s["status"] == "done"]
+    assert len(done) == 5 and all((tmp_path / "run" / s["file"]).is_file() for s in done)
+
+
+def test_resume_removes_only_its_own_leftovers(cli, tmp_path):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / ".env").write_text("S=1\n")
+    (run / ".video.partial-abc.mp4").write_bytes(b"half")
+    assert cli("video", write_story(tmp_path), "--out", run, "--model", "tiny")[0] == 0
+    (run / "segments" / ".seg-000.partial-xyz.mp4").write_bytes(b"half")
+    assert cli("video", "--resume", run)[0] == 0
+    assert (run / ".env").read_text() == "S=1\n"
+    assert not list(run.glob("**/.*partial-*"))
+
+
+def test_cli_seed_overrides_and_resume_refuses_new_settings(cli, tmp_path):
+    run = tmp_path / "run"
+    assert (
+        cli("video", write_story(tmp_path), "--out", run, "--model", "tiny", "--seed", "99")[0] == 0
+    )
+    assert json.loads((run / "storyboard.json").read_text())["seed"] == 99
+    code, _, err = cli("video", "--resume", run, "--model", "tiny-wan")
+    assert code == 2 and "resume: the run folder fixes --model" in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = cli("video", write_story(tmp_path), "--out", afile, "--model", "tiny")
+    assert code == 2 and err.startswith("error: out:")
