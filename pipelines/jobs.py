@@ -737,14 +737,15 @@ class JobManager:
         job = self.store.get(job_id)
         if self.store.move(job_id, WAITING, "cancelled", message="cancelled before it started"):
             return self.store.get(job_id)
-        event = self._cancels.get(job_id)
-        if job.status == "running" and event is not None:
-            event.set()
+        if job.status == "running":
+            # The worker may not have set up the job's event yet: make it here, it takes it.
+            self._cancels.setdefault(job_id, threading.Event()).set()
             self.store.update(job_id, message="cancelling after the current step")
         return self.store.get(job_id)
 
     def resume(self, job_id: str) -> Job:
         """Queue a stopped job again (attempts start over); a video continues its run."""
+        self._cancels.pop(job_id, None)  # a cancel of its last run is not for the next one
         job = self.store.get(job_id)
         if not self.store.move(
             job_id, ("failed", "cancelled", "interrupted"), "queued",
@@ -861,7 +862,7 @@ class JobManager:
         return taken
 
     def _run(self, job: Job, runtime: Runtime) -> None:
-        cancel = self._cancels[job.id] = threading.Event()
+        cancel = self._cancels.setdefault(job.id, threading.Event())
         ctx = JobContext(job, self.store, runtime, self.limits, cancel)
         runner = self.runners[job.kind]
         try:
@@ -877,7 +878,7 @@ class JobManager:
         """Jobs that share one run; each is then done, failed or re-queued on its own."""
         ctxs = []
         for job in jobs:
-            cancel = self._cancels[job.id] = threading.Event()
+            cancel = self._cancels.setdefault(job.id, threading.Event())
             ctxs.append(JobContext(job, self.store, runtime, self.limits, cancel))
         try:
             try:

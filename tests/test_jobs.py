@@ -471,3 +471,19 @@ def test_a_job_cancelled_during_a_shared_call_keeps_no_images_and_the_others_fin
     assert [j.status for j in jobs] == ["done", "cancelled", "cancelled"]
     assert len(jobs[0].files("images")) == 1
     assert not jobs[1].files("images") and not (jobs[1].run_dir / "images").exists()
+
+
+def test_a_cancel_between_claim_and_run_is_not_lost(tmp_path):
+    seen = {}
+
+    def runner(ctx):
+        seen["cancelled"] = ctx.cancel.is_set()
+        return {}
+
+    m = manager(tmp_path, {"image": runner})  # not started: we play the worker's part
+    job = m.submit("image", {})
+    claimed = m.store.take(job.id, m.max_attempts)  # the worker has claimed it ...
+    assert claimed is not None and m.store.get(job.id).status == "running"
+    m.cancel(job.id)  # ... and a cancel arrives before its run set anything up
+    m._run(claimed, Runtime())
+    assert seen["cancelled"] is True
