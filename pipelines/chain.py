@@ -43,7 +43,7 @@ from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
 from .stitch import Part, VideoWriter, audio_duration, stitch
-from .storyboard import Storyboard, StoryboardError, load_storyboard, parse_storyboard
+from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_storyboard_file
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,15 @@ def read_storyboard(
     """Load a storyboard (a file, or text when `text`), with the model's size and fps as
     defaults, CLI options applied, and every model rule checked."""
     limits = opts.limits
-    raw = (
-        parse_storyboard(str(source), limits=limits)
-        if text
-        else load_storyboard(source, limits=limits)
-    )
+    source = StoryboardSource(str(source), None, None) if text else read_storyboard_file(source)
+    # The storyboard names the model, and the model gives the defaults for what the
+    # storyboard leaves out (size, fps): read once, parse twice (microseconds).
+    raw = source.parse(limits=limits)
     mode = opts.mode or raw.mode
     models = resolve_models(opts.model or raw.model, mode, opts.image_model)
     p = (models.video or models.image).preset
     defaults = {"width": p.width, "height": p.height, "fps": p.fps or 8}
-    sb = (
-        parse_storyboard(str(source), limits=limits, defaults=defaults)
-        if text
-        else load_storyboard(source, limits=limits, defaults=defaults)
-    )
+    sb = source.parse(limits=limits, defaults=defaults)
     changes = {"mode": mode, "model": (models.video or models.image).spec}
     if opts.seed is not None:
         changes["seed"] = opts.seed

@@ -54,9 +54,6 @@ class RunFolder:
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def exists(self) -> bool:
-        return self.manifest_path.is_file() and self.storyboard_path.is_file()
-
     def load_manifest(self) -> dict[str, Any]:
         try:
             data = read_json(self.manifest_path)

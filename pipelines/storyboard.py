@@ -202,16 +202,24 @@ class Storyboard:
         return _build(data, _Env.make(None, limits))
 
 
-def load_storyboard(
-    path: str | os.PathLike[str],
-    *,
-    limits: Limits | None = None,
-    defaults: Mapping[str, Any] | None = None,
-) -> Storyboard:
-    """Read a storyboard file; its suffix picks the format and its folder anchors ``audio``.
+@dataclass(frozen=True)
+class StoryboardSource:
+    """A storyboard's text, its format, and the folder its relative paths start from."""
 
-    ``defaults`` replace the built-in defaults of top-level keys the file leaves out.
-    """
+    text: str
+    fmt: str | None
+    base_dir: Path | None
+
+    def parse(
+        self, *, limits: Limits | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> Storyboard:
+        return parse_storyboard(
+            self.text, base_dir=self.base_dir, limits=limits, fmt=self.fmt, defaults=defaults
+        )
+
+
+def read_storyboard_file(path: str | os.PathLike[str]) -> StoryboardSource:
+    """Read a storyboard file once; its suffix picks the format, its folder anchors ``audio``."""
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
@@ -229,9 +237,20 @@ def load_storyboard(
         raise StoryboardError("", f"cannot read {str(path)!r}: not UTF-8 text") from None
     except OSError as exc:
         raise StoryboardError("", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    return parse_storyboard(
-        text, base_dir=Path(os.path.abspath(path)).parent, limits=limits, fmt=fmt, defaults=defaults
-    )
+    return StoryboardSource(text, fmt, Path(os.path.abspath(path)).parent)
+
+
+def load_storyboard(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Storyboard:
+    """Read and parse a storyboard file.
+
+    ``defaults`` replace the built-in defaults of top-level keys the file leaves out.
+    """
+    return read_storyboard_file(path).parse(limits=limits, defaults=defaults)
 
 
 def parse_storyboard(
