@@ -17,6 +17,7 @@ from PIL import Image
 
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
+from .images import native_only_message
 from .models import LoadedModel, load
 from .settings import Runtime
 
@@ -132,11 +133,24 @@ def check_job(loaded: LoadedModel, job: ClipJob) -> None:
         raise ValueError(f"model: {loaded.ref.label} cannot end a clip on a given last frame")
     if job.video and not fam.takes("video"):
         raise ValueError(f"model: {loaded.ref.label} cannot continue from several frames")
+    native = _native_size(loaded.pipe)
+    if native and native != (job.width, job.height):
+        raise ValueError(native_only_message(loaded.ref.label, *native, job.width, job.height))
     if fam.legal_frames(job.num_frames) != job.num_frames:
         raise ValueError(
             f"frames: {loaded.ref.label} needs {fam.frame_step}k+1 frames per clip "
             f"(got {job.num_frames}; use {fam.legal_frames(job.num_frames)})"
         )
+
+
+def _native_size(pipe) -> tuple[int, int] | None:
+    """(width, height) a denoiser is fixed to, or None: CogVideoX 1.0 image-to-video adds a
+    learned position table of its native size, and the pipeline refuses any other."""
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    if config is None or not config.get("use_learned_positional_embeddings"):
+        return None
+    scale = getattr(pipe, "vae_scale_factor_spatial", 8)
+    return config["sample_width"] * scale, config["sample_height"] * scale
 
 
 def generate_clips(

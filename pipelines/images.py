@@ -79,6 +79,9 @@ class ImageResult:
 
 
 def check_size(ref: ModelRef, width: int, height: int) -> None:
+    p = ref.preset
+    if p.native_only and (width, height) != (p.width, p.height):
+        raise ValueError(native_only_message(ref.label, p.width, p.height, width, height))
     m = ref.family.size_multiple
     for name, v in (("width", width), ("height", height)):
         if v % m:
@@ -86,6 +89,13 @@ def check_size(ref: ModelRef, width: int, height: int) -> None:
             raise ValueError(
                 f"{name}: {ref.label} needs a multiple of {m} (got {v}; use {lower} or {upper})"
             )
+
+
+def native_only_message(label: str, w: int, h: int, width: int, height: int) -> str:
+    return (
+        f"width: {label} makes {w}×{h} only (got {width}×{height}); set width: {w} and "
+        f"height: {h}, or pick another model"
+    )
 
 
 def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, int, float]:

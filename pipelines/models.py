@@ -120,6 +120,7 @@ class Preset:
     guidance: float
     memory_gb: float  # rough peak need at the native size, weights in half precision
     note: str = ""
+    native_only: bool = False  # makes its native width × height only (a learned position table)
 
     @property
     def is_twin(self) -> bool:
@@ -144,10 +145,11 @@ PRESETS: dict[str, Preset] = {
         Preset("svd-xt", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", 1024, 576,
                25, 7, 25, 3.0, 12, "motion from one image, no prompt"),
         Preset("cogvideox-5b-i2v", "cogvideox", "THUDM/CogVideoX-5b-I2V", 720, 480, 49, 8, 50,
-               6.0, 24, "image-to-video"),
+               6.0, 24, "image-to-video; 720x480 only", native_only=True),
     )
 }  # fmt: skip
 
+RANDOM_PREFIX = "random:"  # `random:<preset>`: full-size, random weights
 DEFAULT_IMAGE_PRESET = "sd-turbo"
 DEFAULT_VIDEO_PRESET = "ltx-video"
 DEFAULT_TWIN = {"image": "tiny-image", "video": "tiny-ltx"}
@@ -174,7 +176,7 @@ class ModelRef:
 
     spec: str  # what the user typed
     preset: Preset
-    kind: str  # twin | hub | local | file
+    kind: str  # twin | random | hub | local | file
 
     @property
     def family(self) -> Family:
@@ -199,6 +201,8 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
     twins = twin_presets() if spec.startswith("tiny") else {}
     if spec in twins:
         ref = ModelRef(spec, twins[spec], "twin")
+    elif spec.startswith(RANDOM_PREFIX):
+        ref = _random_ref(spec)
     elif spec in PRESETS:
         ref = ModelRef(spec, PRESETS[spec], "hub")
     elif spec.endswith(".safetensors"):
@@ -229,10 +233,28 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
     return ref
 
 
+def _random_ref(spec: str) -> ModelRef:
+    """`random:<preset>`: the preset's full-size architecture with seeded random weights.
+
+    Nothing is downloaded; the pictures are noise, but speed and memory are the real
+    model's, so a GPU can be sized and benchmarked before any weights arrive."""
+    name = spec.removeprefix(RANDOM_PREFIX)
+    if name not in PRESETS:
+        raise ValueError(
+            f"model: {spec!r} names no preset; use {RANDOM_PREFIX}<preset> with one of "
+            f"{', '.join(PRESETS)}"
+        )
+    base = PRESETS[name]
+    preset = dataclasses.replace(
+        base, name=spec, source=spec, note=f"{base.name} architecture, random weights"
+    )
+    return ModelRef(spec, preset, "random")
+
+
 def _inherit(family: str, name: str, source: str) -> Preset:
     """Defaults for a model outside the table: those of its family's reference preset."""
     base = next(p for p in PRESETS.values() if p.family == family)
-    return dataclasses.replace(base, name=name, source=source, note="")
+    return dataclasses.replace(base, name=name, source=source, note="", native_only=False)
 
 
 def _looks_like_repo_id(spec: str) -> bool:
@@ -306,6 +328,16 @@ def _load_from_source(ref: ModelRef, placement: Placement):
         if placement.dtype != pipe.dtype:
             pipe.to(dtype=placement.dtype)
         return pipe
+    if ref.kind == "random":
+        import torch
+
+        from .fullsize import build_fullsize
+
+        # Built where it will run (no float32 copy of a 14B model in RAM), unless offloaded.
+        device = placement.device if placement.offload == "none" else torch.device("cpu")
+        return build_fullsize(
+            ref.spec.removeprefix(RANDOM_PREFIX), device=device, dtype=placement.dtype
+        )
     cls = _import_class(fam.pipeline_class)
     if ref.kind == "file":
         return _load_single_file(ref.preset.source, placement)

@@ -293,6 +293,16 @@ def test_bad_storyboards_exit_2_naming_the_field(cli, tmp_path, story, field):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_native_size_only_model_refuses_other_sizes_before_loading(cli, tmp_path):
+    """CogVideoX-5b-I2V (1.0) makes 720×480 only; a storyboard at another size stops at
+    once (no weights are needed to say so), not after its keyframes."""
+    story = write_story(tmp_path, "width: 512\nheight: 512\nshots:\n  - prompt: a\n")
+    code, _, err = cli("video", story, "--out", tmp_path / "run", "--model", "cogvideox-5b-i2v")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "width: cogvideox-5b-i2v makes 720×480 only" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_video_model_in_feedback_mode_is_refused(cli, tmp_path):
     code, _, err = cli(
         "video",

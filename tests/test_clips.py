@@ -108,3 +108,25 @@ def test_last_frame_refused_where_the_family_cannot():
     loaded, preset = twin("svd")
     with pytest.raises(ValueError, match="last frame"):
         generate_clips(loaded, [job(preset, last=frame((0, 0, 0), (preset.width, preset.height)))])
+
+
+def test_a_learned_position_table_fixes_the_clip_size():
+    """A transformer with a learned position table (CogVideoX 1.0 image-to-video) is held to
+    its native size, read from its config, whatever the preset says (hub ids, folders)."""
+    from pipelines.clips import _native_size, check_job
+    from pipelines.models import load, resolve_model
+    from pipelines.settings import Runtime
+
+    loaded = load(resolve_model("tiny-cogvideox", "video"), "video", Runtime())
+    assert _native_size(loaded.pipe) is None  # the twin has the 1.5 layout (RoPE): any size
+    t = loaded.pipe.transformer
+    learned = {**t.config, "use_learned_positional_embeddings": True, "sample_width": 4,
+               "sample_height": 6}  # fmt: skip
+    frozen = type(loaded)(loaded.ref, type(loaded.pipe)(**{**loaded.pipe.components,
+                          "transformer": type(t).from_config(learned)}), loaded.placement,
+                          loaded.task)  # fmt: skip
+    assert _native_size(frozen.pipe) == (32, 48)
+    job = ClipJob("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
+    with pytest.raises(ValueError, match=r"^width: tiny-cogvideox makes 32×48 only"):
+        check_job(frozen, job)
+    check_job(loaded, job)
