@@ -231,6 +231,13 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
         start = len(segments)
         for c, n in enumerate(sizes):
             last = c == len(sizes) - 1
+            ends_on_keyframe = (
+                last
+                and sb.mode == "keyframes"
+                and k + 1 < len(sb.shots)
+                and models.video is not None
+                and models.video.family.takes("last_frame")
+            )
             seg = Segment(
                 index=len(segments),
                 shot=k,
@@ -238,17 +245,11 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
                 seed=(shot.seed + 7919 * c) % 2**32,
                 frames=n,
                 overlap=0 if c == 0 else overlap,
-                holdback=0 if last else overlap,
+                # A clip that ends on the next shot's keyframe leaves that frame to the next
+                # shot, which starts on it: on a cut, showing it twice would be a held frame.
+                holdback=overlap if not last else int(ends_on_keyframe and not fades[k]),
                 depends=None if c == 0 else len(segments) - 1,
-                last_keyframe=(
-                    k + 1
-                    if last
-                    and sb.mode == "keyframes"
-                    and k + 1 < len(sb.shots)
-                    and models.video is not None
-                    and models.video.family.takes("last_frame")
-                    else None
-                ),
+                last_keyframe=k + 1 if ends_on_keyframe else None,
             )
             segments.append(seg)
         shot_segments = segments[start:]

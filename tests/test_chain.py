@@ -165,6 +165,21 @@ def test_keyframes_mode_ends_clips_on_the_next_keyframe(tmp_path):
     segs = plan(sb, models)
     lasts = [s for s in segs if s.last_keyframe is not None]
     assert [s.last_keyframe for s in lasts] == [1, 2]
+    # The next shot starts on that keyframe, so on a cut the clip leaves its own last frame
+    # out (both would show the same picture: a held frame at every join); a crossfade (shot
+    # 0 into 1) blends the two anyway.
+    assert [s.holdback for s in lasts] == [0, 1] and segs[-1].holdback == 0
+
+
+def test_keyframes_joins_show_the_shared_keyframe_once(tmp_path):
+    result = make_video(write_story(tmp_path), tmp_path / "run",
+                        VideoOptions(model="tiny-wan", mode="keyframes", seed=3))  # fmt: skip
+    segs = manifest(tmp_path / "run")["segments"]
+    for s in segs:
+        written = probe(tmp_path / "run" / s["file"]).frames
+        assert written == s["generated_frames"] - s["holdback"]
+    assert [s["holdback"] for s in segs if s["last_keyframe"] is not None] == [0, 1]
+    assert probe(result.video).frames == manifest(tmp_path / "run")["frames"]
 
 
 def test_overlap_is_blended_for_families_that_take_video(tmp_path):
