@@ -91,3 +91,38 @@ def test_the_python_api_is_exported_lazily():
         ).returncode
         == 0
     )
+
+
+def test_random_weights_resolve_to_the_presets_architecture():
+    ref = resolve_model("random:ltx-video", "video")
+    assert ref.kind == "random" and ref.family.name == "ltx"
+    assert ref.label == "random:ltx-video"  # its own planner costs, apart from the real model
+    assert (ref.preset.width, ref.preset.frames) == (PRESETS["ltx-video"].width, 97)
+    with pytest.raises(ValueError, match=r"^model: 'random:nope' names no preset.*ltx-video"):
+        resolve_model("random:nope", "video")
+
+
+def test_random_weights_are_built_where_they_run(monkeypatch):
+    """`random:<preset>` builds through pipelines.fullsize on the placement's device and
+    dtype (a spy stands in for the multi-gigabyte build)."""
+    import torch
+
+    import pipelines.fullsize as fullsize
+    from pipelines.models import clear_cache, load
+    from pipelines.settings import Runtime
+    from pipelines.twins import build_twin
+
+    calls = []
+
+    def spy(preset, *, device, dtype, **kwargs):
+        calls.append((preset, torch.device(device).type, dtype))
+        return build_twin("sd")
+
+    monkeypatch.setattr(fullsize, "build_fullsize", spy)
+    clear_cache()
+    try:
+        loaded = load(resolve_model("random:sd-turbo", "image"), "text2img", Runtime(device="cpu"))
+        assert calls == [("sd-turbo", "cpu", torch.float32)]
+        assert loaded.placement.device.type == "cpu"
+    finally:
+        clear_cache()

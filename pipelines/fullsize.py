@@ -1,0 +1,698 @@
+"""Full-size twins: every registry preset at its published architecture, with random weights.
+
+A full-size build is the genuine pipeline class (``StableDiffusionPipeline``, ``FluxPipeline``,
+``WanImageToVideoPipeline``, ...) assembled from the published configs of each preset's
+checkpoint, with seeded random weights and the in-memory tokenizers of :mod:`pipelines.twins`.
+Nothing is downloaded and nothing is read from disk, yet every layer has its real width and
+depth, so a GPU benchmark measures real speed and real memory, and capacity planning (what
+fits on which card, at which size, in which precision) needs no checkpoint at all. The
+pictures are noise; only shapes, dtypes, timings and memory are meaningful.
+
+``parameter_counts`` builds the same modules on the meta device (no memory, well under a
+second each) and counts parameters per component. Totals as measured, next to the published
+figures (from the published safetensors file sizes; sources in ``tests/test_fullsize.py``):
+
+======================  =====================  ========  ========================================
+preset                  denoiser               total     published
+======================  =====================  ========  ========================================
+``sd-turbo``            UNet 865.9M            1.290B    SD 2.1 UNet 865.9M
+``sdxl-turbo``          UNet 2.567B            3.469B    SDXL UNet 2.567B
+``flux-schnell``        transformer 11.891B    16.860B   FLUX.1 "12B": 11.89B
+``ltx-video``           transformer 1.923B     7.933B    LTX-Video "2B"; 0.9.5 VAE 1.25B
+``wan-i2v-480p``        transformer 16.395B    22.833B   Wan2.1 I2V "14B": 16.4B with image k/v
+``wan-flf2v-720p``      transformer 16.396B    22.834B   as I2V, plus a 514-token position table
+``svd-xt``              UNet 1.525B            2.254B    SVD UNet 1.52B
+``cogvideox-5b-i2v``    transformer 5.570B     10.548B   CogVideoX "5B": 5.57B
+======================  =====================  ========  ========================================
+
+Measured 2026-11-29 with diffusers 0.42.1 and transformers 5.24.0; every component is within
+0.2% of its published size (the test allows 2%). CogVideoX-5B-I2V also carries a
+54.6M-element learned positional table as a (checkpointed) buffer, which is not a parameter.
+
+Where the builds differ from the published checkpoints:
+
+- Tokenizers are the twins' byte-level CLIP and character-level T5 tokenizers (a few hundred
+  tokens). Token ids stay far below every model's vocabulary, so embedding tables keep their
+  full published size and sequence lengths keep their published padding (77 for CLIP, 226 to
+  512 for T5); only the tokenization of a prompt differs. The CLIP text configs take their
+  special-token ids from these tokenizers, so the pooled output is read at the end-of-text
+  token as the published models do.
+- ``sdxl-turbo`` has no invisible-watermark post-processing (``add_watermarker=False``),
+  and ``sd-turbo`` no safety checker.
+- Weights are random: a Flux, Wan or CogVideoX denoiser of noise produces noise, but costs
+  the same FLOPs and bytes as the real one.
+
+The CogVideoX-5B-I2V transformer has a learned positional table for 49 frames at 720x480
+and, like the published model, runs only at that size. The FLF2V transformer expects image
+tokens for both a first and a last frame: call it with ``image=`` and ``last_image=``.
+
+Building: every module is constructed directly on ``device`` with ``torch.get_default_dtype``
+set to ``dtype`` for the duration, so a 16B transformer is created in bfloat16 on the GPU
+with no float32 copy anywhere (peak memory is the final size plus the odd single tensor in
+transit). Buffers that a module computes in ``__init__`` (rotary tables, CLIP position ids,
+sin-cos tables) are computed for real. Afterwards each module gets what
+``from_pretrained(torch_dtype=dtype)`` and ``.to(device)`` would give it: the few tensors
+that modules create on the CPU regardless (SVD's ``mix_factor``) moved to ``device``, every
+checkpointed floating tensor in ``dtype``, and the parameters a class keeps in float32
+(diffusers' ``_keep_in_fp32_modules`` at half precision, e.g. Wan's time embedder and norms;
+transformers' ``_keep_in_fp32_modules`` at float16 only, e.g. T5's ``wo`` projections) in
+float32. Setting the default dtype is process-global: do not build from two threads at once.
+``device="meta"`` builds the whole pipeline instantly without weights, for inspecting
+configs, shapes and dtypes.
+
+On the 2-core CPU this was developed on, a ``layers=1`` build takes 5 to 20 s (random
+initialisation of what stays full size: the SD UNets, the VAEs, the embedding tables) and a
+one-step call at 32 to 64 px 1 to 4 s; ``tests/test_fullsize.py`` runs sd-turbo (float32)
+and ltx-video (bfloat16) that way. sdxl-turbo, flux-schnell, svd-xt and both Wan presets
+were run so once too, in float32 (the Wan builds take about 45 s, mostly UMT5's 256384-row
+embedding table), and cogvideox-5b-i2v for one frame at its 720x480 (80 s).
+
+``layers`` caps the number of repeated blocks of every big component while keeping every
+width, so a real-width model fits a CPU test:
+
+- DiT transformers (Flux, LTX, Wan, CogVideoX): ``num_layers``; Flux also
+  ``num_single_layers``.
+- UNets: ``transformer_layers_per_block`` where it exceeds 1 (SDXL's 2 and 10); the SD 2.1
+  and SVD UNets have one transformer layer per block and stay whole, as do ResNet depths.
+- Text encoders (CLIP, T5, UMT5) and vision towers (CLIP ViT-H): their layer counts.
+- VAEs: never reduced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .twins import _clip_image_processor, _clip_tokenizer, _quiet, _seeded, _t5_tokenizer
+
+if TYPE_CHECKING:
+    import diffusers
+    import torch
+
+FULLSIZE_PRESETS: tuple[str, ...] = (
+    "sd-turbo",
+    "sdxl-turbo",
+    "flux-schnell",
+    "ltx-video",
+    "wan-i2v-480p",
+    "wan-flf2v-720p",
+    "svd-xt",
+    "cogvideox-5b-i2v",
+)
+
+
+@dataclass
+class _Recipe:
+    """How to assemble one preset: the pipeline class and a factory per constructor argument.
+
+    ``modules`` are the ``torch.nn.Module`` components, built on the target device in the
+    target dtype and counted by ``parameter_counts``; ``parts`` (tokenizers, schedulers, image
+    processors) are built on the CPU in float32, as ``from_pretrained`` would; ``fixed`` are
+    plain constructor arguments.
+    """
+
+    pipeline: str
+    modules: dict[str, Callable[[], Any]]
+    parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+def _cap(count: int, layers: int | None) -> int:
+    return count if layers is None else min(count, layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared components
+
+
+def _clip_text(
+    tokenizer: Any,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    act: str,
+    projection_dim: int,
+    with_projection: bool = False,
+) -> Any:
+    """A CLIP text tower (``CLIPTextModel``, or ``...WithProjection`` for SDXL's second)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+
+
+def _clip_l(tokenizer: Any, layers: int | None) -> Any:
+    """OpenAI CLIP ViT-L/14 text tower: SDXL's first encoder and Flux's pooled encoder."""
+    return _clip_text(
+        tokenizer,
+        hidden=768,
+        layers=_cap(12, layers),
+        heads=12,
+        act="quick_gelu",
+        projection_dim=768,
+    )
+
+
+def _t5_xxl(layers: int | None, *, umt5: bool = False) -> Any:
+    """The T5 v1.1 XXL encoder (google/t5-v1_1-xxl), or UMT5-XXL's (google/umt5-xxl) for Wan.
+
+    Both: d_model 4096, 64 heads of 64, gated-GELU feed-forward of 10240, 24 layers, 32
+    relative-position buckets. UMT5 differs in its 256384-token vocabulary and a relative
+    position bias in every layer rather than only the first.
+    """
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = config_cls(
+        vocab_size=256384 if umt5 else 32128,
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=_cap(24, layers),
+        num_heads=64,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return model_cls(config)
+
+
+def _vit_h(layers: int | None, *, with_projection: bool) -> Any:
+    """OpenCLIP ViT-H/14 image tower (laion2B): 1280 wide, 32 layers, 224 px, 14 px patches."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_hidden_layers=_cap(32, layers),
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        hidden_act="gelu",
+        projection_dim=1024,
+    )
+    return (CLIPVisionModelWithProjection if with_projection else CLIPVisionModel)(config)
+
+
+def _sd_vae(**overrides: Any) -> Any:
+    """The Stable Diffusion KL autoencoder layout (8x, 128-256-512-512); overrides per model."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        **overrides,
+    )
+
+
+def _wan_recipe(layers: int | None, *, flow_shift: float, pos_embed_seq_len: int | None) -> _Recipe:
+    """Wan 2.1 image-to-video 14B: one transformer with CLIP image cross-attention."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+
+    def transformer() -> Any:
+        # Defaults are the 14B layout (40 layers, 40 heads of 128, ffn 13824, text_dim 4096,
+        # freq_dim 256, qk rms_norm_across_heads, cross_attn_norm, rope_max_seq_len 1024).
+        # Image-to-video adds the image channels, the CLIP projection and per-block image k/v.
+        return WanTransformer3DModel(
+            in_channels=16 + 4 + 16,  # noisy latents, frame mask, condition latents
+            num_layers=_cap(40, layers),
+            image_dim=1280,
+            added_kv_proj_dim=5120,
+            pos_embed_seq_len=pos_embed_seq_len,
+        )
+
+    return _Recipe(
+        "WanImageToVideoPipeline",
+        modules={
+            "transformer": transformer,
+            # Defaults are the Wan 2.1 VAE (base_dim 96, z_dim 16, dim_mult 1-2-4-4).
+            "vae": AutoencoderKLWan,
+            "text_encoder": lambda: _t5_xxl(layers, umt5=True),
+            "image_encoder": lambda: _vit_h(layers, with_projection=False),
+        },
+        parts={
+            "tokenizer": _t5_tokenizer,
+            "image_processor": lambda: _clip_image_processor(224),
+            "scheduler": lambda: UniPCMultistepScheduler(
+                prediction_type="flow_prediction",
+                use_flow_sigmas=True,
+                num_train_timesteps=1000,
+                flow_shift=flow_shift,
+            ),
+        },
+        fixed={"transformer_2": None},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes, one per preset. Each takes ``layers`` and returns factories; nothing is built here.
+
+
+def _sd_turbo(layers: int | None) -> _Recipe:
+    """stabilityai/sd-turbo: the Stable Diffusion 2.1 architecture, distilled for 512 px."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+    tokenizer = _clip_tokenizer()
+
+    def unet() -> Any:
+        # Defaults give SD's blocks (320-640-1280-1280, CrossAttn x3 + plain, 2 layers each).
+        return UNet2DConditionModel(
+            sample_size=64,
+            attention_head_dim=(5, 10, 20, 20),
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+        )
+
+    return _Recipe(
+        "StableDiffusionPipeline",
+        modules={
+            "unet": unet,
+            "vae": lambda: _sd_vae(sample_size=768),
+            # OpenCLIP ViT-H/14 text tower without its last layer, as SD 2.x ships it.
+            "text_encoder": lambda: _clip_text(
+                tokenizer,
+                hidden=1024,
+                layers=_cap(23, layers),
+                heads=16,
+                act="gelu",
+                projection_dim=512,
+            ),
+        },
+        parts={
+            "tokenizer": lambda: tokenizer,
+            "scheduler": lambda: EulerDiscreteScheduler(
+                beta_start=0.00085,
+                beta_end=0.012,
+                beta_schedule="scaled_linear",
+                steps_offset=1,
+                timestep_spacing="trailing",
+            ),
+        },
+        fixed={"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+    )
+
+
+def _sdxl_turbo(layers: int | None) -> _Recipe:
+    """stabilityai/sdxl-turbo: the SDXL base architecture, distilled for 512 px."""
+    from diffusers import EulerAncestralDiscreteScheduler, UNet2DConditionModel
+
+    tokenizer, tokenizer_2 = _clip_tokenizer(), _clip_tokenizer()
+
+    def unet() -> Any:
+        return UNet2DConditionModel(
+            sample_size=64,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(320, 640, 1280),
+            attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, _cap(2, layers), _cap(10, layers)),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,  # 1280 pooled + 6 x 256 time ids
+        )
+
+    return _Recipe(
+        "StableDiffusionXLPipeline",
+        modules={
+            "unet": unet,
+            "vae": lambda: _sd_vae(sample_size=1024, scaling_factor=0.13025),
+            "text_encoder": lambda: _clip_l(tokenizer, layers),
+            # OpenCLIP ViT-bigG/14 text tower with its projection.
+            "text_encoder_2": lambda: _clip_text(
+                tokenizer_2,
+                hidden=1280,
+                layers=_cap(32, layers),
+                heads=20,
+                act="gelu",
+                projection_dim=1280,
+                with_projection=True,
+            ),
+        },
+        parts={
+            "tokenizer": lambda: tokenizer,
+            "tokenizer_2": lambda: tokenizer_2,
+            "scheduler": lambda: EulerAncestralDiscreteScheduler(
+                beta_start=0.00085,
+                beta_end=0.012,
+                beta_schedule="scaled_linear",
+                steps_offset=1,
+                timestep_spacing="trailing",
+            ),
+        },
+        fixed={"add_watermarker": False},
+    )
+
+
+def _flux_schnell(layers: int | None) -> _Recipe:
+    """black-forest-labs/FLUX.1-schnell: 12B rectified-flow transformer, CLIP-L + T5-XXL."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    tokenizer = _clip_tokenizer()
+
+    def transformer() -> Any:
+        # Defaults are FLUX.1-schnell (19 double + 38 single blocks, 24 heads of 128, joint
+        # attention 4096, pooled 768, no guidance embedding, rope axes 16-56-56).
+        return FluxTransformer2DModel(
+            num_layers=_cap(19, layers), num_single_layers=_cap(38, layers)
+        )
+
+    return _Recipe(
+        "FluxPipeline",
+        modules={
+            "transformer": transformer,
+            "vae": lambda: _sd_vae(
+                sample_size=1024,
+                latent_channels=16,
+                scaling_factor=0.3611,
+                shift_factor=0.1159,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+            "text_encoder": lambda: _clip_l(tokenizer, layers),
+            "text_encoder_2": lambda: _t5_xxl(layers),
+        },
+        parts={
+            "tokenizer": lambda: tokenizer,
+            "tokenizer_2": _t5_tokenizer,
+            # Defaults are schnell's: shift 1.0, no dynamic shifting.
+            "scheduler": FlowMatchEulerDiscreteScheduler,
+        },
+    )
+
+
+def _ltx_video(layers: int | None) -> _Recipe:
+    """Lightricks/LTX-Video-0.9.5: the 2B transformer with the 0.9.5 VAE."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXVideoTransformer3DModel,
+    )
+
+    def vae() -> Any:
+        # The 0.9.5 VAE (diffusers' convert_ltx_to_diffusers.py): a wider, deeper encoder with
+        # separate spatial/temporal downsampling, and a timestep-conditioned decoder with
+        # residual depth-to-space upsampling and no noise injection.
+        return AutoencoderKLLTXVideo(
+            block_out_channels=(128, 256, 512, 1024, 2048),
+            down_block_types=("LTXVideo095DownBlock3D",) * 4,
+            decoder_block_out_channels=(256, 512, 1024),
+            layers_per_block=(4, 6, 6, 2, 2),
+            decoder_layers_per_block=(5, 5, 5, 5),
+            spatio_temporal_scaling=(True, True, True, True),
+            decoder_spatio_temporal_scaling=(True, True, True),
+            decoder_inject_noise=(False, False, False, False),
+            downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+            upsample_residual=(True, True, True),
+            upsample_factor=(2, 2, 2),
+            timestep_conditioning=True,
+            spatial_compression_ratio=32,
+            temporal_compression_ratio=8,
+        )
+
+    return _Recipe(
+        "LTXConditionPipeline",
+        modules={
+            # Defaults are the 2B transformer (28 layers, 32 heads of 64, cross-attention 2048,
+            # captions 4096), which 0.9.0 to 0.9.5 share.
+            "transformer": lambda: LTXVideoTransformer3DModel(num_layers=_cap(28, layers)),
+            "vae": vae,
+            "text_encoder": lambda: _t5_xxl(layers),
+        },
+        parts={
+            "tokenizer": _t5_tokenizer,
+            # 0.9.5 ships plain flow matching (no dynamic shifting): the defaults.
+            "scheduler": FlowMatchEulerDiscreteScheduler,
+        },
+    )
+
+
+def _wan_i2v_480p(layers: int | None) -> _Recipe:
+    """Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (flow shift 3.0, as converted)."""
+    return _wan_recipe(layers, flow_shift=3.0, pos_embed_seq_len=None)
+
+
+def _wan_flf2v_720p(layers: int | None) -> _Recipe:
+    """Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers: a learned position table over 2 x 257 image
+    tokens (first and last frame), flow shift 16.0."""
+    return _wan_recipe(layers, flow_shift=16.0, pos_embed_seq_len=2 * 257)
+
+
+def _svd_xt(layers: int | None) -> _Recipe:
+    """stabilityai/stable-video-diffusion-img2vid-xt: 25-frame image-to-video UNet."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+
+    return _Recipe(
+        "StableVideoDiffusionPipeline",
+        modules={
+            # Defaults are SVD's UNet (320-640-1280-1280, heads 5-10-20-20, cross-attention
+            # 1024, 25 frames); the checkpoint adds only its 96-latent (768 px) sample size.
+            "unet": lambda: UNetSpatioTemporalConditionModel(sample_size=96),
+            "vae": lambda: AutoencoderKLTemporalDecoder(
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                block_out_channels=(128, 256, 512, 512),
+                layers_per_block=2,
+                sample_size=768,
+            ),
+            "image_encoder": lambda: _vit_h(layers, with_projection=True),
+        },
+        parts={
+            "feature_extractor": lambda: _clip_image_processor(224),
+            "scheduler": lambda: EulerDiscreteScheduler(
+                beta_start=0.00085,
+                beta_end=0.012,
+                beta_schedule="scaled_linear",
+                interpolation_type="linear",
+                prediction_type="v_prediction",
+                sigma_max=700.0,
+                sigma_min=0.002,
+                steps_offset=1,
+                timestep_spacing="leading",
+                timestep_type="continuous",
+                use_karras_sigmas=True,
+            ),
+        },
+    )
+
+
+def _cogvideox_5b_i2v(layers: int | None) -> _Recipe:
+    """THUDM/CogVideoX-5b-I2V: 5B transformer, RoPE plus a learned 720x480 position table."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXTransformer3DModel,
+    )
+
+    def transformer() -> Any:
+        # Defaults cover the rest (heads of 64, time embedding 512, text 4096, patch 2,
+        # 49 frames at 60x90 latents, 226 text tokens).
+        return CogVideoXTransformer3DModel(
+            num_attention_heads=48,
+            num_layers=_cap(42, layers),
+            in_channels=16 + 16,  # noisy latents + image latents
+            use_rotary_positional_embeddings=True,
+            use_learned_positional_embeddings=True,
+        )
+
+    return _Recipe(
+        "CogVideoXImageToVideoPipeline",
+        modules={
+            "transformer": transformer,
+            # Defaults are the CogVideoX VAE; the 5B models scale latents by 0.7.
+            "vae": lambda: AutoencoderKLCogVideoX(scaling_factor=0.7),
+            "text_encoder": lambda: _t5_xxl(layers),
+        },
+        parts={
+            "tokenizer": _t5_tokenizer,
+            "scheduler": lambda: CogVideoXDDIMScheduler(
+                clip_sample=False,
+                prediction_type="v_prediction",
+                rescale_betas_zero_snr=True,
+                snr_shift_scale=1.0,
+                timestep_spacing="trailing",
+            ),
+        },
+    )
+
+
+_RECIPES: dict[str, Callable[[int | None], _Recipe]] = {
+    "sd-turbo": _sd_turbo,
+    "sdxl-turbo": _sdxl_turbo,
+    "flux-schnell": _flux_schnell,
+    "ltx-video": _ltx_video,
+    "wan-i2v-480p": _wan_i2v_480p,
+    "wan-flf2v-720p": _wan_flf2v_720p,
+    "svd-xt": _svd_xt,
+    "cogvideox-5b-i2v": _cogvideox_5b_i2v,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+def _recipe(preset: str, layers: int | None) -> _Recipe:
+    recipe_fn = _RECIPES.get(preset)
+    if recipe_fn is None:
+        raise ValueError(
+            f"unknown full-size preset {preset!r}; choose one of: {', '.join(FULLSIZE_PRESETS)}"
+        )
+    if layers is not None and (
+        isinstance(layers, bool) or not isinstance(layers, int) or layers < 1
+    ):
+        raise ValueError(f"layers must be a positive integer or None, not {layers!r}")
+    return recipe_fn(layers)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _fork_rng(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Leave the caller's RNG state alone: the CPU's, and the target accelerator's."""
+    import torch
+
+    if device.type in ("cpu", "meta"):
+        return torch.random.fork_rng(devices=[])
+    index = device.index
+    if index is None:
+        current = getattr(getattr(torch, device.type, None), "current_device", None)
+        index = current() if current is not None else 0
+    return torch.random.fork_rng(devices=[index], device_type=device.type)
+
+
+def _as_loaded(module: Any, device: torch.device, dtype: torch.dtype) -> None:
+    """Give ``module`` the devices and dtypes ``from_pretrained(torch_dtype=dtype)`` would.
+
+    Everything goes to ``device``: a few tensors are created on the CPU whatever the default
+    device (SVD's ``mix_factor`` parameters use the legacy ``torch.Tensor`` constructor).
+    Loading casts every checkpointed floating tensor (parameters and persistent buffers) to
+    ``dtype``, including the few a class creates with an explicit dtype (LTX's float32
+    ``timestep_scale_multiplier``, CogVideoX's float64 positional table); buffers computed at
+    runtime keep theirs. Tensors under a submodule the class keeps in float32 become float32:
+    diffusers keeps its ``_keep_in_fp32_modules`` for float16 and bfloat16, transformers its
+    ``_keep_in_fp32_modules`` for float16 only and its ``_keep_in_fp32_modules_strict`` for
+    both.
+    """
+    import torch
+
+    half = dtype in (torch.float16, torch.bfloat16)
+    keep: set[str] = set()
+    if half and hasattr(module, "_keep_in_fp32_modules_strict"):  # transformers
+        keep |= set(module._keep_in_fp32_modules_strict or ())
+        if dtype == torch.float16:
+            keep |= set(module._keep_in_fp32_modules or ())
+    elif half:  # diffusers
+        keep |= set(getattr(module, "_keep_in_fp32_modules", None) or ())
+
+    moved: dict[int, torch.nn.Parameter] = {}  # tied parameters stay tied
+    with torch.no_grad():
+        for prefix, sub in module.named_modules():
+            path = set(prefix.split(".")) if prefix else set()
+            for name, param in sub.named_parameters(recurse=False):
+                target = param.dtype
+                if param.is_floating_point():
+                    target = torch.float32 if (path | {name}) & keep else dtype
+                if param.device.type == device.type:
+                    param.data = param.data.to(device=device, dtype=target)
+                elif id(param) not in moved:  # .data cannot change the device type
+                    data = param.data.to(device=device, dtype=target)
+                    moved[id(param)] = torch.nn.Parameter(data, param.requires_grad)
+                if id(param) in moved:
+                    sub._parameters[name] = moved[id(param)]
+            for name, buffer in sub.named_buffers(recurse=False):
+                target = buffer.dtype
+                if buffer.is_floating_point() and (path | {name}) & keep:
+                    target = torch.float32
+                elif buffer.is_floating_point() and name not in sub._non_persistent_buffers_set:
+                    target = dtype
+                sub._buffers[name] = buffer.to(device=device, dtype=target)
+
+
+def build_fullsize(
+    preset: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    layers: int | None = None,
+    seed: int = 0,
+) -> diffusers.DiffusionPipeline:
+    """Build ``preset``'s pipeline at full published size with seeded random weights.
+
+    Every module is created directly on ``device`` in ``dtype`` (float32 when None) and put in
+    eval mode; tokenizers, schedulers and image processors are the same on every device. The
+    same ``seed`` on the same device gives identical weights; the caller's RNG state (CPU and
+    the target accelerator) is left untouched. ``layers`` caps the repeated blocks of every big
+    component (see the module docstring). Progress bars are off. Raises ``ValueError`` for an
+    unknown preset, a ``layers`` below 1 or a non-floating ``dtype``.
+    """
+    import diffusers
+    import torch
+
+    recipe = _recipe(preset, layers)
+    target = torch.device(device)
+    dtype = torch.float32 if dtype is None else dtype
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype}")
+
+    with _fork_rng(target), _quiet():
+        with _default_dtype(dtype), target:
+            modules = {name: _seeded(seed, factory) for name, factory in recipe.modules.items()}
+        for module in modules.values():
+            _as_loaded(module, target, dtype)
+        parts = {name: factory() for name, factory in recipe.parts.items()}
+        pipe = getattr(diffusers, recipe.pipeline)(**modules, **parts, **recipe.fixed)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def parameter_counts(preset: str, layers: int | None = None) -> dict[str, int]:
+    """Parameters per module component of ``preset``, built on the meta device.
+
+    Instant and allocation-free: no weights exist, only shapes. Keys are the pipeline's
+    component names (``unet`` or ``transformer``, ``vae``, ``text_encoder``, ...), in build
+    order. Buffers, such as CogVideoX-5B-I2V's learned positional table, are not counted.
+    """
+    import torch
+
+    recipe = _recipe(preset, layers)
+    with _quiet(), torch.device("meta"):
+        return {
+            name: sum(p.numel() for p in factory().parameters())
+            for name, factory in recipe.modules.items()
+        }
