@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -55,6 +56,8 @@ class Config:
     encode_frames: int
     encode_side: int
     rss_batches: tuple[str, ...]  # --batch-size values of the peak-RSS runs
+    gpu_device: str | None = None  # None: cuda when present, else the GPU section is skipped
+    gpu_models: tuple[str, ...] = ()  # empty: GPU_MODELS
 
     @classmethod
     def for_mode(cls, quick: bool) -> Config:
@@ -388,15 +391,27 @@ def bench_economy(report: Report, run_dir: Path, model: str) -> None:
                           "8 fps needs 9 generated frames for 16 output frames: interpolating "
                           "n frames gives 2n-1, not 2n, and each shot starts anew"))  # fmt: skip
 
-    sb, models = read_storyboard(storyboard_yaml(12, None), VideoOptions(model=DEFAULT_VIDEO_PRESET),
-                                 text=True)  # fmt: skip
-    segments = plan(sb, models)
-    gen = sum(s.frames for s in segments)
+    def planned(model: str, extra: str = "") -> tuple[float, str]:
+        text = storyboard_yaml(12, None).replace("shots:\n", extra + "shots:\n")
+        sb, models = read_storyboard(text, VideoOptions(model=model), text=True)
+        segments = plan(sb, models)
+        gen = sum(s.frames for s in segments)
+        return sb.total_frames / gen, (f"{sb.width}×{sb.height}, {sb.fps} fps: {sb.total_frames} "
+                                       f"frames from {gen} generated in {len(segments)} clips")  # fmt: skip
+
+    ratio, how = planned(DEFAULT_VIDEO_PRESET)
     m.append(ratio_metric("economy", f"output / generated frames, {DEFAULT_VIDEO_PRESET} plan",
-                          sb.total_frames / gen, "×", "≥ 2",
-                          note=f"same 12 shots at {sb.width}×{sb.height}, {sb.fps} fps: "
-                          f"{sb.total_frames} frames from {gen} generated in {len(segments)} "
-                          "clips (planned, not run)"))  # fmt: skip
+                          ratio, "×", "≥ 2",
+                          note=f"same 12 shots at {how} (planned, not run); the 8k+1 rule "
+                          "rounds a 2 s shot's 24 frames up to 25"))  # fmt: skip
+    for model in ("wan-i2v-480p", "svd-xt", "cogvideox-5b-i2v"):
+        ratio, how = planned(model)
+        m.append(Metric("economy", f"output / generated frames, {model} plan", round(ratio, 3),
+                        "×", note=f"{how}; reported, no target"))  # fmt: skip
+    ratio, how = planned(DEFAULT_VIDEO_PRESET, "interpolate: 3\n")
+    m.append(Metric("economy", f"output / generated frames, {DEFAULT_VIDEO_PRESET}, interpolate 3",
+                    round(ratio, 3), "×", note=f"{how}; the knob that trades smoothness for "
+                    "cost, not a default until checked on real footage"))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -574,15 +589,224 @@ def bench_fast(cfg: Config, report: Report, tmp: Path) -> None:
 # 6. GPU
 
 
-def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
+# Every family of the registry at its published size, random weights (`random:<preset>`).
+GPU_MODELS = ("random:sd-turbo", "random:ltx-video", "random:wan-i2v-480p", "random:svd-xt",
+              "random:cogvideox-5b-i2v")  # fmt: skip
+
+
+@dataclass
+class GpuCase:
+    """One model of the GPU section: how many items, and of what size."""
+
+    model: str
+    items: int
+    width: int
+    height: int
+    frames: int  # 1 for images
+    steps: int
+
+
+def gpu_case(model: str, quick: bool) -> GpuCase:
+    """The preset's native size; `--quick` shortens clips (except CogVideoX 1.0, whose learned
+    position table fixes 49 frames at 720×480) and takes fewer steps."""
+    from pipelines.models import resolve_model
+
+    ref = resolve_model(model, "image" if _is_image(model) else "video")
+    p, fam = ref.preset, ref.family
+    steps = min(p.steps, 2 if quick else 4)
+    if fam.kind == "image":
+        return GpuCase(model, 12 if quick else 24, p.width, p.height, 1, steps)
+    frames = p.frames
+    fixed = model.removeprefix("random:") == "cogvideox-5b-i2v"  # 1.0: learned positions
+    if quick and not fixed:
+        frames = min(frames, fam.legal_frames(17))
+    return GpuCase(model, 6, p.width, p.height, frames, steps)
+
+
+def _is_image(model: str) -> bool:
+    from pipelines.models import FAMILIES, PRESETS, twin_presets
+
+    name = model.removeprefix("random:")
+    preset = PRESETS.get(name) or twin_presets().get(name)
+    return preset is not None and FAMILIES[preset.family].kind == "image"
+
+
+def _recording_planner(runtime, cache_file: Path):
+    """A planner that records, for every batch, its prediction beside the measured peak."""
+    from pipelines.batching import Planner
+
+    class Recording(Planner):
+        checks: list[dict]
+        batches: list[int]
+
+        def observe(self, key: str, batch: int, peak: int | None) -> None:
+            self.batches.append(batch)
+            cost = self.costs.get(key)
+            if peak is not None and cost is not None and cost.per_item > 0:
+                self.checks.append({"batch": batch, "measured": peak,
+                                    "predicted": cost.base + cost.per_item * batch,
+                                    "after_probes": cost.max_ok >= 2})  # fmt: skip
+            super().observe(key, batch, peak)
+
+    planner = Recording(runtime, cache_file=cache_file)
+    planner.checks, planner.batches = [], []
+    return planner
+
+
+def _sync(device) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        report.metrics.append(Metric("gpu", "full-size configurations, peak VRAM vs plan", None,
-                                     note="skipped: no CUDA"))  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_gpu_case(case: GpuCase, device: str, tmp: Path) -> dict:
+    """Build `case.model`, time a plain diffusers loop (one pipeline call per item) against
+    the engine (planner, batches), record every batch's peak memory against the planner's
+    prediction, and, for video transformers, one call with the first-block cache."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pipelines import clips, images, models
+    from pipelines.device import apply_fast_paths, denoisers
+    from pipelines.settings import Runtime
+
+    runtime = Runtime(device=device)
+    image = _is_image(case.model)
+    ref = models.resolve_model(case.model, "image" if image else "video")
+    fam = ref.family
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    loaded = models.load(ref, "text2img" if image else "video", runtime)
+    if image:
+        jobs = [images.ImageJob(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
+                                case.steps, ref.preset.guidance, i) for i in range(case.items)]  # fmt: skip
+        target = loaded
+
+        def plain(job):  # the naive loop: one pipeline call per prompt
+            return images._call_image_pipe(target, [job])[0]
+
+        def engine(planner):
+            return images.generate(loaded, jobs, runtime=runtime, planner=planner)
+    else:
+        side = np.linspace(0, 255, case.width, dtype=np.uint8)
+        first = Image.fromarray(np.stack([np.tile(side, (case.height, 1))] * 3, -1))
+        jobs = [clips.ClipJob(f"a paper boat on a pond, take {i}", first, case.frames,
+                              case.width, case.height, case.steps, ref.preset.guidance, i,
+                              fps=ref.preset.fps or 8) for i in range(case.items)]  # fmt: skip
+        adapter = clips.ADAPTERS[fam.name]
+        target = models.load(ref, adapter.task(jobs[0]), runtime)
+
+        def plain(job):
+            return clips._call(target, [job], adapter, None)[0]
+
+        def engine(planner):
+            return clips.generate_clips(loaded, jobs, runtime=runtime, planner=planner)
+
+    _sync(dev)
+    build_s = time.perf_counter() - t0
+    weights = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else None
+    plain(jobs[0])  # warm-up: kernels chosen, caches filled; not timed
+    _sync(dev)
+    t0 = time.perf_counter()
+    plain_out = [plain(job) for job in jobs]
+    _sync(dev)
+    plain_s = time.perf_counter() - t0
+    planner = _recording_planner(runtime, tmp / f"planner-{case.model.replace(':', '-')}.json")
+    t0 = time.perf_counter()
+    engine_out = engine(planner)
+    _sync(dev)
+    engine_s = time.perf_counter() - t0
+    same = max(float(np.abs(a - b).max()) for a, b in zip(plain_out, engine_out, strict=True))
+    result = {
+        "case": asdict(case), "build_seconds": build_s, "plain_seconds": plain_s,
+        "engine_seconds": engine_s, "frames": case.items * case.frames,
+        "checks": planner.checks, "batches": planner.batches, "weights_bytes": weights,
+        "max_difference_engine_vs_plain": same,
+        "peak_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
+    }  # fmt: skip
+
+    transformer = any(name.startswith("transformer") for name in denoisers(target.pipe))
+    # The first-block cache on the same weights: one plain call, same seed.
+    if not image and transformer and apply_fast_paths(target.pipe, ("cache",)) == ("cache",):
+        plain(jobs[0])  # warm-up with the hooks
+        _sync(dev)
+        t0 = time.perf_counter()
+        cached = plain(jobs[0])
+        _sync(dev)
+        result["cache_seconds"] = time.perf_counter() - t0
+        result["plain_call_seconds"] = plain_s / case.items
+        result["cache_max_difference"] = float(np.abs(cached - plain_out[0]).max())
+    models.clear_cache()  # the hooks go with the pipeline
+    return result
+
+
+def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
+    """Full-size configurations with random weights (`random:<preset>`) on CUDA.
+
+    `--gpu-device cpu` with twin models (`--gpu-models tiny-image tiny-ltx`) runs the same
+    code on a CPU; that is how the tests check it."""
+    import torch
+
+    from pipelines.batching import SAFETY
+
+    device = cfg.gpu_device or ("cuda" if torch.cuda.is_available() else None)
+    m = report.metrics
+    if device is None:
+        m.append(Metric("gpu", "full-size configurations", None, note="skipped: no CUDA"))
         return
-    report.metrics.append(Metric("gpu", "full-size configurations, peak VRAM vs plan", None,
-                                 note=f"skipped: not implemented yet ({torch.cuda.get_device_name(0)})"))  # fmt: skip
+    results = report.details.setdefault("gpu", {})
+    for model in cfg.gpu_models or GPU_MODELS:
+        case = gpu_case(model, report.quick)
+        what = (f"{case.items} × {case.width}×{case.height}" + (f"×{case.frames}" if case.frames
+                > 1 else "") + f", {case.steps} steps")  # fmt: skip
+        print(f"  {model}: {what}", flush=True)
+        try:
+            r = run_gpu_case(case, device, tmp)
+        except Exception as exc:  # one model failing (say, out of memory) still reports
+            m.append(Metric("gpu", f"{model}: frames/s, engine / plain loop", None,
+                            note=f"failed: {type(exc).__name__}: {exc}"[:300]))  # fmt: skip
+            results[model] = {"error": repr(exc)}
+            from pipelines.models import clear_cache
+
+            clear_cache()
+            continue
+        results[model] = r
+        plain_fps, engine_fps = r["frames"] / r["plain_seconds"], r["frames"] / r["engine_seconds"]
+        batches = r["batches"]
+        print(f"    plain {plain_fps:.2f} frames/s, engine {engine_fps:.2f} frames/s, "
+              f"batches {batches}, build {r['build_seconds']:.0f} s", flush=True)  # fmt: skip
+        m.append(Metric("gpu", f"{model}: frames/s, engine / plain loop",
+                        round(engine_fps / plain_fps, 3), "×",
+                        note=f"{what}; plain {plain_fps:.3g} frames/s, engine {engine_fps:.3g} "
+                        f"(batches {batches}, probes timed); outputs differ by at most "
+                        f"{r['max_difference_engine_vs_plain']:.2g}"))  # fmt: skip
+        planned = [c for c in r["checks"] if c["after_probes"]] or r["checks"]
+        if planned:
+            worst = max(planned, key=lambda c: c["measured"] / max(1, c["predicted"]))
+            gib = 2**30
+            note = (f"batch {worst['batch']}: {worst['measured'] / gib:.2f} GiB measured vs "
+                    f"{worst['predicted'] / gib:.2f} GiB predicted (above the weights"
+                    + (f", {r['weights_bytes'] / gib:.1f} GiB" if r["weights_bytes"] else "")
+                    + (f"; peak of the run {r['peak_bytes'] / gib:.1f} GiB" if r["peak_bytes"]
+                       else "") + ")")  # fmt: skip
+            name, ratio = f"{model}: peak memory / planner's prediction", worst["measured"] / max(
+                1, worst["predicted"])  # fmt: skip
+            if device == "cuda":  # the planner keeps 1 - SAFETY of free memory in reserve
+                note += f"; fits while ≤ 1/{SAFETY:g} of the prediction"
+                m.append(ratio_metric("gpu", name, ratio, "×", f"≤ {1 / SAFETY:g}", note=note))
+            else:  # a dry run: resident-set peaks of tiny models are mostly noise
+                m.append(
+                    Metric("gpu", name, round(ratio, 3), "×", note=f"{device} dry run; {note}")
+                )
+        if "cache_seconds" in r:
+            m.append(Metric("gpu", f"{model}: first-block cache / none, seconds per call",
+                            round(r["cache_seconds"] / r["plain_call_seconds"], 3), "×",
+                            note=f"max pixel difference {r['cache_max_difference']:.3g} "
+                            "(random weights: no measure of quality)"))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -623,6 +847,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*",
                         choices=("batching", "video", "encoding", "fast", "gpu"),
                         help="run only these sections")  # fmt: skip
+    parser.add_argument("--gpu-device", help="run the GPU section on this device (cpu: a "
+                        "dry run of its code with --gpu-models twins)")  # fmt: skip
+    parser.add_argument("--gpu-models", nargs="*", default=(),
+                        help=f"models of the GPU section (default: {' '.join(GPU_MODELS)})")  # fmt: skip
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -636,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     quiet_progress_bars()
 
-    cfg = Config.for_mode(args.quick)
+    cfg = dataclasses.replace(Config.for_mode(args.quick), gpu_device=args.gpu_device,
+                              gpu_models=tuple(args.gpu_models))  # fmt: skip
     report = Report(args.quick, machine_info())
     sections = {"batching": bench_batching, "video": bench_video,
                 "encoding": bench_encoding, "fast": bench_fast, "gpu": bench_gpu}  # fmt: skip

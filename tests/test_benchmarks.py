@@ -1,0 +1,64 @@
+"""The benchmark's GPU section, run on the CPU with twins: the same code a GPU runs."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench  # noqa: E402
+
+
+@pytest.mark.parametrize("model", ["tiny-image", "tiny-ltx"])
+def test_gpu_case_compares_the_engine_with_a_plain_diffusers_loop(model, tmp_path):
+    image = model == "tiny-image"
+    case = bench.GpuCase(model, 5, 64 if image else 32, 64 if image else 32, 1 if image else 9, 2)
+    r = bench.run_gpu_case(case, "cpu", tmp_path)
+    assert sum(r["batches"]) == 5 and r["batches"][:2] == [1, 2]  # the probes, then planned
+    assert r["frames"] == 5 * case.frames
+    assert r["plain_seconds"] > 0 and r["engine_seconds"] > 0
+    # Same seeds, same pixels: batching changes speed, not results.
+    assert r["max_difference_engine_vs_plain"] < 1e-3
+    # Every batch after the first has the planner's prediction beside the measured peak.
+    assert len(r["checks"]) == len(r["batches"]) - 1
+    assert all(c["predicted"] > 0 for c in r["checks"])
+
+
+def test_gpu_section_is_skipped_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the section runs for real")
+    report = bench.Report(True, {})
+    bench.bench_gpu(bench.Config.for_mode(True), report, tmp_path)
+    assert [(m.section, m.measured, m.note) for m in report.metrics] == [
+        ("gpu", None, "skipped: no CUDA")
+    ]
+
+
+def test_gpu_section_reports_each_model(tmp_path):
+    cfg = bench.Config.for_mode(True)
+    cfg.gpu_device, cfg.gpu_models = "cpu", ("tiny-svd",)
+    report = bench.Report(True, {})
+    bench.bench_gpu(cfg, report, tmp_path)
+    names = [m.name for m in report.metrics]
+    assert names == [
+        "tiny-svd: frames/s, engine / plain loop",
+        "tiny-svd: peak memory / planner's prediction",
+    ]
+    assert report.metrics[0].measured > 0 and "batches [1, 2, 3]" in report.metrics[0].note
+
+
+def test_quick_gpu_cases_are_native_size_with_short_clips():
+    ltx = bench.gpu_case("random:ltx-video", quick=True)
+    assert (ltx.width, ltx.height, ltx.frames, ltx.steps) == (768, 512, 17, 2)
+    # CogVideoX 1.0's learned position table only takes its native 49 frames at 720×480.
+    cog = bench.gpu_case("random:cogvideox-5b-i2v", quick=True)
+    assert (cog.width, cog.height, cog.frames) == (720, 480, 49)
+    sd = bench.gpu_case("random:sd-turbo", quick=False)
+    assert (sd.frames, sd.steps, sd.items) == (1, 1, 24)
+    assert set(bench.GPU_MODELS) == {f"random:{p}" for p in
+                                     ("sd-turbo", "ltx-video", "wan-i2v-480p", "svd-xt",
+                                      "cogvideox-5b-i2v")}  # fmt: skip
