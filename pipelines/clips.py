@@ -8,8 +8,9 @@ own seeded generator, so a clip is the same alone or in a batch.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,8 @@ class Adapter:
     batchable: Callable[[ClipJob], bool]
     task: Callable[[ClipJob], str]
     kwargs: Callable[[list[ClipJob]], dict]
+    # Around each call, for what arguments alone cannot say (None: nothing).
+    around: Callable[[object, list[ClipJob]], contextlib.AbstractContextManager] | None = None
 
 
 def _text(jobs: list[ClipJob]) -> dict:
@@ -95,6 +98,34 @@ def _wan_kwargs(jobs: list[ClipJob]) -> dict:
     return kw
 
 
+@contextlib.contextmanager
+def _wan_image_tokens(pipe, jobs: list[ClipJob]) -> Iterator[None]:
+    """Wan first-and-last-frame models (FLF2V) read the CLIP tokens of two images, and the
+    pipeline encodes only one when there is no last frame (the call then fails). A clip
+    without a last frame gives its first frame's tokens twice: only the first frame is
+    pinned in the latents, and the picture's content conditions both slots."""
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    pair = (
+        config is not None
+        and config.get("pos_embed_seq_len")
+        and getattr(pipe, "image_encoder", None) is not None
+        and jobs[0].last is None
+    )
+    if not pair:
+        yield
+        return
+    encode = pipe.encode_image
+
+    def twice(image, device=None):
+        return encode(image if isinstance(image, list) else [image, image], device)
+
+    pipe.encode_image = twice
+    try:
+        yield
+    finally:
+        del pipe.encode_image
+
+
 def _svd_kwargs(jobs: list[ClipJob]) -> dict:
     job = jobs[0]
     return {
@@ -119,7 +150,12 @@ ADAPTERS: dict[str, Adapter] = {
         kwargs=_ltx_kwargs,
     ),
     # Wan repeats one conditioning image over the batch: one clip per call.
-    "wan": Adapter(batchable=lambda j: False, task=lambda j: "video", kwargs=_wan_kwargs),
+    "wan": Adapter(
+        batchable=lambda j: False,
+        task=lambda j: "video",
+        kwargs=_wan_kwargs,
+        around=_wan_image_tokens,
+    ),  # fmt: skip
     "svd": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_svd_kwargs),
     "cogvideox": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_cog_kwargs),
 }
@@ -223,7 +259,8 @@ def _call(
             return callback_kwargs
 
         kwargs["callback_on_step_end"] = on_step
-    with torch.inference_mode():
+    around = adapter.around(loaded.pipe, batch) if adapter.around else contextlib.nullcontext()
+    with torch.inference_mode(), around:
         frames = loaded.pipe(**kwargs).frames
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")

@@ -130,3 +130,48 @@ def test_a_learned_position_table_fixes_the_clip_size():
     with pytest.raises(ValueError, match=r"^width: tiny-cogvideox makes 32×48 only"):
         check_job(frozen, job)
     check_job(loaded, job)
+
+
+def _tiny_flf2v(twin):
+    """The Wan 2.1 first-and-last-frame layout at toy size: a CLIP image encoder whose two
+    images' tokens (first and last frame) each carry a learned position."""
+    import torch
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from pipelines.twins import _clip_image_processor
+
+    torch.manual_seed(0)
+    vision = CLIPVisionConfig(image_size=224, patch_size=32, hidden_size=16, intermediate_size=32,
+                              num_hidden_layers=2, num_attention_heads=2)  # fmt: skip
+    tokens = (224 // 32) ** 2 + 1
+    cfg = {**twin.transformer.config, "image_dim": 16, "added_kv_proj_dim": 24,
+           "pos_embed_seq_len": 2 * tokens}  # fmt: skip
+    cfg.pop("_use_default_values", None)  # else from_config resets those keys to defaults
+    return WanImageToVideoPipeline(
+        tokenizer=twin.tokenizer, text_encoder=twin.text_encoder, vae=twin.vae,
+        scheduler=twin.scheduler, image_processor=_clip_image_processor(224),
+        image_encoder=CLIPVisionModel(vision).eval(),
+        transformer=WanTransformer3DModel.from_config(cfg).eval(),
+    )  # fmt: skip
+
+
+def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
+    """FLF2V reads two images' CLIP tokens; a clip with a first frame only (continue mode,
+    a shot's inner clips) would fail inside the pipeline without the adapter's pairing."""
+    import dataclasses
+
+    from pipelines.clips import ADAPTERS, _call
+
+    twin = load(resolve_model("tiny-wan", "video"), "video", Runtime())
+    flf = dataclasses.replace(twin, pipe=_tiny_flf2v(twin.pipe))
+    first, last = Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (32, 32), "blue")
+    alone = ClipJob("a", first, 9, 32, 32, 2, 3.0, 0)
+    both = dataclasses.replace(alone, last=last)
+    adapter = ADAPTERS["wan"]
+    with pytest.raises(RuntimeError):  # what the pipeline does on its own
+        _call(flf, [alone], dataclasses.replace(adapter, around=None), None)
+    for job in (alone, both):
+        (clip,) = _call(flf, [job], adapter, None)
+        assert clip.shape == (9, 32, 32, 3) and np.isfinite(clip).all()
+    assert "encode_image" not in vars(flf.pipe)  # the pairing is undone after the call
