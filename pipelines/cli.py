@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("image", help="text-to-image or image-to-image")
     p.add_argument("prompt")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--model", default=None, help="preset, tiny, hub id, folder or .safetensors")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="preset, tiny, random:<preset>, hub id, folder or .safetensors",
+    )
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--steps", type=int)
@@ -191,6 +195,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))
     print("\nsources: " + ", ".join(f"{r['preset']}={r['source']}" for r in rows))
+    print("random:<preset>: the preset's full-size architecture with random weights (no "
+          "download), for sizing a GPU")  # fmt: skip
     return EXIT_OK
 
 

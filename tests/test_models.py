@@ -76,7 +76,7 @@ def test_loaded_pipelines_are_cached_and_img2img_shares_components():
 def test_models_command_prints_the_table(cli):
     code, out, _ = cli("models")
     assert code == 0
-    for name in [*PRESETS, "tiny-ltx", "tiny-wan"]:
+    for name in [*PRESETS, "tiny-ltx", "tiny-wan", "random:<preset>"]:
         assert name in out
 
 
