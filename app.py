@@ -39,6 +39,7 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.cli import add_runtime_flags, runtime_from_args
 from pipelines.jobs import (
     AUDIO_SUFFIXES,
     ROWS_SUFFIXES,
@@ -751,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("REELCHAIN_RUNS", DEFAULT_RUNS)),
         help="job folders and the job store (default: runs, or REELCHAIN_RUNS)",
     )
+    add_runtime_flags(p)
     return p
 
 
@@ -791,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             check_model(args.model, "video", args.model)
         limits = Limits.from_env()
+        runtime = runtime_from_args(args)
         queue_size = int(os.environ.get("REELCHAIN_QUEUE_SIZE", QUEUE_SIZE))
         max_waiting = int(os.environ.get("REELCHAIN_MAX_WAITING_JOBS", MAX_WAITING_JOBS))
     except (Refused, ValueError) as exc:
@@ -810,9 +813,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runners = {kind: on_gpu(fn, GPU_SECONDS[kind]) for kind, fn in RUNNERS.items()}
     try:
-        jobs = JobManager(
-            runs, runtimes=[Runtime.from_options()], limits=limits, runners=runners
-        ).start()
+        jobs = JobManager(runs, runtimes=[runtime], limits=limits, runners=runners).start()
     except (JobError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

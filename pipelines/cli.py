@@ -28,7 +28,9 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
-def _runtime_flags(p: argparse.ArgumentParser) -> None:
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """The device and memory knobs, shared by every command and by `app.py`; each falls back
+    to its `REELCHAIN_*` environment variable."""
     g = p.add_argument_group("memory and device")
     g.add_argument("--batch-size", default=None, help="auto (default) or a whole number")
     g.add_argument("--memory-budget", default=None, help="cap on memory to plan for, e.g. 12GB")
@@ -46,7 +48,7 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _runtime(args: argparse.Namespace):
+def runtime_from_args(args: argparse.Namespace):
     from .settings import Runtime
 
     return Runtime.from_options(
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", default="")
     p.add_argument("--init", type=Path, help="start from this image (image-to-image)")
     p.add_argument("--strength", type=float, default=0.6, help="how far to move from --init")
-    _runtime_flags(p)
+    add_runtime_flags(p)
     p.set_defaults(run=_cmd_image)
 
     p = sub.add_parser("video", help="a storyboard into one video (or --resume a run)")
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
     p.add_argument("--seed", type=int, help="the storyboard's seed; with --reroll: the new seed")
-    _runtime_flags(p)
+    add_runtime_flags(p)
     p.set_defaults(run=_cmd_video)
 
     p = sub.add_parser("thumbnails", help="batch thumbnails from a CSV/JSONL/TXT or a video")
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jpg", choices=("jpg", "png"))
     p.add_argument("--from-video", type=Path, help="pick frames from a run folder or video")
     p.add_argument("--dry-run", action="store_true", help="only validate the input")
-    _runtime_flags(p)
+    add_runtime_flags(p)
     p.set_defaults(run=_cmd_thumbnails)
 
     p = sub.add_parser("models", help="list the model presets")
@@ -134,7 +136,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
         strength=args.strength,
         limits=Limits.from_env(),
     )
-    for r in make_images(req, args.out, model=args.model, runtime=_runtime(args)):
+    for r in make_images(req, args.out, model=args.model, runtime=runtime_from_args(args)):
         print(r.path)
     return EXIT_OK
 
@@ -142,7 +144,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 def _cmd_video(args: argparse.Namespace) -> int:
     from .chain import VideoOptions, make_video, resume_video
 
-    runtime = _runtime(args)
+    runtime = runtime_from_args(args)
     if args.resume:
         if args.storyboard or args.out:
             raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
@@ -179,7 +181,7 @@ def _cmd_thumbnails(args: argparse.Namespace) -> int:
         from_video=args.from_video,
         dry_run=args.dry_run,
     )
-    report = make_thumbnails(args.input, args.out, opts, runtime=_runtime(args))
+    report = make_thumbnails(args.input, args.out, opts, runtime=runtime_from_args(args))
     for path in report.files:
         print(path)
     return EXIT_OK if not report.failed else EXIT_FAILED

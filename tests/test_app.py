@@ -286,6 +286,8 @@ def test_a_server_killed_mid_job_finishes_it_after_a_restart(tmp_path):
         (["--share"], "--share"),
         (["--host", "0.0.0.0", "--auth", "nopassword"], "--auth"),
         (["--model", "/some/folder"], "model"),
+        (["--batch-size", "0"], "batch-size"),
+        (["--memory-budget", "lots"], "memory-budget"),
     ],
 )
 def test_the_app_refuses_to_start_exposed_without_a_password(tmp_path, args, needle):
@@ -369,3 +371,16 @@ def test_an_exposed_server_asks_for_the_password_and_says_it_is_exposed(tmp_path
     finally:
         s.stop()
     assert "warning: " in s.log.read_text() and "0.0.0.0" in s.log.read_text()
+
+
+def test_the_servers_device_and_memory_knobs_are_the_clis():
+    """`app.py` takes the same --batch-size/--memory-budget/--offload/--dtype/--device/--fast
+    as the CLI, each falling back to its REELCHAIN_* variable."""
+    import app
+    from pipelines.cli import runtime_from_args
+
+    args = app.build_parser().parse_args(["--batch-size", "3", "--memory-budget", "2GB",
+                                          "--offload", "none", "--fast", "cache"])  # fmt: skip
+    rt = runtime_from_args(args)
+    assert (rt.batch_size, rt.memory_budget, rt.offload, rt.fast) == (3, 2 * 2**30, "none",
+                                                                      ("cache",))  # fmt: skip
