@@ -56,9 +56,9 @@ class Cancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class Adapter:
-    """How a family is called. `batchable`: different first frames in one call."""
+    """How a family is called. `batchable(pipe, job)`: different first frames in one call."""
 
-    batchable: Callable[[ClipJob], bool]
+    batchable: Callable[[object, ClipJob], bool]
     task: Callable[[ClipJob], str]
     kwargs: Callable[[list[ClipJob]], dict]
     # Around each call, for what arguments alone cannot say (None: nothing).
@@ -88,6 +88,14 @@ def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
             LTXVideoCondition(image=job.last, frame_index=job.num_frames - 1, strength=1.0)
         )
     return kw | {"conditions": conditions}
+
+
+def _decode_noise(pipe) -> bool:
+    """LTX 0.9.1+ VAEs decode at a timestep, and LTX's image-to-video pipeline draws that
+    decode noise with `torch.randn`, which takes one generator, not one per clip: such a
+    pipeline makes one clip per call (with a single generator)."""
+    vae = getattr(pipe, "vae", None)
+    return bool(vae is not None and vae.config.get("timestep_conditioning"))
 
 
 def _wan_kwargs(jobs: list[ClipJob]) -> dict:
@@ -145,19 +153,21 @@ ADAPTERS: dict[str, Adapter] = {
     # LTX's image-to-video class batches different first frames; its condition class
     # (last frame, video) takes one set of conditions per call.
     "ltx": Adapter(
-        batchable=lambda j: j.conditioning == "first",
+        batchable=lambda pipe, j: j.conditioning == "first" and not _decode_noise(pipe),
         task=lambda j: "video-first" if j.conditioning == "first" else "video",
         kwargs=_ltx_kwargs,
     ),
     # Wan repeats one conditioning image over the batch: one clip per call.
     "wan": Adapter(
-        batchable=lambda j: False,
+        batchable=lambda pipe, j: False,
         task=lambda j: "video",
         kwargs=_wan_kwargs,
         around=_wan_image_tokens,
     ),  # fmt: skip
-    "svd": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_svd_kwargs),
-    "cogvideox": Adapter(batchable=lambda j: True, task=lambda j: "video", kwargs=_cog_kwargs),
+    "svd": Adapter(batchable=lambda pipe, j: True, task=lambda j: "video", kwargs=_svd_kwargs),
+    "cogvideox": Adapter(
+        batchable=lambda pipe, j: True, task=lambda j: "video", kwargs=_cog_kwargs
+    ),
 }
 
 
@@ -229,7 +239,7 @@ def generate_clips(
             key=key,
             device=task_model.placement.device,
             savers=ladder_for(task_model),
-            max_batch=None if adapter.batchable(first) else 1,
+            max_batch=None if adapter.batchable(task_model.pipe, first) else 1,
             on_failure=lambda task_model=task_model: reset_fast_state(task_model.pipe),
         )
     return out  # type: ignore[return-value]
@@ -241,12 +251,15 @@ def _call(
     import torch
 
     job = batch[0]
+    gens = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
     kwargs = adapter.kwargs(batch) | {
         "height": job.height,
         "width": job.width,
         "num_frames": job.num_frames,
         "num_inference_steps": job.steps,
-        "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in batch],
+        # One clip: a single generator (the same numbers as a list of one, and the only
+        # form every pipeline takes); several: one per clip, so each is the same alone.
+        "generator": gens[0] if len(gens) == 1 else gens,
         "output_type": "np",
     }
     if "max_guidance_scale" not in kwargs:

@@ -175,3 +175,40 @@ def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
         (clip,) = _call(flf, [job], adapter, None)
         assert clip.shape == (9, 32, 32, 3) and np.isfinite(clip).all()
     assert "encode_image" not in vars(flf.pipe)  # the pairing is undone after the call
+
+
+def test_ltx_with_a_timestep_conditioned_vae_makes_first_frame_clips():
+    """LTX 0.9.1+ VAEs decode at a timestep; the image-to-video pipeline then draws decode
+    noise with one generator, so such clips run one per call, each the same as alone."""
+    import dataclasses
+
+    import torch
+
+    from pipelines import models
+
+    ref = resolve_model("tiny-ltx", "video")
+    rt = Runtime()
+    base = load(ref, "video", rt)
+    cfg = {**base.pipe.vae.config, "timestep_conditioning": True}
+    cfg.pop("_use_default_values", None)
+    torch.manual_seed(0)
+    vae = type(base.pipe.vae).from_config(cfg).eval()
+    assert vae.config.timestep_conditioning
+    pipe = type(base.pipe)(**{**base.pipe.components, "vae": vae})
+    models.clear_cache()
+    try:
+        video = dataclasses.replace(base, pipe=pipe)
+        key = (ref.spec, ref.kind, "video", rt.device, rt.dtype, rt.offload, rt.fast)
+        models._CACHE[key] = video  # the engine finds this pipeline for `ref`
+        jobs = [ClipJob(f"take {i}", Image.new("RGB", (32, 32), (40 * i, 90, 160)), 9, 32, 32,
+                        2, 3.0, seed=i) for i in range(2)]  # fmt: skip
+        sizes = []
+        planner = __import__("pipelines.batching", fromlist=["Planner"]).Planner(rt)
+        original = planner.observe
+        planner.observe = lambda key, batch, peak: (sizes.append(batch), original(key, batch, peak))
+        both = generate_clips(video, jobs, runtime=rt, planner=planner)
+        assert sizes == [1, 1]  # one clip per call
+        alone = generate_clips(video, jobs[1:], runtime=rt)
+        assert np.array_equal(both[1], alone[0]) and both[0].shape == (9, 32, 32, 3)
+    finally:
+        models.clear_cache()
