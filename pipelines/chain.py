@@ -201,9 +201,7 @@ def _crossfades(sb: Storyboard, models: Models) -> list[int]:
     counts = sb.shot_frames()
     fades = []
     forced = (
-        sb.mode == "keyframes"
-        and models.video is not None
-        and not models.video.family.takes("last_frame")
+        sb.mode == "keyframes" and models.video is not None and not models.video.takes("last_frame")
     )
     for k, shot in enumerate(sb.shots):
         if k == len(sb.shots) - 1:
@@ -236,7 +234,7 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
                 and sb.mode == "keyframes"
                 and k + 1 < len(sb.shots)
                 and models.video is not None
-                and models.video.family.takes("last_frame")
+                and models.video.takes("last_frame")
             )
             seg = Segment(
                 index=len(segments),
@@ -279,7 +277,7 @@ def _split(gen: int, models: Models, clip_frames: int | None) -> tuple[list[int]
     size = fam.legal_frames(clip_frames or models.video.preset.frames)
     # Families that take video continue from a run of frames (blended); others from one.
     run = fam.frame_step + 1
-    overlap = run if fam.takes("video") and size >= 2 * run + 1 else 1
+    overlap = run if models.video.takes("video") and size >= 2 * run + 1 else 1
     if gen <= size:
         return [fam.legal_frames(max(gen, 2))], overlap
     if size <= overlap:

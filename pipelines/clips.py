@@ -90,6 +90,16 @@ def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
     return kw | {"conditions": conditions}
 
 
+def _takes_last(pipe) -> bool:
+    """False for Wan 2.1 image-to-video: its CLIP image tokens are one picture's, and the
+    pipeline encodes the first and last frame as two (the call fails). Wan 2.2 (no image
+    encoder) and the first-and-last-frame model (two pictures' tokens) take a last frame."""
+    if getattr(pipe, "image_encoder", None) is None or not hasattr(pipe, "encode_image"):
+        return True
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    return config is None or bool(config.get("pos_embed_seq_len"))
+
+
 def _decode_noise(pipe) -> bool:
     """LTX 0.9.1+ VAEs decode at a timestep, and LTX's image-to-video pipeline draws that
     decode noise with `torch.randn`, which takes one generator, not one per clip: such a
@@ -175,9 +185,12 @@ def check_job(loaded: LoadedModel, job: ClipJob) -> None:
     fam = loaded.family
     if fam.name not in ADAPTERS:
         raise ValueError(f"model: {loaded.ref.label} is not an image-to-video model")
-    if job.last is not None and not fam.takes("last_frame"):
-        raise ValueError(f"model: {loaded.ref.label} cannot end a clip on a given last frame")
-    if job.video and not fam.takes("video"):
+    if job.last is not None and not (loaded.ref.takes("last_frame") and _takes_last(loaded.pipe)):
+        raise ValueError(
+            f"model: {loaded.ref.label} cannot end a clip on a given last frame; use --mode "
+            "continue, or a first-and-last-frame model (wan-flf2v-720p, ltx-video)"
+        )
+    if job.video and not loaded.ref.takes("video"):
         raise ValueError(f"model: {loaded.ref.label} cannot continue from several frames")
     native = _native_size(loaded.pipe)
     if native and native != (job.width, job.height):

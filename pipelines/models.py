@@ -121,6 +121,7 @@ class Preset:
     memory_gb: float  # rough peak need at the native size, weights in half precision
     note: str = ""
     native_only: bool = False  # makes its native width × height only (a learned position table)
+    conditioning: tuple[str, ...] | None = None  # None: the family's
 
     @property
     def is_twin(self) -> bool:
@@ -139,7 +140,8 @@ PRESETS: dict[str, Preset] = {
         Preset("ltx-video", "ltx", "Lightricks/LTX-Video-0.9.5", 768, 512, 97, 24, 40, 3.0, 20,
                "default for videos; fast; continues from frames"),
         Preset("wan-i2v-480p", "wan", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 832, 480, 81,
-               16, 40, 5.0, 48, "high quality image-to-video"),
+               16, 40, 5.0, 48, "high quality image-to-video; no last frame",
+               conditioning=("text", "first_frame")),
         Preset("wan-flf2v-720p", "wan", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", 1280, 720,
                81, 16, 40, 5.0, 60, "first-and-last-frame: best for keyframes mode"),
         Preset("svd-xt", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", 1024, 576,
@@ -185,6 +187,11 @@ class ModelRef:
     @property
     def label(self) -> str:
         return self.preset.name
+
+    def takes(self, what: str) -> bool:
+        """Whether this model takes a kind of conditioning: its preset's list where the
+        preset narrows its family's (Wan 2.1 image-to-video has no last frame)."""
+        return what in (self.preset.conditioning or self.family.conditioning)
 
 
 def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
@@ -254,7 +261,9 @@ def _random_ref(spec: str) -> ModelRef:
 def _inherit(family: str, name: str, source: str) -> Preset:
     """Defaults for a model outside the table: those of its family's reference preset."""
     base = next(p for p in PRESETS.values() if p.family == family)
-    return dataclasses.replace(base, name=name, source=source, note="", native_only=False)
+    return dataclasses.replace(
+        base, name=name, source=source, note="", native_only=False, conditioning=None
+    )
 
 
 def _looks_like_repo_id(spec: str) -> bool:
@@ -451,7 +460,7 @@ def table_rows() -> list[dict[str, str]]:
                 "fps": str(p.fps or "-"),
                 "steps": str(p.steps),
                 "cfg": f"{p.guidance:g}",
-                "conditioning": ", ".join(fam.conditioning),
+                "conditioning": ", ".join(p.conditioning or fam.conditioning),
                 "memory": f"~{p.memory_gb:g} GB" if not p.is_twin else "tiny",
             }
         )

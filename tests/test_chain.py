@@ -171,6 +171,22 @@ def test_keyframes_mode_ends_clips_on_the_next_keyframe(tmp_path):
     assert [s.holdback for s in lasts] == [0, 1] and segs[-1].holdback == 0
 
 
+def test_keyframes_mode_crossfades_for_models_without_a_last_frame(tmp_path):
+    """Wan 2.1 image-to-video (the wan-i2v-480p preset) has no last frame: its shots join
+    by crossfades, as SVD's do; the first-and-last-frame preset ends on the keyframes."""
+    story = write_story(tmp_path, STORY.replace("width: 32", "width: 64").replace("height: 32",
+                                                "height: 64"))  # fmt: skip
+
+    def ends(model):
+        sb, models = read_storyboard(story, VideoOptions(model=model, mode="keyframes"))
+        segs = plan(sb, models)
+        lasts = [max((s for s in segs if s.shot == k), key=lambda s: s.part) for k in (0, 1)]
+        return [s.last_keyframe for s in lasts], [s.fade_out > 0 for s in lasts]
+
+    assert ends("wan-i2v-480p") == ([None, None], [True, True])  # crossfades
+    assert ends("wan-flf2v-720p") == ([1, 2], [True, False])  # shot 0 asked for a crossfade
+
+
 def test_keyframes_joins_show_the_shared_keyframe_once(tmp_path):
     result = make_video(write_story(tmp_path), tmp_path / "run",
                         VideoOptions(model="tiny-wan", mode="keyframes", seed=3))  # fmt: skip

@@ -132,9 +132,9 @@ def test_a_learned_position_table_fixes_the_clip_size():
     check_job(loaded, job)
 
 
-def _tiny_flf2v(twin):
-    """The Wan 2.1 first-and-last-frame layout at toy size: a CLIP image encoder whose two
-    images' tokens (first and last frame) each carry a learned position."""
+def _tiny_flf2v(twin, first_and_last=True):
+    """The Wan 2.1 layouts at toy size: a CLIP image encoder, and for the first-and-last-frame
+    model a learned position on each of two images' tokens (first and last frame)."""
     import torch
     from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -146,7 +146,7 @@ def _tiny_flf2v(twin):
                               num_hidden_layers=2, num_attention_heads=2)  # fmt: skip
     tokens = (224 // 32) ** 2 + 1
     cfg = {**twin.transformer.config, "image_dim": 16, "added_kv_proj_dim": 24,
-           "pos_embed_seq_len": 2 * tokens}  # fmt: skip
+           "pos_embed_seq_len": 2 * tokens if first_and_last else None}  # fmt: skip
     cfg.pop("_use_default_values", None)  # else from_config resets those keys to defaults
     return WanImageToVideoPipeline(
         tokenizer=twin.tokenizer, text_encoder=twin.text_encoder, vae=twin.vae,
@@ -212,3 +212,23 @@ def test_ltx_with_a_timestep_conditioned_vae_makes_first_frame_clips():
         assert np.array_equal(both[1], alone[0]) and both[0].shape == (9, 32, 32, 3)
     finally:
         models.clear_cache()
+
+
+def test_wan_21_image_to_video_cannot_end_on_a_last_frame():
+    """Wan 2.1 I2V reads one picture's CLIP tokens; diffusers encodes first and last frame as
+    two and the call fails. The preset says so (keyframes mode crossfades instead), and a
+    model of that layout from elsewhere is refused with one line before the call."""
+    import dataclasses
+
+    from pipelines.clips import check_job
+
+    assert not resolve_model("wan-i2v-480p", "video").takes("last_frame")
+    assert resolve_model("wan-flf2v-720p", "video").takes("last_frame")
+    twin = load(resolve_model("tiny-wan", "video"), "video", Runtime())
+    i2v = dataclasses.replace(twin, pipe=_tiny_flf2v(twin.pipe, first_and_last=False))
+    job = ClipJob("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
+    check_job(i2v, job)
+    with pytest.raises(ValueError, match=r"^model: tiny-wan cannot end a clip on a given last"):
+        check_job(i2v, dataclasses.replace(job, last=Image.new("RGB", (32, 32))))
+    (clip,) = generate_clips(i2v, [job])
+    assert clip.shape == (9, 32, 32, 3)
