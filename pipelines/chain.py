@@ -38,7 +38,7 @@ from . import __version__, drift
 from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
 from .files import remove_partials
-from .images import ImageJob, check_size, generate
+from .images import ImageJob, check_size, generate, img2img_steps
 from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
@@ -665,7 +665,8 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             k = sb.interpolate  # motion is per output frame; a generated frame spans k
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
-                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
+                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height,
+                         img2img_steps(steps, shot.strength), guidance,
                          _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
                          shot.strength)
             )  # fmt: skip

@@ -91,6 +91,15 @@ def check_size(ref: ModelRef, width: int, height: int) -> None:
             )
 
 
+def img2img_steps(steps: int, strength: float) -> int:
+    """Steps for image-to-image: diffusers runs int(steps × strength) of them, and none at
+    all is an error inside the pipeline (sd-turbo's 1 step at strength 0.6, say); so at least
+    enough that one step runs."""
+    while int(steps * strength) < 1:
+        steps += 1
+    return steps
+
+
 def native_only_message(label: str, w: int, h: int, width: int, height: int) -> str:
     return (
         f"width: {label} makes {w}×{h} only (got {width}×{height}); set width: {w} and "
@@ -269,6 +278,8 @@ def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = N
         )
     width, height, steps, guidance = resolve_job_defaults(req, ref)
     init = read_init_image(req.init_image, width, height) if req.init_image else None
+    if init is not None:
+        steps = img2img_steps(steps, req.strength)
     jobs = [
         ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
                  (req.seed + i) % 2**32, init, req.strength)

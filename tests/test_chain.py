@@ -581,3 +581,12 @@ def test_cli_seed_overrides_and_resume_refuses_new_settings(cli, tmp_path):
     afile.write_text("x")
     code, _, err = cli("video", write_story(tmp_path), "--out", afile, "--model", "tiny")
     assert code == 2 and err.startswith("error: out:")
+
+
+def test_feedback_with_a_light_touch_runs_at_least_one_step(tmp_path):
+    """Strength 0.2 at the image model's 2 steps would run int(0.4) = 0 denoising steps,
+    which fails inside diffusers; the steps are raised so that one runs."""
+    story = "fps: 8\nwidth: 32\nheight: 32\nmode: feedback\nshots:\n  - prompt: a pond\n" \
+            "    seconds: 1\n    strength: 0.2\n"  # fmt: skip
+    result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
+    assert probe(result.video).frames == 8

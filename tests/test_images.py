@@ -144,3 +144,16 @@ def test_a_presets_own_size_obeys_the_caps(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("REELCHAIN_MAX_SIDE", "48")
     code, _, err = cli("image", "a cat", "--model", "tiny", "--out", tmp_path)
     assert code == 2 and "width: 64 is over the limit of 48" in err
+
+
+@pytest.mark.parametrize("steps,strength,ran", [(1, 0.6, 2), (2, 0.3, 4), (4, 0.5, 4)])
+def test_image_to_image_runs_at_least_one_step(cli, tmp_path, steps, strength, ran):
+    """diffusers runs int(steps × strength) steps and fails on none (sd-turbo is 1 step);
+    the steps are raised until one runs, and the sidecar says how many were asked for."""
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(init)
+    code, _, err = cli("image", "a red wall", "--model", "tiny", "--out", tmp_path / "o",
+                       "--init", init, "--strength", strength, "--steps", steps)  # fmt: skip
+    assert code == 0, err
+    (sidecar,) = (tmp_path / "o").glob("*.json")
+    assert json.loads(sidecar.read_text())["steps"] == ran
