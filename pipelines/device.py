@@ -247,9 +247,16 @@ def enable_vae_savers(pipe, *, tiling: bool) -> None:
             vae.enable_tiling()
 
 
+# What PyTorch's CPU and MPS allocators say when an allocation fails: a plain RuntimeError.
+_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """The real OOM classes: CUDA's (`torch.OutOfMemoryError`) and the host's `MemoryError`."""
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+    """The real OOM errors: CUDA's `torch.OutOfMemoryError`, the host's `MemoryError`, and
+    the RuntimeError of PyTorch's CPU and MPS allocators (a tensor bigger than the RAM left)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _ALLOCATOR_FAILURES)
 
 
 def release_memory() -> None:

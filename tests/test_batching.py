@@ -190,3 +190,25 @@ def test_an_oom_at_two_is_remembered(tmp_path):
     p.observe("k", 1, 100)
     p.learn_oom("k", 2)
     assert p.size_for("k", torch.device("cpu"), 10) == 1
+
+
+def test_the_cpu_allocators_failure_is_out_of_memory(tmp_path):
+    """On a CPU, PyTorch reports a failed allocation as a RuntimeError, not MemoryError: a
+    real one (a 4 EiB tensor) steps down the ladder like CUDA's error."""
+    from pipelines.device import is_out_of_memory
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**62, dtype=torch.uint8)
+    assert is_out_of_memory(info.value)
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    calls = []
+
+    def call(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            torch.empty(2**62, dtype=torch.uint8)  # the allocator's own error, for real
+        return [x * 10 for x in batch]
+
+    report = run_batched(list(range(6)), call, planner=planner(tmp_path, batch_size=6), key="k",
+                         device=torch.device("cpu"))  # fmt: skip
+    assert report.results == [x * 10 for x in range(6)] and calls[:3] == [6, 3, 1]
