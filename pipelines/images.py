@@ -179,8 +179,9 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     )
     if any(j.negative_prompt for j in batch) and first.guidance > 1:
         kwargs["negative_prompt"] = [j.negative_prompt for j in batch]
-    if first.init is not None:
-        kwargs.update(image=[j.init for j in batch], strength=first.strength)
+    if first.init is not None:  # jobs from the Python API may not have had their steps raised
+        kwargs.update(image=[j.init for j in batch], strength=first.strength,
+                      num_inference_steps=img2img_steps(first.steps, first.strength))  # fmt: skip
     else:
         kwargs.update(width=first.width, height=first.height)
     with torch.inference_mode():

@@ -157,3 +157,10 @@ def test_image_to_image_runs_at_least_one_step(cli, tmp_path, steps, strength, r
     assert code == 0, err
     (sidecar,) = (tmp_path / "o").glob("*.json")
     assert json.loads(sidecar.read_text())["steps"] == ran
+
+
+def test_python_api_image_to_image_jobs_also_run_one_step():
+    loaded = load(resolve_model("tiny", "image"), "text2img")
+    init = Image.new("RGB", (64, 64), (20, 90, 200))
+    (out,) = generate(loaded, [ImageJob("a", "", 64, 64, 1, 1.0, 5, init, 0.6)])
+    assert out.shape == (64, 64, 3) and np.isfinite(out).all()
