@@ -105,8 +105,11 @@ def plan_placement(runtime: Runtime, need: int) -> Placement:
     dtype = pick_dtype(device, runtime.dtype)
     free = free_memory(device, runtime.memory_budget)
     offload = choose_offload(need, free, runtime.offload, device)
-    # Tiling trades a little speed for a flat VAE peak; worth it when memory is short.
-    return Placement(device, dtype, offload, vae_tiling=offload != "none", fast=runtime.fast)
+    # Tiling trades a little speed for a flat VAE peak; worth it when memory is short: with
+    # offload, or with less than twice the model's need free (a 720x480 CogVideoX decode
+    # alone asks a CPU for more than 20 GB untiled, and 9 GB tiled).
+    tiling = offload != "none" or free < 2 * need
+    return Placement(device, dtype, offload, vae_tiling=tiling, fast=runtime.fast)
 
 
 def apply_placement(pipe, placement: Placement) -> Placement:

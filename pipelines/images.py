@@ -10,6 +10,7 @@ batch of any size.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import platform
 import re
@@ -182,11 +183,18 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     if first.init is not None:  # jobs from the Python API may not have had their steps raised
         kwargs.update(image=[j.init for j in batch], strength=first.strength,
                       num_inference_steps=img2img_steps(first.steps, first.strength))  # fmt: skip
+        if _takes_size(loaded.pipe):  # FLUX image-to-image would make its default 1024 px
+            kwargs.update(width=first.width, height=first.height)
     else:
         kwargs.update(width=first.width, height=first.height)
     with torch.inference_mode():
         images = loaded.pipe(**kwargs).images
     return [np.asarray(img, dtype=np.float32) for img in images]
+
+
+def _takes_size(pipe) -> bool:
+    params = inspect.signature(type(pipe).__call__).parameters
+    return "width" in params and "height" in params
 
 
 def a1111_parameters(job: ImageJob, model_label: str, sampler: str) -> str:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from PIL import Image
 
 from pipelines.models import FAMILIES, PRESETS, ModelUnavailable, load, resolve_model
 from pipelines.settings import Runtime
@@ -125,4 +126,39 @@ def test_random_weights_are_built_where_they_run(monkeypatch):
         assert calls == [("sd-turbo", "cpu", torch.float32)]
         assert loaded.placement.device.type == "cpu"
     finally:
+        clear_cache()
+
+
+def test_vae_tiling_when_free_memory_is_short():
+    """Tiling flattens the VAE's decode peak: on with any offload, or with less than twice
+    the model's need free (a 720×480 CogVideoX decode needs over 20 GB of RAM untiled)."""
+    from pipelines.device import plan_placement
+    from pipelines.settings import Runtime
+
+    gib = 2**30
+    rt = Runtime(device="cpu", memory_budget=30 * gib)
+    assert plan_placement(rt, 24 * gib).vae_tiling  # cogvideox-5b-i2v on a 30 GB budget
+    assert not plan_placement(rt, 4 * gib).vae_tiling  # sd-turbo
+
+
+def test_image_to_image_keeps_the_jobs_size_where_the_pipeline_takes_one():
+    """FLUX image-to-image makes its default 1024 px unless told the size (a real full-width
+    FLUX at one block per stack, 64 px)."""
+    import pipelines.fullsize as fullsize
+    from pipelines.images import ImageJob, _takes_size, generate
+    from pipelines.models import clear_cache, load
+    from pipelines.settings import Runtime
+
+    real = fullsize.build_fullsize
+    clear_cache()
+    try:
+        fullsize.build_fullsize = lambda preset, **kw: real(preset, **{**kw, "layers": 1})
+        loaded = load(resolve_model("random:flux-schnell", "image"), "text2img", Runtime())
+        i2i = load(loaded.ref, "img2img", Runtime())
+        assert _takes_size(i2i.pipe)
+        init = Image.new("RGB", (64, 48), (10, 200, 30))
+        (out,) = generate(loaded, [ImageJob("a", "", 64, 48, 2, 0.0, 1, init, 0.6)])
+        assert out.shape == (48, 64, 3)
+    finally:
+        fullsize.build_fullsize = real
         clear_cache()
