@@ -26,6 +26,7 @@ import math
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,9 +328,40 @@ class _Context:
     cancel: threading.Event | None
     on_segment: Callable[[Segment, Path], None] | None
     planner: Planner = field(init=False)
+    # Finished clips are written (colour match, drift, encode, tails) on one writer thread
+    # while the next call runs; `flush` waits for them.
+    _writer: ThreadPoolExecutor | None = field(default=None, init=False)
+    _writes: list[Future] = field(default_factory=list, init=False)
+    _save_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
+
+    def write_later(self, seg: Segment, clip: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="reelchain-writer")
+        self._writes.append(self._writer.submit(_write_segment, self, seg, clip))
+
+    def flush(self, *, raising: bool = True) -> None:
+        """Wait for every clip handed to the writer; re-raise the first failure (unless an
+        error is already on its way: then the writes finish and the first error wins)."""
+        writes, self._writes = self._writes, []
+        errors = []
+        for future in writes:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+        if errors and raising:
+            raise errors[0]
+        for exc in errors if not raising else ():
+            log.error("writing a segment failed: %s", exc)
+
+    def close(self) -> None:
+        self.flush(raising=False)
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model, and record where and how it runs in the manifest."""
@@ -338,8 +370,9 @@ class _Context:
         return loaded
 
     def save(self) -> None:
-        self.manifest["segments"] = [s.to_dict(self.sb) for s in self.segments]
-        self.run.save_manifest(self.manifest)
+        with self._save_lock:  # the writer thread saves too
+            self.manifest["segments"] = [s.to_dict(self.sb) for s in self.segments]
+            self.run.save_manifest(self.manifest)
 
 
 def make_video(
@@ -455,6 +488,13 @@ def _remove_leftovers(run: RunFolder) -> None:
 
 
 def _execute(ctx: _Context) -> VideoResult:
+    try:
+        return _execute_plan(ctx)
+    finally:
+        ctx.close()
+
+
+def _execute_plan(ctx: _Context) -> VideoResult:
     _make_keyframes(ctx)
     todo = [s for s in ctx.segments if s.status != "done"]
     generated = len(todo)
@@ -512,6 +552,15 @@ def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
 def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
     """Make a wave of segments; each is checked and written the moment its clip exists,
     so a crash or a cancel in the middle of a wave keeps every clip already made."""
+    try:
+        _generate_attempts(ctx, wave)
+    except BaseException:
+        ctx.flush(raising=False)  # clips already made are written before the error leaves
+        raise
+    ctx.flush()  # the next wave conditions on these segments' tails
+
+
+def _generate_attempts(ctx: _Context, wave: list[Segment]) -> None:
     pending = list(wave)
     for attempt in range(MAX_TRIES):
         if not pending:
@@ -526,6 +575,7 @@ def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
                 bad.append(seg)
                 return
             if problems:
+                ctx.flush(raising=False)
                 seg.status = "failed"
                 seg.drift = {"problems": [p.kind for p in problems]}
                 ctx.save()
@@ -533,7 +583,7 @@ def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
                     f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
                     f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
                 )
-            _write_segment(ctx, seg, clip)
+            ctx.write_later(seg, clip)
 
         _generate_or_shorten(ctx, pending, attempt, keep, bad)
         pending = bad
@@ -557,6 +607,7 @@ def _generate_or_shorten(
         try:
             return _generate(ctx, segs, attempt, keep)
         except OutOfMemory:
+            ctx.flush()  # which clips are done is known once their writes finish
             segs = [s for s in segs if s.status != "done" and s not in bad]
             if ctx.models.video is None or not _shorten(ctx, segs):
                 raise
