@@ -611,24 +611,15 @@ def gpu_case(model: str, quick: bool) -> GpuCase:
     position table fixes 49 frames at 720×480) and takes fewer steps."""
     from pipelines.models import resolve_model
 
-    ref = resolve_model(model, "image" if _is_image(model) else "video")
+    ref = resolve_model(model)
     p, fam = ref.preset, ref.family
     steps = min(p.steps, 2 if quick else 4)
     if fam.kind == "image":
         return GpuCase(model, 12 if quick else 24, p.width, p.height, 1, steps)
     frames = p.frames
-    fixed = model.removeprefix("random:") == "cogvideox-5b-i2v"  # 1.0: learned positions
-    if quick and not fixed:
+    if quick and not p.native_only:  # CogVideoX 1.0's learned positions: native clips only
         frames = min(frames, fam.legal_frames(17))
     return GpuCase(model, 6, p.width, p.height, frames, steps)
-
-
-def _is_image(model: str) -> bool:
-    from pipelines.models import FAMILIES, PRESETS, twin_presets
-
-    name = model.removeprefix("random:")
-    preset = PRESETS.get(name) or twin_presets().get(name)
-    return preset is not None and FAMILIES[preset.family].kind == "image"
 
 
 def _recording_planner(runtime, cache_file: Path):
@@ -673,9 +664,9 @@ def run_gpu_case(case: GpuCase, device: str, tmp: Path) -> dict:
     from pipelines.settings import Runtime
 
     runtime = Runtime(device=device)
-    image = _is_image(case.model)
-    ref = models.resolve_model(case.model, "image" if image else "video")
+    ref = models.resolve_model(case.model)
     fam = ref.family
+    image = fam.kind == "image"
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -793,8 +784,8 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
                     + (f", {r['weights_bytes'] / gib:.1f} GiB" if r["weights_bytes"] else "")
                     + (f"; peak of the run {r['peak_bytes'] / gib:.1f} GiB" if r["peak_bytes"]
                        else "") + ")")  # fmt: skip
-            name, ratio = f"{model}: peak memory / planner's prediction", worst["measured"] / max(
-                1, worst["predicted"])  # fmt: skip
+            name = f"{model}: peak memory / planner's prediction"
+            ratio = worst["measured"] / max(1, worst["predicted"])
             if device == "cuda":  # the planner keeps 1 - SAFETY of free memory in reserve
                 note += f"; fits while ≤ 1/{SAFETY:g} of the prediction"
                 m.append(ratio_metric("gpu", name, ratio, "×", f"≤ {1 / SAFETY:g}", note=note))

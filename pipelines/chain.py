@@ -39,7 +39,7 @@ from . import __version__, drift
 from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
 from .files import remove_partials
-from .images import ImageJob, check_size, generate, img2img_steps
+from .images import ImageJob, check_size, generate
 from .models import ModelRef, load, resolve_model
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
@@ -354,7 +354,7 @@ class _Context:
                 errors.append(exc)
         if errors and raising:
             raise errors[0]
-        for exc in errors if not raising else ():
+        for exc in errors:  # not raising: another error is already on its way
             log.error("writing a segment failed: %s", exc)
 
     def close(self) -> None:
@@ -550,8 +550,9 @@ def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
 
 
 def _generate_wave(ctx: _Context, wave: list[Segment]) -> None:
-    """Make a wave of segments; each is checked and written the moment its clip exists,
-    so a crash or a cancel in the middle of a wave keeps every clip already made."""
+    """Make a wave of segments; each is checked the moment its clip exists and written on
+    the writer thread while the next call runs. The wave waits for its writes before it
+    ends, also on an error, so a crash or a cancel mid-wave keeps every clip already made."""
     try:
         _generate_attempts(ctx, wave)
     except BaseException:
@@ -575,7 +576,6 @@ def _generate_attempts(ctx: _Context, wave: list[Segment]) -> None:
                 bad.append(seg)
                 return
             if problems:
-                ctx.flush(raising=False)
                 seg.status = "failed"
                 seg.drift = {"problems": [p.kind for p in problems]}
                 ctx.save()
@@ -716,8 +716,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             k = sb.interpolate  # motion is per output frame; a generated frame spans k
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
-                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height,
-                         img2img_steps(steps, shot.strength), guidance,
+                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
                          _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
                          shot.strength)
             )  # fmt: skip

@@ -90,14 +90,24 @@ def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
     return kw | {"conditions": conditions}
 
 
-def _takes_last(pipe) -> bool:
-    """False for Wan 2.1 image-to-video: its CLIP image tokens are one picture's, and the
-    pipeline encodes the first and last frame as two (the call fails). Wan 2.2 (no image
-    encoder) and the first-and-last-frame model (two pictures' tokens) take a last frame."""
+def _transformer_config(pipe):
+    return getattr(getattr(pipe, "transformer", None), "config", None)
+
+
+def _image_token_sets(pipe) -> int:
+    """How many pictures' CLIP tokens a Wan 2.1 transformer reads: 0 without an image
+    encoder (Wan 2.2, other families), 1 for image-to-video, 2 for first-and-last-frame
+    (its image tokens carry a learned position per picture)."""
     if getattr(pipe, "image_encoder", None) is None or not hasattr(pipe, "encode_image"):
-        return True
-    config = getattr(getattr(pipe, "transformer", None), "config", None)
-    return config is None or bool(config.get("pos_embed_seq_len"))
+        return 0
+    config = _transformer_config(pipe)
+    return 2 if config is not None and config.get("pos_embed_seq_len") else 1
+
+
+def _takes_last(pipe) -> bool:
+    """False for Wan 2.1 image-to-video: the pipeline encodes the first and last frame as two
+    pictures' tokens, and its transformer reads one (the call fails)."""
+    return _image_token_sets(pipe) != 1
 
 
 def _decode_noise(pipe) -> bool:
@@ -122,14 +132,7 @@ def _wan_image_tokens(pipe, jobs: list[ClipJob]) -> Iterator[None]:
     pipeline encodes only one when there is no last frame (the call then fails). A clip
     without a last frame gives its first frame's tokens twice: only the first frame is
     pinned in the latents, and the picture's content conditions both slots."""
-    config = getattr(getattr(pipe, "transformer", None), "config", None)
-    pair = (
-        config is not None
-        and config.get("pos_embed_seq_len")
-        and getattr(pipe, "image_encoder", None) is not None
-        and jobs[0].last is None
-    )
-    if not pair:
+    if _image_token_sets(pipe) != 2 or jobs[0].last is not None:
         yield
         return
     encode = pipe.encode_image
@@ -205,7 +208,7 @@ def check_job(loaded: LoadedModel, job: ClipJob) -> None:
 def _native_size(pipe) -> tuple[int, int] | None:
     """(width, height) a denoiser is fixed to, or None: CogVideoX 1.0 image-to-video adds a
     learned position table of its native size, and the pipeline refuses any other."""
-    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    config = _transformer_config(pipe)
     if config is None or not config.get("use_learned_positional_embeddings"):
         return None
     scale = getattr(pipe, "vae_scale_factor_spatial", 8)

@@ -85,7 +85,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .twins import _clip_image_processor, _clip_tokenizer, _quiet, _seeded, _t5_tokenizer
+from .twins import (
+    _clip_image_processor,
+    _clip_tokenizer,
+    _quiet,
+    _seeded,
+    _svd_scheduler,
+    _t5_tokenizer,
+    _wan_scheduler,
+)
 
 if TYPE_CHECKING:
     import diffusers
@@ -229,7 +237,7 @@ def _sd_vae(**overrides: Any) -> Any:
 
 def _wan_recipe(layers: int | None, *, flow_shift: float, pos_embed_seq_len: int | None) -> _Recipe:
     """Wan 2.1 image-to-video 14B: one transformer with CLIP image cross-attention."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     def transformer() -> Any:
         # Defaults are the 14B layout (40 layers, 40 heads of 128, ffn 13824, text_dim 4096,
@@ -255,12 +263,7 @@ def _wan_recipe(layers: int | None, *, flow_shift: float, pos_embed_seq_len: int
         parts={
             "tokenizer": _t5_tokenizer,
             "image_processor": lambda: _clip_image_processor(224),
-            "scheduler": lambda: UniPCMultistepScheduler(
-                prediction_type="flow_prediction",
-                use_flow_sigmas=True,
-                num_train_timesteps=1000,
-                flow_shift=flow_shift,
-            ),
+            "scheduler": lambda: _wan_scheduler(flow_shift),
         },
         fixed={"transformer_2": None},
     )
@@ -465,7 +468,6 @@ def _svd_xt(layers: int | None) -> _Recipe:
     """stabilityai/stable-video-diffusion-img2vid-xt: 25-frame image-to-video UNet."""
     from diffusers import (
         AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
         UNetSpatioTemporalConditionModel,
     )
 
@@ -485,19 +487,7 @@ def _svd_xt(layers: int | None) -> _Recipe:
         },
         parts={
             "feature_extractor": lambda: _clip_image_processor(224),
-            "scheduler": lambda: EulerDiscreteScheduler(
-                beta_start=0.00085,
-                beta_end=0.012,
-                beta_schedule="scaled_linear",
-                interpolation_type="linear",
-                prediction_type="v_prediction",
-                sigma_max=700.0,
-                sigma_min=0.002,
-                steps_offset=1,
-                timestep_spacing="leading",
-                timestep_type="continuous",
-                use_karras_sigmas=True,
-            ),
+            "scheduler": _svd_scheduler,
         },
     )
 

@@ -57,6 +57,10 @@ class ImageJob:
     init: Image.Image | None = None
     strength: float = 0.6
 
+    def __post_init__(self) -> None:
+        if self.init is not None:  # so the sidecar records the steps that run
+            object.__setattr__(self, "steps", img2img_steps(self.steps, self.strength))
+
     @property
     def batch_key(self) -> tuple:
         return (
@@ -180,10 +184,9 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     )
     if any(j.negative_prompt for j in batch) and first.guidance > 1:
         kwargs["negative_prompt"] = [j.negative_prompt for j in batch]
-    if first.init is not None:  # jobs from the Python API may not have had their steps raised
-        kwargs.update(image=[j.init for j in batch], strength=first.strength,
-                      num_inference_steps=img2img_steps(first.steps, first.strength))  # fmt: skip
-        if _takes_size(loaded.pipe):  # FLUX image-to-image would make its default 1024 px
+    if first.init is not None:
+        kwargs.update(image=[j.init for j in batch], strength=first.strength)
+        if _takes_size(type(loaded.pipe)):  # FLUX image-to-image would make its default 1024 px
             kwargs.update(width=first.width, height=first.height)
     else:
         kwargs.update(width=first.width, height=first.height)
@@ -192,8 +195,9 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     return [np.asarray(img, dtype=np.float32) for img in images]
 
 
-def _takes_size(pipe) -> bool:
-    params = inspect.signature(type(pipe).__call__).parameters
+@functools.cache
+def _takes_size(pipe_class: type) -> bool:
+    params = inspect.signature(pipe_class.__call__).parameters
     return "width" in params and "height" in params
 
 
@@ -287,8 +291,6 @@ def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = N
         )
     width, height, steps, guidance = resolve_job_defaults(req, ref)
     init = read_init_image(req.init_image, width, height) if req.init_image else None
-    if init is not None:
-        steps = img2img_steps(steps, req.strength)
     jobs = [
         ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
                  (req.seed + i) % 2**32, init, req.strength)

@@ -218,6 +218,37 @@ def _clip_image_processor(size: int) -> Any:
     )
 
 
+def _svd_scheduler() -> Any:
+    """Stable Video Diffusion's published scheduler (EDM-style Karras sigmas, v-prediction)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+
+
+def _wan_scheduler(flow_shift: float) -> Any:
+    """Wan's published scheduler: UniPC on flow-matching sigmas, shifted per checkpoint."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=flow_shift,
+        num_train_timesteps=1000,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Builders, one per family. Each returns the assembled pipeline; build_twin finishes it.
 
@@ -307,7 +338,6 @@ def _build_svd(seed: int) -> diffusers.DiffusionPipeline:
     """
     from diffusers import (
         AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
         StableVideoDiffusionPipeline,
         UNetSpatioTemporalConditionModel,
     )
@@ -356,19 +386,7 @@ def _build_svd(seed: int) -> diffusers.DiffusionPipeline:
             )
         ),
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        interpolation_type="linear",
-        prediction_type="v_prediction",
-        sigma_max=700.0,
-        sigma_min=0.002,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
+    scheduler = _svd_scheduler()
     return StableVideoDiffusionPipeline(
         vae=vae,
         image_encoder=image_encoder,
@@ -448,7 +466,6 @@ def _build_wan(seed: int) -> diffusers.DiffusionPipeline:
     """
     from diffusers import (
         AutoencoderKLWan,
-        UniPCMultistepScheduler,
         WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
@@ -481,12 +498,7 @@ def _build_wan(seed: int) -> diffusers.DiffusionPipeline:
         ),
     )
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer), umt5=True))
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=5.0,
-        num_train_timesteps=1000,
-    )
+    scheduler = _wan_scheduler(flow_shift=5.0)
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
