@@ -225,7 +225,9 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
     first_out = 0
     for k, shot in enumerate(sb.shots):
         total = counts[k] + fades[k]  # output frames this shot renders (tail overlaps next)
-        gen = max(2, math.ceil((total - 1) / sb.interpolate) + 1)  # generated frames needed
+        # Generated frames for exactly `interpolate`× (fractional); the counts made are the
+        # legal ones nearest to it, and the stitcher retimes them to the shot's length.
+        gen = max(2.0, (total - 1) / sb.interpolate + 1)
         sizes, overlap = _split(gen, models, clip_frames)
         start = len(segments)
         for c, n in enumerate(sizes):
@@ -269,28 +271,50 @@ def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list
     return segments
 
 
-def _split(gen: int, models: Models, clip_frames: int | None) -> tuple[list[int], int]:
-    """Frames per call for a shot needing `gen` frames, and the overlap between calls."""
+def _split(gen: float, models: Models, clip_frames: int | None) -> tuple[list[int], int]:
+    """Frames per call for a shot needing about `gen` generated frames, and the overlap
+    between calls.
+
+    The shot's total is the nearest the model's legal counts allow, on either side: the
+    stitcher retimes a shot's frames to its output length, so a few frames fewer means a
+    little more interpolation and a few more a little less, while rounding always up (8k+1
+    turns 36.5 frames into 41) spends up to a fifth more of the GPU on frames it then squeezes.
+    """
     if models.video is None:  # feedback: chunks of frames, no overlap (each is new)
-        n = math.ceil(gen / FEEDBACK_CHUNK)
-        return [FEEDBACK_CHUNK] * (n - 1) + [gen - FEEDBACK_CHUNK * (n - 1)], 0
+        total = _nearest([c for c in (math.floor(gen), math.ceil(gen)) if c >= 2], gen)
+        n = math.ceil(total / FEEDBACK_CHUNK)
+        return [FEEDBACK_CHUNK] * (n - 1) + [total - FEEDBACK_CHUNK * (n - 1)], 0
     fam = models.video.family
     size = fam.legal_frames(clip_frames or models.video.preset.frames)
     # Families that take video continue from a run of frames (blended); others from one.
     run = fam.frame_step + 1
     overlap = run if models.video.takes("video") and size >= 2 * run + 1 else 1
-    if gen <= size:
-        return [fam.legal_frames(max(gen, 2))], overlap
+    least = fam.legal_frames(2)
+    if fam.legal_frames(math.ceil(gen)) <= size:
+        return [_nearest([c for c in fam.legal_around(gen) if c >= least], gen)], overlap
     if size <= overlap:
         raise ValueError(f"clip-frames: {size} frames cannot continue a clip (use more)")
     sizes = [size]
-    have = size
+    have = size  # unique frames so far
     while have < gen:
-        need = gen - have
-        n = min(size, fam.legal_frames(need + overlap))
-        sizes.append(n)
-        have += n - overlap
+        x = gen - have + overlap  # what the next call would need, its overlap included
+        if fam.legal_frames(math.ceil(x)) > size:
+            sizes.append(size)
+            have += size - overlap
+            continue
+        # The last call, or none (a count of `overlap` adds nothing) when that is nearer.
+        c = _nearest([overlap] + [c for c in fam.legal_around(x) if c > overlap], gen,
+                     have - overlap)  # fmt: skip
+        if c > overlap:
+            sizes.append(c)
+        break
     return sizes, overlap
+
+
+def _nearest(counts: list[int], gen: float, offset: int = 0) -> int:
+    """The count c whose shot total (offset + c generated frames) is nearest to `gen`, by
+    the ratio of frame intervals (what interpolation has to stretch); ties go to fewer."""
+    return min(sorted(set(counts)), key=lambda c: abs(math.log((offset + c - 1) / (gen - 1))))
 
 
 def _allocate(total: int, weights: list[int], mins: list[int]) -> list[int]:

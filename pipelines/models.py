@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import threading
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ class Family:
             return max(1, n)
         k = max(1, -(-(n - 1) // self.frame_step))
         return self.frame_step * k + 1
+
+    def legal_around(self, x: float) -> tuple[int, int]:
+        """The legal frame counts just below and at or above `x` (equal when `x` is legal);
+        the lower one may be under the family's least legal count."""
+        hi = self.legal_frames(math.ceil(x))
+        return (hi if hi <= x else hi - max(1, self.frame_step)), hi
 
     def takes(self, what: str) -> bool:
         return what in self.conditioning

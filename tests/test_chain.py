@@ -85,11 +85,41 @@ def test_each_mode_gives_the_storyboards_frames_fps_and_size(tmp_path, mode, mod
 
 
 def test_frame_count_is_exact_for_awkward_lengths(tmp_path):
+    lengths = [1.3, 0.7, 2.05, 1.75]
     story = "fps: 12\nwidth: 32\nheight: 32\nshots:\n" + "".join(
-        f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate([1.3, 0.7, 2.05])
+        f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate(lengths)
     )
+    # 1.75 s is 21 frames, 11 generated at 2×: the twin's 8k+1 counts are 9 or 17, and 9 is
+    # nearer, so that shot's clip is interpolated a little more than 2× (and 0.7 s less).
+    sb, models = read_storyboard(story, VideoOptions(model="tiny"), text=True)
+    assert [s.frames for s in plan(sb, models) if s.shot == 3] == [9]
     result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
-    assert probe(result.video).frames == round(12 * (1.3 + 0.7 + 2.05))
+    assert probe(result.video).frames == round(12 * sum(lengths))
+
+
+def _ltx_plan(seconds):
+    story = "mode: continue\nshots:\n" + "".join(
+        f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate(seconds)
+    )
+    sb, models = read_storyboard(story, VideoOptions(model="ltx-video"), text=True)
+    return sb, models, plan(sb, models)
+
+
+def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
+    # ltx-video: 24 fps, 8k+1 frames, 97 a call, 9 frames of overlap when continuing.
+    sb, models, segs = _ltx_plan([2, 3, 5, 10, 197 / 24])
+    by_shot = [[s.frames for s in segs if s.shot == k] for k in range(5)]
+    # 2 s: 48 frames need 24.5 generated → 25; 3 s: 36.5 → 33 (not 41, a fifth more work);
+    # 5 s: 60.5 → 57; 10 s: 120.5 → 97 + 33 (9 shared); 197 frames: 99 → one call of 97
+    # (a second call of 17 would overshoot more than stopping short does).
+    assert by_shot == [[25], [33], [57], [97, 33], [97]]
+    fam = models.video.family
+    counts = sb.shot_frames()
+    for k, frames in enumerate(by_shot[:3]):  # nothing legal comes nearer to 2×
+        want = (counts[k] - 1) / 2
+        legal = {fam.legal_frames(n) for n in range(2, 98)}
+        best = min(abs(np.log((c - 1) / want)) for c in legal)
+        assert abs(np.log((frames[0] - 1) / want)) == pytest.approx(best)
 
 
 def test_continue_conditions_each_clip_on_the_previous_clips_last_frame(tmp_path, monkeypatch):
