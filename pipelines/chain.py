@@ -668,7 +668,6 @@ def _generate(
     p = ctx.models.video.preset
     steps = sb.steps or p.steps
     guidance = p.guidance if sb.guidance is None else sb.guidance
-    gen_fps = max(1, round(sb.fps / sb.interpolate))
     jobs = []
     for seg in segs:
         shot = sb.shots[seg.shot]
@@ -688,7 +687,7 @@ def _generate(
                 steps=steps,
                 guidance=guidance,
                 seed=_retry_seed(seg.seed, attempt),
-                fps=gen_fps,
+                fps=max(1, round(sb.fps / _stretch(sb, seg))),
                 negative_prompt=shot.negative_prompt,
                 last=last,
                 video=tuple(cond) if len(cond) > 1 else None,
@@ -703,6 +702,16 @@ def _generate(
         cancel=ctx.cancel,
         on_result=lambda i, clip: keep(segs[i], clip),
     )
+
+
+def _stretch(sb: Storyboard, seg: Segment) -> float:
+    """Output frames per generated frame interval once the segment is retimed: `interpolate`
+    give or take the rounding to legal frame counts. Models conditioned on a frame rate
+    (LTX, SVD) are asked for fps / this, so motion plays at the speed they made it."""
+    kept, shown = seg.frames - seg.holdback, seg.n_out + seg.fade_out
+    if kept < 2 or shown < 2:
+        return float(sb.interpolate)
+    return (shown - 1) / (kept - 1)
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -737,7 +746,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
         for i in active:
             seg, shot = segs[i], sb.shots[segs[i].shot]
             m = shot.motion
-            k = sb.interpolate  # motion is per output frame; a generated frame spans k
+            k = _stretch(sb, seg)  # motion is per output frame; a generated frame spans k
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
                 ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,

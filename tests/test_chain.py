@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import clips
+from pipelines import chain, clips
 from pipelines.chain import VideoOptions, make_video, plan, read_storyboard, resume_video
 from pipelines.stitch import probe, read_frames
 
@@ -84,7 +84,15 @@ def test_each_mode_gives_the_storyboards_frames_fps_and_size(tmp_path, mode, mod
     assert resolved["shots"][1]["transition"] == "cut" and resolved["interpolate"] == 2
 
 
-def test_frame_count_is_exact_for_awkward_lengths(tmp_path):
+def test_frame_count_is_exact_for_awkward_lengths(tmp_path, monkeypatch):
+    seen = []
+    real = clips._call
+
+    def spy(loaded, batch, adapter, cancel):
+        seen.extend(batch)
+        return real(loaded, batch, adapter, cancel)
+
+    monkeypatch.setattr(clips, "_call", spy)
     lengths = [1.3, 0.7, 2.05, 1.75]
     story = "fps: 12\nwidth: 32\nheight: 32\nshots:\n" + "".join(
         f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate(lengths)
@@ -92,9 +100,14 @@ def test_frame_count_is_exact_for_awkward_lengths(tmp_path):
     # 1.75 s is 21 frames, 11 generated at 2×: the twin's 8k+1 counts are 9 or 17, and 9 is
     # nearer, so that shot's clip is interpolated a little more than 2× (and 0.7 s less).
     sb, models = read_storyboard(story, VideoOptions(model="tiny"), text=True)
-    assert [s.frames for s in plan(sb, models) if s.shot == 3] == [9]
+    segs = plan(sb, models)
+    assert [s.frames for s in segs if s.shot == 3] == [9]
     result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
     assert probe(result.video).frames == round(12 * sum(lengths))
+    # The model is asked for the frame rate its frames are shown at: 9 frames over 21 is
+    # 2.5× (4.8 fps), over the 1.3 s shot's 16 frames 1.875× (6.4 fps).
+    fps = {job.seed: job.fps for job in seen}
+    assert [fps[s.seed] for s in segs if s.shot in (0, 3)] == [6, 5]
 
 
 def _ltx_plan(seconds):
@@ -113,6 +126,8 @@ def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
     # 5 s: 60.5 → 57; 10 s: 120.5 → 97 + 33 (9 shared); 197 frames: 99 → one call of 97
     # (a second call of 17 would overshoot more than stopping short does).
     assert by_shot == [[25], [33], [57], [97, 33], [97]]
+    # Models conditioned on a frame rate are asked for the rate the clip will be shown at.
+    assert [round(sb.fps / chain._stretch(sb, s)) for s in segs] == [12, 11, 11, 12, 12, 12]
     fam = models.video.family
     counts = sb.shot_frames()
     for k, frames in enumerate(by_shot[:3]):  # nothing legal comes nearer to 2×
