@@ -58,6 +58,7 @@ class Config:
     rss_batches: tuple[str, ...]  # --batch-size values of the peak-RSS runs
     gpu_device: str | None = None  # None: cuda when present, else the GPU section is skipped
     gpu_models: tuple[str, ...] = ()  # empty: GPU_MODELS
+    out: Path | None = None  # where results are written, also after every section and GPU model
 
     @classmethod
     def for_mode(cls, quick: bool) -> Config:
@@ -775,8 +776,10 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
             from pipelines.models import clear_cache
 
             clear_cache()
+            save_report(report, cfg.out)
             continue
         results[model] = r
+        save_report(report, cfg.out)  # a run cut short by a time limit keeps what it measured
         plain_fps, engine_fps = r["frames"] / r["plain_seconds"], r["frames"] / r["engine_seconds"]
         batches = r["batches"]
         print(f"    plain {plain_fps:.2f} frames/s, engine {engine_fps:.2f} frames/s, "
@@ -828,7 +831,8 @@ def markdown(report: Report) -> str:
         "",
         f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['ram']} RAM, GPU: {mc['gpu']}; "
         f"torch {mc['torch']}, Python {mc['python']}; {mc['date']}; "
-        f"total {report.seconds:.0f} s.",
+        f"total {report.seconds:.0f} s"
+        + ("." if report.details.get("finished", True) else " so far (the run has not ended)."),
         "",
         "| section | metric | measured | target | met? | note |",
         "|---|---|---|---|---|---|",
@@ -867,8 +871,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_progress_bars()
 
     cfg = dataclasses.replace(Config.for_mode(args.quick), gpu_device=args.gpu_device,
-                              gpu_models=tuple(args.gpu_models))  # fmt: skip
+                              gpu_models=tuple(args.gpu_models), out=args.out)  # fmt: skip
     report = Report(args.quick, machine_info())
+    report.details["finished"] = False
     sections = {"batching": bench_batching, "video": bench_video,
                 "encoding": bench_encoding, "fast": bench_fast, "gpu": bench_gpu}  # fmt: skip
     t0 = time.perf_counter()
@@ -882,15 +887,23 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             fn(cfg, report, work)
             report.details.setdefault("section_seconds", {})[name] = time.perf_counter() - t  # type: ignore[index]
-    report.seconds = time.perf_counter() - t0
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    table = markdown(report)
-    (args.out / "benchmarks.md").write_text(table)
+            report.seconds = time.perf_counter() - t0
+            save_report(report, args.out)
+    report.details["finished"] = True
+    save_report(report, args.out)
     print()
-    print(table)
+    print(markdown(report))
     return 0
+
+
+def save_report(report: Report, out: Path | None) -> None:
+    """Write the JSON and the markdown table so far (`details.finished` says whether the
+    run ended)."""
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    (out / "benchmarks.md").write_text(markdown(report))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,32 @@ def test_quick_gpu_cases_are_native_size_with_short_clips():
     assert set(bench.GPU_MODELS) == {f"random:{p}" for p in
                                      ("sd-turbo", "ltx-video", "wan-i2v-480p", "svd-xt",
                                       "cogvideox-5b-i2v")}  # fmt: skip
+
+
+def test_gpu_results_are_written_after_each_model(tmp_path, monkeypatch):
+    # A GPU run under a time limit keeps what it measured: results are on disk after every
+    # model, and a model that fails is reported while the others still run.
+    import json
+
+    cfg = bench.Config.for_mode(True)
+    cfg.gpu_device, cfg.gpu_models, cfg.out = "cpu", ("tiny-svd", "tiny-ltx"), tmp_path / "out"
+    on_disk = []
+    real = bench.run_gpu_case
+
+    def spy(case, device, tmp):
+        path = cfg.out / "benchmarks.json"
+        on_disk.append(json.loads(path.read_text())["details"]["gpu"] if path.exists() else None)
+        if case.model == "tiny-ltx":
+            raise MemoryError("injected")
+        return real(case, device, tmp)
+
+    monkeypatch.setattr(bench, "run_gpu_case", spy)
+    report = bench.Report(True, {"cpu": "x", "cores": 2, "ram": "1", "gpu": "none",
+                                 "torch": "t", "python": "p", "date": "d"})  # fmt: skip
+    report.details["finished"] = False
+    bench.bench_gpu(cfg, report, tmp_path)
+    assert on_disk[0] is None and list(on_disk[1]) == ["tiny-svd"]
+    final = json.loads((cfg.out / "benchmarks.json").read_text())["details"]["gpu"]
+    assert "MemoryError" in final["tiny-ltx"]["error"] and "batches" in final["tiny-svd"]
+    table = (cfg.out / "benchmarks.md").read_text()
+    assert "so far (the run has not ended)" in table and "failed: MemoryError" in table
