@@ -59,6 +59,7 @@ class Config:
     gpu_device: str | None = None  # None: cuda when present, else the GPU section is skipped
     gpu_models: tuple[str, ...] = ()  # empty: GPU_MODELS
     out: Path | None = None  # where results are written, also after every section and GPU model
+    gpu_fast: tuple[str, ...] = ("cache",)  # fast paths the GPU section times on video models
 
     @classmethod
     def for_mode(cls, quick: bool) -> Config:
@@ -663,10 +664,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_gpu_case(case: GpuCase, device: str, tmp: Path) -> dict:
+def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = ("cache",)) -> dict:
     """Build `case.model`, time a plain diffusers loop (one pipeline call per item) against
     the engine (planner, batches), record every batch's peak memory against the planner's
-    prediction, and, for video transformers, one call with the first-block cache."""
+    prediction, and, for video transformers, one call with each fast path in `fast` (the
+    first-block cache, an attention backend, `torch.compile`), one at a time."""
     import numpy as np
     import torch
     from PIL import Image
@@ -733,18 +735,44 @@ def run_gpu_case(case: GpuCase, device: str, tmp: Path) -> dict:
     }  # fmt: skip
 
     transformer = any(name.startswith("transformer") for name in denoisers(target.pipe))
-    # The first-block cache on the same weights: one plain call, same seed.
-    if not image and transformer and apply_fast_paths(target.pipe, ("cache",)) == ("cache",):
-        plain(jobs[0])  # warm-up with the hooks
-        _sync(dev)
-        t0 = time.perf_counter()
-        cached = plain(jobs[0])
-        _sync(dev)
-        result["cache_seconds"] = time.perf_counter() - t0
-        result["plain_call_seconds"] = plain_s / case.items
-        result["cache_max_difference"] = float(np.abs(cached - plain_out[0]).max())
+    result["plain_call_seconds"] = plain_s / case.items
+    result["fast"] = {}
+    if not image and transformer:
+        rank = {"attention": 0, "cache": 1, "compile": 2}  # compile last: it is not undone
+        for item in sorted(fast, key=lambda f: rank[f.partition(":")[0]]):
+            why: dict[str, str] = {}
+            try:
+                if apply_fast_paths(target.pipe, (item,), why) != (item,):
+                    result["fast"][item] = {"skipped": why.get(item, "not taken")}
+                    continue
+                t0 = time.perf_counter()
+                plain(jobs[0])  # warm-up with the fast path (a compile happens here)
+                _sync(dev)
+                warm_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                out = plain(jobs[0])  # the same seed as the plain loop's first call
+                _sync(dev)
+                result["fast"][item] = {"seconds": time.perf_counter() - t0,
+                                        "first_call_seconds": warm_s,
+                                        "max_difference": float(np.abs(out - plain_out[0]).max())}  # fmt: skip
+            except Exception as exc:  # say, an attention backend this machine cannot run
+                msg = str(exc).splitlines()[0] if str(exc) else ""
+                result["fast"][item] = {"skipped": f"{type(exc).__name__}: {msg}"}
+            finally:
+                _undo_fast(target.pipe, item)
     models.clear_cache()  # the hooks go with the pipeline
     return result
+
+
+def _undo_fast(pipe, item: str) -> None:
+    """Switch a measured fast path off again, so the next one is measured alone."""
+    from pipelines.device import _set_attention, denoisers
+
+    for module in denoisers(pipe).values():
+        if item == "cache" and getattr(module, "is_cache_enabled", False):
+            module.disable_cache()
+        elif item.startswith("attention:"):
+            _set_attention(module, "native")
 
 
 def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
@@ -768,7 +796,7 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
                 > 1 else "") + f", {case.steps} steps")  # fmt: skip
         print(f"  {model}: {what}", flush=True)
         try:
-            r = run_gpu_case(case, device, tmp)
+            r = run_gpu_case(case, device, tmp, cfg.gpu_fast)
         except Exception as exc:  # one model failing (say, out of memory) still reports
             m.append(Metric("gpu", f"{model}: frames/s, engine / plain loop", None,
                             note=f"failed: {type(exc).__name__}: {exc}"[:300]))  # fmt: skip
@@ -807,11 +835,15 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
                 m.append(
                     Metric("gpu", name, round(ratio, 3), "×", note=f"{device} dry run; {note}")
                 )
-        if "cache_seconds" in r:
-            m.append(Metric("gpu", f"{model}: first-block cache / none, seconds per call",
-                            round(r["cache_seconds"] / r["plain_call_seconds"], 3), "×",
-                            note=f"max pixel difference {r['cache_max_difference']:.3g} "
-                            "(random weights: no measure of quality)"))  # fmt: skip
+        for item, f in r["fast"].items():
+            name = f"{model}: {item} / none, seconds per call"
+            if "skipped" in f:
+                m.append(Metric("gpu", name, None, note=f"skipped: {f['skipped']}"[:300]))
+                continue
+            m.append(Metric("gpu", name, round(f["seconds"] / r["plain_call_seconds"], 3), "×",
+                            note=f"first call {f['first_call_seconds']:.1f} s; max pixel "
+                            f"difference {f['max_difference']:.3g} (random weights: no measure "
+                            "of quality)"))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -857,6 +889,10 @@ def main(argv: list[str] | None = None) -> int:
                         "dry run of its code with --gpu-models twins)")  # fmt: skip
     parser.add_argument("--gpu-models", nargs="*", default=(),
                         help=f"models of the GPU section (default: {' '.join(GPU_MODELS)})")  # fmt: skip
+    parser.add_argument("--gpu-fast", default="cache",
+                        help="fast paths the GPU section times, one at a time, on each video "
+                        "transformer (default: cache; e.g. cache,attention:_native_cudnn,"
+                        "compile)")  # fmt: skip
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -870,8 +906,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     quiet_progress_bars()
 
+    from pipelines.settings import parse_fast
+
+    try:
+        # Each is measured alone, so several attention backends may be compared.
+        gpu_fast = tuple(f for item in args.gpu_fast.split(",") for f in parse_fast(item))
+    except ValueError as exc:
+        parser.error(f"--gpu-{exc}")
     cfg = dataclasses.replace(Config.for_mode(args.quick), gpu_device=args.gpu_device,
-                              gpu_models=tuple(args.gpu_models), out=args.out)  # fmt: skip
+                              gpu_models=tuple(args.gpu_models), out=args.out,
+                              gpu_fast=gpu_fast)  # fmt: skip
     report = Report(args.quick, machine_info())
     report.details["finished"] = False
     sections = {"batching": bench_batching, "video": bench_video,

@@ -144,8 +144,11 @@ def denoisers(pipe) -> dict[str, torch.nn.Module]:
     return {name: m for name in DENOISERS if (m := getattr(pipe, name, None)) is not None}
 
 
-def apply_fast_paths(pipe, fast: tuple[str, ...]) -> tuple[str, ...]:
-    """Switch on each fast path in `fast` for every denoiser that takes it.
+def apply_fast_paths(
+    pipe, fast: tuple[str, ...], skipped: dict[str, str] | None = None
+) -> tuple[str, ...]:
+    """Switch on each fast path in `fast` for every denoiser that takes it; `skipped`, when
+    given, receives why each fast path that no denoiser took was left off.
 
     Order matters: the attention backend and the cache hooks change what the modules run,
     so compilation comes last and sees both.
@@ -155,10 +158,12 @@ def apply_fast_paths(pipe, fast: tuple[str, ...]) -> tuple[str, ...]:
     for item in sorted(fast, key=lambda f: rank[f.partition(":")[0]]):
         kind, _, arg = item.partition(":")
         modules = denoisers(pipe)
-        skipped = {name: why for name, m in modules.items() if (why := _FAST[kind](m, arg))}
-        if len(skipped) < len(modules):
+        why_not = {name: why for name, m in modules.items() if (why := _FAST[kind](m, arg))}
+        if len(why_not) < len(modules):
             applied.append(item)
-        for name, why in skipped.items():
+        elif skipped is not None:
+            skipped[item] = "; ".join(why_not.values()) or "no denoiser"
+        for name, why in why_not.items():
             log.warning(
                 "fast: %s skipped for the %s (%s): %s",
                 item,

@@ -74,12 +74,12 @@ def test_gpu_results_are_written_after_each_model(tmp_path, monkeypatch):
     on_disk = []
     real = bench.run_gpu_case
 
-    def spy(case, device, tmp):
+    def spy(case, device, tmp, *fast):
         path = cfg.out / "benchmarks.json"
         on_disk.append(json.loads(path.read_text())["details"]["gpu"] if path.exists() else None)
         if case.model == "tiny-ltx":
             raise MemoryError("injected")
-        return real(case, device, tmp)
+        return real(case, device, tmp, *fast)
 
     monkeypatch.setattr(bench, "run_gpu_case", spy)
     report = bench.Report(True, {"cpu": "x", "cores": 2, "ram": "1", "gpu": "none",
@@ -91,3 +91,21 @@ def test_gpu_results_are_written_after_each_model(tmp_path, monkeypatch):
     assert "MemoryError" in final["tiny-ltx"]["error"] and "batches" in final["tiny-svd"]
     table = (cfg.out / "benchmarks.md").read_text()
     assert "so far (the run has not ended)" in table and "failed: MemoryError" in table
+
+
+def test_gpu_case_times_each_fast_path_alone_and_reports_why_one_is_skipped(tmp_path):
+    case = bench.GpuCase("tiny-ltx", 3, 32, 32, 9, 2)
+    fast = ("attention:_native_math", "cache", "attention:_native_cudnn")
+    r = bench.run_gpu_case(case, "cpu", tmp_path, fast)
+    assert list(r["fast"]) == ["attention:_native_math", "attention:_native_cudnn", "cache"]
+    math = r["fast"]["attention:_native_math"]
+    assert math["seconds"] > 0 and math["max_difference"] < 1e-4  # the same attention, in math
+    # cuDNN attention cannot run on CPU tensors: the call fails, is reported, and switched off.
+    assert r["fast"]["attention:_native_cudnn"]["skipped"].startswith("RuntimeError")
+    assert "transformer block" in r["fast"]["cache"]["skipped"]  # the twin has one block
+    cfg = bench.Config.for_mode(True)
+    cfg.gpu_device, cfg.gpu_models, cfg.gpu_fast = "cpu", ("tiny-ltx",), fast
+    report = bench.Report(True, {})
+    bench.bench_gpu(cfg, report, tmp_path)
+    notes = {m.name: m.note for m in report.metrics}
+    assert notes["tiny-ltx: cache / none, seconds per call"].startswith("skipped: 1 transformer")
