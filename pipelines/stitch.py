@@ -473,19 +473,36 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 def _flow_blend(
     a: np.ndarray, b: np.ndarray, t: float, flows: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
-    """Frame at time t in (0, 1) between a and b: backward-warp both toward t and blend."""
+    """Frame at time t in (0, 1) between a and b: backward-warp both toward t and blend.
+
+    The flows from time t back to each frame combine both measured flows under linear
+    motion (Jiang et al., Super SloMo, 2018): F(t→a) = -(1-t)t F(a→b) + t² F(b→a),
+    F(t→b) = (1-t)² F(a→b) - t(1-t) F(b→a), which is right where the flow varies across the
+    frame (a zoom) and not only for a flat pan. A pixel whose warp samples outside a frame
+    (content entering at the border on a pan) is taken from the other frame alone instead of
+    half from a smeared edge. Measured on real footage and a panned photograph against the
+    true frames (`benchmarks/run.py`, economy): up to 12 dB better at the borders of a pan.
+    """
     fab, fba = flows
-    gx, gy = _grid(*a.shape[:2])
-    # A point at x in `a` is at x + t*fab(x) at time t, so sample `a` at x - t*fab(x);
-    # likewise sample `b` at x - (1-t)*fba(x).
-    wa = cv2.remap(
-        a, gx - t * fab[..., 0], gy - t * fab[..., 1], cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-    )
     s = 1.0 - t
-    wb = cv2.remap(
-        b, gx - s * fba[..., 0], gy - s * fba[..., 1], cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-    )
-    return cv2.addWeighted(wa, 1.0 - t, wb, t, 0.0)
+    wa, in_a = _warp(a, cv2.addWeighted(fab, -s * t, fba, t * t, 0.0))
+    wb, in_b = _warp(b, cv2.addWeighted(fab, s * s, fba, -t * s, 0.0))
+    out = cv2.addWeighted(wa, s, wb, t, 0.0)
+    # Where one warp samples outside its frame, the other frame alone gives the pixel (where
+    # both do, a corner neither frame shows, the blend stays).
+    out = cv2.copyTo(wa, cv2.bitwise_and(in_a, cv2.bitwise_not(in_b)), out)
+    return cv2.copyTo(wb, cv2.bitwise_and(in_b, cv2.bitwise_not(in_a)), out)
+
+
+def _warp(frame: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`frame` sampled at x + flow(x), and a mask (255) of where that lies inside it."""
+    h, w = frame.shape[:2]
+    gx, gy = _grid(h, w)
+    x = cv2.add(gx, flow[..., 0])
+    y = cv2.add(gy, flow[..., 1])
+    warped = cv2.remap(frame, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.bitwise_and(cv2.inRange(x, 0, w - 1), cv2.inRange(y, 0, h - 1))
+    return warped, inside
 
 
 # --- stitch -------------------------------------------------------------------------------------
