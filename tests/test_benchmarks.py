@@ -109,3 +109,20 @@ def test_gpu_case_times_each_fast_path_alone_and_reports_why_one_is_skipped(tmp_
     bench.bench_gpu(cfg, report, tmp_path)
     notes = {m.name: m.note for m in report.metrics}
     assert notes["tiny-ltx: cache / none, seconds per call"].startswith("skipped: 1 transformer")
+
+
+def test_interpolation_psnr_scores_the_made_frames_against_the_true_ones():
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    scene = cv2.GaussianBlur(rng.standard_normal((160, 220, 3)).astype(np.float32), (0, 0), 5)
+    scene = ((scene - scene.min()) / np.ptp(scene) * 255).astype(np.uint8)
+    frames = np.stack([scene[40 - t : 136 - t, 3 * t : 3 * t + 128] for t in range(13)])
+    flow, blend = (
+        bench.interpolation_psnr(frames, 3, True),
+        bench.interpolation_psnr(frames, 3, False),
+    )
+    assert flow > blend + 6, (flow, blend)  # flow follows the texture; a blend ghosts it
+    still = np.repeat(frames[:1], 7, 0)
+    assert bench.interpolation_psnr(still, 2, True) > 60  # nothing moves: nothing to get wrong
