@@ -2,9 +2,10 @@
 
 Independent work items (images, keyframes, clips, thumbnail rows) run in batches as
 large as free memory allows. The cost of an item is measured, not guessed: the first
-item of a new kind (model, size, frames, steps) runs alone, the next two together, and
-the difference of their peak memory is the cost of one more item. Those probes are real
-work, not thrown away. The estimate is kept for the session and in a small JSON file.
+item of a new kind (model, size, frames, steps) runs alone, the next two together (or
+more, when even n times the first item's whole peak fits), and the difference of their
+peak memory is the cost of one more item. Those probes are real work, not thrown away.
+Where peaks cannot be measured, the batch doubles after each success instead. The estimate is kept for the session and in a small JSON file.
 
 Running out of memory never ends a job on the first try: only the failed items are
 retried, with a halved batch, then with each memory saver the caller offers (VAE tiling,
@@ -87,21 +88,27 @@ class Planner:
         cost = self.costs.get(key)
         if cost is not None and cost.min_fail and cost.min_fail <= 2:
             return 1  # two did not fit: no probing at 2 again
+        cap = min(self.max_batch, cost.min_fail - 1 if cost and cost.min_fail else self.max_batch)
+        if cost is not None and cost.max_ok and cost.per_item <= 0:
+            # Peaks cannot be measured here (no /proc, or a device without peak statistics):
+            # double the largest batch that ran; running out of memory caps it (the ladder).
+            return max(1, min(2 * cost.max_ok, cap, remaining))
         if cost is None or cost.per_item <= 0:
             return 1  # probe: the first item runs alone, measured
-        if cost.max_ok < 2:
-            return min(2, remaining)  # second probe: two items together
         free = free_memory(device, self.runtime.memory_budget)
-        n = cost.fits(free)
-        if cost.min_fail:
-            n = min(n, cost.min_fail - 1)
-        return max(1, min(n, self.max_batch, remaining))
+        if cost.max_ok < 2:
+            # Second probe: two items together, or more when even the worst case fits: n
+            # items never need more than n times one item's whole peak (`base` after the
+            # first probe), so the first job of a kind is not spent in small batches.
+            n = int(free * SAFETY // max(cost.base, 1))
+            return max(1, min(max(2, n), cap, remaining))
+        return max(1, min(cost.fits(free), cap, remaining))
 
     def observe(self, key: str, batch: int, peak: int | None) -> None:
         """Record a batch that ran, with its measured peak (bytes above the baseline).
 
-        The probes fix the model: batch 1 gives base + per_item, batch 2 gives per_item as
-        the difference. Later batches only ever raise per_item (when they measured more
+        The probes fix the model: batch 1 gives base + per_item, the second probe (a batch
+        of n ≥ 2) gives per_item as the difference over n - 1. Later batches only ever raise per_item (when they measured more
         than predicted), so the estimate never drifts down into an out-of-memory error.
         """
         with self._lock:
@@ -113,9 +120,9 @@ class Planner:
             if batch == 1 and probing:
                 cost.base = peak
                 cost.per_item = max(cost.per_item, peak // 2 or 1)
-            elif batch == 2 and probing and cost.base:
+            elif batch >= 2 and probing and cost.base:
                 total_one = cost.base
-                cost.per_item = max(1, peak - total_one)
+                cost.per_item = max(1, -(-(peak - total_one) // (batch - 1)))
                 cost.base = max(0, total_one - cost.per_item)
             elif cost.per_item and peak > cost.base + cost.per_item * batch:
                 cost.per_item = max(cost.per_item, -(-(peak - cost.base) // batch))

@@ -35,6 +35,38 @@ def test_probes_then_plans_from_measured_cost(tmp_path):
     )
 
 
+def test_second_probe_takes_more_when_even_the_worst_case_fits(tmp_path):
+    p = planner(tmp_path, memory_budget=10_000)
+    cpu = torch.device("cpu")
+    p.observe("k", 1, 300)
+    # n items never need more than n × 300: 26 fit in 8000, so the first job's other 20
+    # items run together, and that batch is the second probe.
+    assert p.size_for("k", cpu, 20) == 20
+    assert p.size_for("k", cpu, 40) == 26
+    p.observe("k", 20, 300 + 19 * 100)
+    cost = p.costs["k"]
+    assert (cost.base, cost.per_item, cost.max_ok) == (200, 100, 20)
+    assert p.size_for("k", cpu, 100) == 64  # (8000 − 200) / 100 = 78, capped at max_batch
+    # a second probe that ran out of memory is not tried that large again
+    q = planner(tmp_path / "q", memory_budget=10_000)
+    q.observe("k", 1, 300)
+    q.learn_oom("k", 26)
+    assert q.size_for("k", cpu, 40) == 25
+
+
+def test_without_peak_measurements_batches_double_until_memory_runs_out(tmp_path):
+    p = planner(tmp_path)
+    cpu = torch.device("cpu")
+    sizes = []
+    for _ in range(5):
+        n = p.size_for("k", cpu, 100)
+        sizes.append(n)
+        p.observe("k", n, None)  # no /proc, no peak statistics
+    assert sizes == [1, 2, 4, 8, 16]
+    p.learn_oom("k", 32)
+    assert p.size_for("k", cpu, 100) == 31 and p.size_for("k", cpu, 5) == 5
+
+
 def test_fixed_batch_size_wins(tmp_path):
     assert planner(tmp_path, batch_size=5).size_for("k", torch.device("cpu"), 12) == 5
 
