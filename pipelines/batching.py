@@ -36,6 +36,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 SAFETY = 0.80  # plan for at most this share of free memory
+UNMEASURED_MAX = 8  # the largest batch tried blind, where peaks cannot be measured
 
 
 class OutOfMemory(RuntimeError):
@@ -91,8 +92,10 @@ class Planner:
         cap = min(self.max_batch, cost.min_fail - 1 if cost and cost.min_fail else self.max_batch)
         if cost is not None and cost.max_ok and cost.per_item <= 0:
             # Peaks cannot be measured here (no /proc, or a device without peak statistics):
-            # double the largest batch that ran; running out of memory caps it (the ladder).
-            return max(1, min(2 * cost.max_ok, cap, remaining))
+            # double the largest batch that ran, up to UNMEASURED_MAX; after an out-of-memory
+            # error, halve the gap between what ran and what did not.
+            n = (cost.max_ok + cost.min_fail) // 2 if cost.min_fail else 2 * cost.max_ok
+            return max(1, min(n, UNMEASURED_MAX, cap, remaining))
         if cost is None or cost.per_item <= 0:
             return 1  # probe: the first item runs alone, measured
         free = free_memory(device, self.runtime.memory_budget)
@@ -108,14 +111,17 @@ class Planner:
         """Record a batch that ran, with its measured peak (bytes above the baseline).
 
         The probes fix the model: batch 1 gives base + per_item, the second probe (a batch
-        of n ≥ 2) gives per_item as the difference over n - 1. Later batches only ever raise per_item (when they measured more
-        than predicted), so the estimate never drifts down into an out-of-memory error.
+        of n ≥ 2) gives per_item as the difference over n - 1. A first measurement in a batch
+        of several (after runs with a fixed batch size) counts it all per item. Later batches
+        only ever raise per_item (when they measured more than predicted), so the estimate
+        never drifts down into an out-of-memory error.
         """
         with self._lock:
             cost = self.costs.setdefault(key, Cost())
             probing = cost.max_ok < 2
             cost.max_ok = max(cost.max_ok, batch)
             if peak is None:
+                self._save()  # what ran still counts where nothing can be measured
                 return
             if batch == 1 and probing:
                 cost.base = peak
@@ -124,7 +130,9 @@ class Planner:
                 total_one = cost.base
                 cost.per_item = max(1, -(-(peak - total_one) // (batch - 1)))
                 cost.base = max(0, total_one - cost.per_item)
-            elif cost.per_item and peak > cost.base + cost.per_item * batch:
+            elif cost.per_item <= 0:
+                cost.base, cost.per_item = 0, max(1, -(-peak // batch))
+            elif peak > cost.base + cost.per_item * batch:
                 cost.per_item = max(cost.per_item, -(-(peak - cost.base) // batch))
             self._save()
 

@@ -302,11 +302,14 @@ def _split(gen: float, models: Models, clip_frames: int | None) -> tuple[list[in
             sizes.append(size)
             have += size - overlap
             continue
-        # The last call, or none (a count of `overlap` adds nothing) when that is nearer.
-        c = _nearest([overlap] + [c for c in fam.legal_around(x) if c > overlap], gen,
-                     have - overlap)  # fmt: skip
-        if c > overlap:
-            sizes.append(c)
+        # The last call, or none (a count of `overlap` adds nothing) when that is nearer, or
+        # when stopping keeps the shot within a tenth of `interpolate`× (a whole call for a
+        # frame or two costs more than slightly more interpolation).
+        if math.log((gen - 1) / (have - 1)) > math.log(1.1):
+            c = _nearest([overlap] + [c for c in fam.legal_around(x) if c > overlap], gen,
+                         have - overlap)  # fmt: skip
+            if c > overlap:
+                sizes.append(c)
         break
     return sizes, overlap
 
@@ -687,7 +690,7 @@ def _generate(
                 steps=steps,
                 guidance=guidance,
                 seed=_retry_seed(seg.seed, attempt),
-                fps=max(1, round(sb.fps / _stretch(sb, seg))),
+                fps=_clip_fps(sb, ctx.segments, seg.shot),
                 negative_prompt=shot.negative_prompt,
                 last=last,
                 video=tuple(cond) if len(cond) > 1 else None,
@@ -704,14 +707,23 @@ def _generate(
     )
 
 
-def _stretch(sb: Storyboard, seg: Segment) -> float:
-    """Output frames per generated frame interval once the segment is retimed: `interpolate`
-    give or take the rounding to legal frame counts. Models conditioned on a frame rate
-    (LTX, SVD) are asked for fps / this, so motion plays at the speed they made it."""
-    kept, shown = seg.frames - seg.holdback, seg.n_out + seg.fade_out
+def _stretch(sb: Storyboard, segments: list[Segment], shot: int) -> float:
+    """Output frames per generated frame interval once the shot is retimed: `interpolate`
+    give or take the rounding to legal frame counts, one figure for the whole shot (so the
+    calls of one shot agree). Models conditioned on a frame rate (LTX, SVD) are asked for
+    `_clip_fps`, so motion plays at the speed they made it."""
+    mine = [s for s in segments if s.shot == shot]
+    kept = sum(s.frames - s.holdback for s in mine)
+    shown = sum(s.n_out + s.fade_out for s in mine)
     if kept < 2 or shown < 2:
         return float(sb.interpolate)
     return (shown - 1) / (kept - 1)
+
+
+def _clip_fps(sb: Storyboard, segments: list[Segment], shot: int) -> int:
+    """The frame rate a shot's clips are asked for: the rate they are shown at, never above
+    the video's own (a shot that drops generated frames does not ask for slow motion)."""
+    return max(1, min(sb.fps, round(sb.fps / _stretch(sb, segments, shot))))
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -746,7 +758,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
         for i in active:
             seg, shot = segs[i], sb.shots[segs[i].shot]
             m = shot.motion
-            k = _stretch(sb, seg)  # motion is per output frame; a generated frame spans k
+            k = _stretch(sb, ctx.segments, seg.shot)  # motion is per output frame
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
                 ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,

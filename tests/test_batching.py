@@ -54,17 +54,35 @@ def test_second_probe_takes_more_when_even_the_worst_case_fits(tmp_path):
     assert q.size_for("k", cpu, 40) == 25
 
 
-def test_without_peak_measurements_batches_double_until_memory_runs_out(tmp_path):
-    p = planner(tmp_path)
+def test_without_peak_measurements_batches_double_then_close_in_on_the_limit(tmp_path):
     cpu = torch.device("cpu")
-    sizes = []
-    for _ in range(5):
+    p = planner(tmp_path)
+    limit, sizes = 5, []  # batches above 5 run out of memory; nothing can be measured
+    for _ in range(9):
         n = p.size_for("k", cpu, 100)
         sizes.append(n)
-        p.observe("k", n, None)  # no /proc, no peak statistics
-    assert sizes == [1, 2, 4, 8, 16]
-    p.learn_oom("k", 32)
-    assert p.size_for("k", cpu, 100) == 31 and p.size_for("k", cpu, 5) == 5
+        if n > limit:
+            p.learn_oom("k", n)
+        else:
+            p.observe("k", n, None)  # no /proc, no peak statistics
+    # Doubling up to the blind cap (8), then halving the gap: one failure per step, and
+    # the limit, once found, is kept (also by the next planner, from the cache file).
+    assert sizes == [1, 2, 4, 8, 6, 5, 5, 5, 5]
+    assert planner(tmp_path).size_for("k", cpu, 100) == 5
+    q = planner(tmp_path / "q")
+    for _ in range(6):
+        q.observe("k", q.size_for("k", cpu, 100), None)
+    assert q.size_for("k", cpu, 100) == 8  # never more than UNMEASURED_MAX blind
+
+
+def test_runs_with_a_fixed_batch_size_teach_the_automatic_planner(tmp_path):
+    cpu = torch.device("cpu")
+    fixed = planner(tmp_path, batch_size=8)
+    fixed.observe("k", fixed.size_for("k", cpu, 20), 800)  # measured, in a batch of 8
+    auto = planner(tmp_path, memory_budget=2000)
+    cost = auto.costs["k"]
+    assert (cost.base, cost.per_item, cost.max_ok) == (0, 100, 8)  # all of it per item
+    assert auto.size_for("k", cpu, 100) == 16  # 2000 × 0.8 / 100, not a blind doubling
 
 
 def test_fixed_batch_size_wins(tmp_path):

@@ -127,7 +127,7 @@ def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
     # (a second call of 17 would overshoot more than stopping short does).
     assert by_shot == [[25], [33], [57], [97, 33], [97]]
     # Models conditioned on a frame rate are asked for the rate the clip will be shown at.
-    assert [round(sb.fps / chain._stretch(sb, s)) for s in segs] == [12, 11, 11, 12, 12, 12]
+    assert [chain._clip_fps(sb, segs, s.shot) for s in segs] == [12, 11, 11, 12, 12, 12]
     fam = models.video.family
     counts = sb.shot_frames()
     for k, frames in enumerate(by_shot[:3]):  # nothing legal comes nearer to 2×
@@ -135,6 +135,10 @@ def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
         legal = {fam.legal_frames(n) for n in range(2, 98)}
         best = min(abs(np.log((c - 1) / want)) for c in legal)
         assert abs(np.log((frames[0] - 1) / want)) == pytest.approx(best)
+    # One rate for all the calls of a shot: an 8.9 s shot makes 97 + 17 frames.
+    sb, _, segs = _ltx_plan([8.9, 2 / 24])
+    assert [s.frames for s in segs] == [97, 17, 9]
+    assert [chain._clip_fps(sb, segs, s.shot) for s in segs] == [12, 12, 24]
 
 
 def test_continue_conditions_each_clip_on_the_previous_clips_last_frame(tmp_path, monkeypatch):
