@@ -282,8 +282,8 @@ def _split(gen: float, models: Models, clip_frames: int | None) -> tuple[list[in
     """
     if models.video is None:  # feedback: chunks of frames, no overlap (each is new)
         total = _nearest([c for c in (math.floor(gen), math.ceil(gen)) if c >= 2], gen)
-        n = math.ceil(total / FEEDBACK_CHUNK)
-        return [FEEDBACK_CHUNK] * (n - 1) + [total - FEEDBACK_CHUNK * (n - 1)], 0
+        n = math.ceil(total / FEEDBACK_CHUNK)  # even chunks: no one-frame file at the end
+        return [total // n + (i < total % n) for i in range(n)], 0
     fam = models.video.family
     size = fam.legal_frames(clip_frames or models.video.preset.frames)
     # Families that take video continue from a run of frames (blended); others from one.
@@ -400,6 +400,31 @@ class _Context:
         with self._save_lock:  # the writer thread saves too
             self.manifest["segments"] = [s.to_dict(self.sb) for s in self.segments]
             self.run.save_manifest(self.manifest)
+
+
+def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str:
+    """The plan as a creator reads it before spending GPU time: one line per call (what it
+    makes, what it becomes), then the totals. Nothing is loaded or written."""
+    video = models.video.spec if models.video else f"{models.image.spec} (image-to-image)"
+    lines = [
+        f"{len(sb.shots)} shots, {sb.total_frames} frames at {sb.fps} fps "
+        f"({sb.total_frames / sb.fps:.1f} s), {sb.width}×{sb.height}, mode {sb.mode}; "
+        f"video {video}, keyframes {models.image.spec}",
+        "segment  shot  frames  continues  shown    gen fps",
+    ]
+    for seg in segments:
+        fps = _clip_fps(sb, segments, seg.shot) if models.video else "-"
+        cont = "-" if seg.depends is None else f"{seg.depends} ({seg.overlap})"
+        lines.append(f"{seg.index:>7}  {seg.shot:>4}  {seg.frames:>6}  {cont:>9}  "
+                     f"{seg.n_out + seg.fade_out:>5}  {fps:>9}")  # fmt: skip
+    generated = sum(s.frames for s in segments)
+    how = "video calls" if models.video else "segments (one image-to-image call a frame)"
+    lines.append(
+        f"{len(segments)} {how} make {generated} frames for {sb.total_frames} output frames "
+        f"({sb.total_frames / generated:.2f} output frames per generated frame, interpolate "
+        f"{sb.interpolate}), after {len(sb.shots)} keyframe images"
+    )
+    return "\n".join(lines)
 
 
 def make_video(

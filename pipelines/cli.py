@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(
             EXIT_INVALID,
-            f"error: {message} (see `python -m pipelines {self.prog.split()[-1]} --help`)\n",
+            f"error: {message} (see `{self.prog} --help`)\n",
         )
 
 
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
     p.add_argument("--seed", type=int, help="the storyboard's seed; with --reroll: the new seed")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the storyboard and print the plan (calls, frames); load nothing")  # fmt: skip
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_video)
 
@@ -145,6 +147,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from .chain import VideoOptions, make_video, resume_video
 
     runtime = runtime_from_args(args)
+    if args.resume and args.dry_run:
+        raise ValueError("dry-run: it plans a new run from a storyboard; drop --resume")
     if args.resume:
         if args.storyboard or args.out:
             raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
@@ -153,6 +157,16 @@ def _cmd_video(args: argparse.Namespace) -> int:
         if fixed:
             raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
         result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
+    elif args.dry_run:
+        from .chain import plan, plan_summary, read_storyboard
+
+        if not args.storyboard:
+            raise ValueError("storyboard: give a storyboard file to plan")
+        opts = VideoOptions(model=args.model, mode=args.mode, image_model=args.image_model,
+                            clip_frames=args.clip_frames, seed=args.seed)  # fmt: skip
+        sb, models = read_storyboard(args.storyboard, opts)
+        print(plan_summary(sb, models, plan(sb, models, opts.clip_frames)))
+        return EXIT_OK
     else:
         if args.reroll is not None:
             raise ValueError("reroll: use it with --resume DIR")

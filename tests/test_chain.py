@@ -373,6 +373,41 @@ def test_bad_storyboards_exit_2_naming_the_field(cli, tmp_path, story, field):
     assert not (tmp_path / "run").exists()
 
 
+def test_dry_run_prints_the_plan_and_loads_and_writes_nothing(cli, tmp_path):
+    story = write_story(tmp_path, "fps: 24\nshots:\n  - prompt: a\n    seconds: 3\n"
+                        "  - prompt: b\n    seconds: 10\n")  # fmt: skip
+    before = sorted(tmp_path.rglob("*"))
+    # ltx-video's weights are not here (no hub): planning must not need them.
+    code, out, err = cli("video", story, "--dry-run", "--model", "ltx-video")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("2 shots, 312 frames at 24 fps (13.0 s), 768×512")
+    rows = [line.split() for line in lines[2:-1]]
+    assert rows == [["0", "0", "33", "-", "72", "11"], ["1", "1", "97", "-", "175", "12"],
+                    ["2", "1", "33", "1", "(9)", "65", "12"]]  # fmt: skip
+    assert lines[-1].startswith("3 video calls make 163 frames for 312 output frames (1.91")
+    assert sorted(tmp_path.rglob("*")) == before
+    code, _, err = cli("video", write_story(tmp_path, "shots: []\n", "bad.yaml"), "--dry-run")
+    assert code == 2 and err.startswith("error: shots") and err.count("\n") == 1, err
+    code, _, err = cli("video", "--resume", tmp_path / "run", "--dry-run")
+    assert code == 2 and "drop --resume" in err, err
+
+
+def test_usage_errors_point_to_the_right_help(capsys):
+    from pipelines.cli import main
+
+    def usage_error(*argv):
+        with pytest.raises(SystemExit) as info:
+            main(list(argv))
+        assert info.value.code == 2
+        return capsys.readouterr().err
+
+    assert usage_error("--bogus").endswith("(see `python -m pipelines --help`)\n")
+    assert usage_error("video", "--clip-frames", "x").endswith(
+        "(see `python -m pipelines video --help`)\n"
+    )
+
+
 def test_a_native_size_only_model_refuses_other_sizes_before_loading(cli, tmp_path):
     """CogVideoX-5b-I2V (1.0) makes 720×480 only; a storyboard at another size stops at
     once (no weights are needed to say so), not after its keyframes."""
