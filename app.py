@@ -229,17 +229,26 @@ class Actions:
 
     # -- video ------------------------------------------------------------------------
 
-    def _video_job(
-        self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
-    ) -> Job:
-        from pipelines.jobs import check_upload, prepare_video
+    def _video_params(
+        self, storyboard, model, mode, fps, width, height, seed, steps, negative
+    ) -> dict:
+        from pipelines.jobs import prepare_video
 
         model = check_model(model, "video", default_model("video", self.server_model))
-        params = prepare_video(
+        return prepare_video(
             storyboard, model=model, mode=mode or None, fps=_given(fps), width=_given(width),
             height=_given(height), seed=_given(seed, blank=-1), steps=_given(steps),
             negative_prompt=negative, limits=self.limits,
         )  # fmt: skip
+
+    def _video_job(
+        self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
+    ) -> Job:
+        from pipelines.jobs import check_upload
+
+        params = self._video_params(
+            storyboard, model, mode, fps, width, height, seed, steps, negative
+        )
         files = {}
         if audio:
             name = "audio" + check_upload(audio, AUDIO_SUFFIXES, self.limits, "audio")
@@ -276,6 +285,35 @@ class Actions:
         job = self._video_job(text, model, mode, fps, width, height, seed, steps, negative, audio)
         gr.Info(f"Job {job.id} submitted", duration=4)
         return job.id, status_html(job, self.jobs.store.position(job.id)), None
+
+    @user_errors
+    def plan(
+        self,
+        storyboard: str,
+        model: str | None = None,
+        mode: str | None = None,
+        fps: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float | None = None,
+        steps: float | None = None,
+        negative_prompt: str | None = None,
+        audio: str | None = None,
+    ) -> str:
+        """What `video` would make with these options — one line per segment (its shot, the
+        frames its call makes, what it continues from, the output frames it becomes) and the
+        totals — checked like `video`, without running anything."""
+        from pipelines.jobs import video_plan
+
+        params = self._video_params(
+            storyboard, model, mode, fps, width, height, seed, steps, negative_prompt
+        )
+        return video_plan(params, self.limits)
+
+    def plan_video(self, shots, storyboard, *options):
+        """The page's Plan button: the table or the storyboard text, as Generate takes them."""
+        text = storyboard if (storyboard or "").strip() else shots_to_storyboard(shots)
+        return self.plan(text, *options)
 
     def watch_video(self, job_id: str | None, seen: dict | None):
         """Timer tick: update only what changed since the last tick."""
@@ -544,7 +582,13 @@ def create_demo(
                             video_negative = gr.Textbox(label="Negative prompt")
                         with gr.Row():
                             generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                            plan_button = gr.Button("Plan", elem_id="plan")
                             stop = gr.Button("Cancel", variant="stop")
+                        plan_text = gr.Code(
+                            label="Plan: what Generate would make", language=None,
+                            interactive=False, elem_id="plan-text", lines=4, wrap_lines=True,
+                            show_line_numbers=False,
+                        )  # fmt: skip
                         gr.Examples([[EXAMPLE_STORYBOARD]], inputs=[storyboard], label="Examples")
                     with gr.Column(scale=2):
                         status = gr.HTML(status_html(None), elem_id="video-status")
@@ -567,6 +611,9 @@ def create_demo(
                     [job_id, status, seen],
                     api_visibility="private",
                 )
+                plan_button.click(
+                    app.plan_video, [shots, *video_inputs], [plan_text], api_visibility="private"
+                )
                 stop.click(app.cancel_video, [job_id], [status], api_visibility="private")
                 timer = gr.Timer(POLL_SECONDS)
                 timer.tick(
@@ -578,6 +625,8 @@ def create_demo(
                     concurrency_limit=None,
                 )
                 api_trigger.click(app.video, video_inputs, [api_video], api_name="video")
+                api_plan = gr.Button(visible=False)
+                api_plan.click(app.plan, video_inputs, [plan_text], api_name="plan")
 
             # -- Thumbnails ----------------------------------------------------------
             with gr.Tab("Thumbnails", id="thumbnails"):

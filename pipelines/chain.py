@@ -405,9 +405,13 @@ class _Context:
 def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str:
     """The plan as a creator reads it before spending GPU time: one line per call (what it
     makes, what it becomes), then the totals. Nothing is loaded or written."""
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
     video = models.video.spec if models.video else f"{models.image.spec} (image-to-image)"
     lines = [
-        f"{len(sb.shots)} shots, {sb.total_frames} frames at {sb.fps} fps "
+        f"{count(len(sb.shots), 'shot')}, {sb.total_frames} frames at {sb.fps} fps "
         f"({sb.total_frames / sb.fps:.1f} s), {sb.width}×{sb.height}, mode {sb.mode}; "
         f"video {video}, keyframes {models.image.spec}",
         "segment  shot  frames  continues  shown    gen fps",
@@ -418,11 +422,12 @@ def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str
         lines.append(f"{seg.index:>7}  {seg.shot:>4}  {seg.frames:>6}  {cont:>9}  "
                      f"{seg.n_out + seg.fade_out:>5}  {fps:>9}")  # fmt: skip
     generated = sum(s.frames for s in segments)
-    how = "video calls" if models.video else "segments (one image-to-image call a frame)"
+    how = (count(len(segments), "video call") if models.video else
+           count(len(segments), "segment") + " (one image-to-image call a frame)")  # fmt: skip
     lines.append(
-        f"{len(segments)} {how} make {generated} frames for {sb.total_frames} output frames "
+        f"{how} make {generated} frames for {sb.total_frames} output frames "
         f"({sb.total_frames / generated:.2f} output frames per generated frame, interpolate "
-        f"{sb.interpolate}), after {len(sb.shots)} keyframe images"
+        f"{sb.interpolate}), after {count(len(sb.shots), 'keyframe image')}"
     )
     return "\n".join(lines)
 

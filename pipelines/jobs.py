@@ -1036,6 +1036,18 @@ def prepare_video(
     }
 
 
+def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
+    """What a video job with these params (from `prepare_video`) would make: the plan as
+    `python -m pipelines video --dry-run` prints it. Nothing is loaded."""
+    from .chain import VideoOptions, plan, plan_summary, read_storyboard
+
+    opts = VideoOptions(
+        model=params.get("model"), mode=params.get("mode"), limits=limits or Limits()
+    )
+    sb, models = read_storyboard(json.dumps(params["storyboard"]), opts, text=True)
+    return plan_summary(sb, models, plan(sb, models))
+
+
 def prepare_image(
     prompt: str,
     *,

@@ -186,6 +186,17 @@ def test_video_api_gives_a_video_of_the_storyboards_length(server, client, tmp_p
     assert job["params"]["seed"] == 5 and job["params"]["audio"] == "audio.wav"
 
 
+def test_plan_api_says_what_video_would_make_and_makes_nothing(server, client):
+    before = len(client.predict(api_name="/jobs"))
+    text = client.predict(SHORT, fps=16, api_name="/plan")
+    lines = text.splitlines()
+    assert lines[0].startswith("2 shots, 32 frames at 16 fps (2.0 s), 32×32")
+    assert lines[-1].startswith("2 video calls make 18 frames for 32 output frames")
+    assert len(client.predict(api_name="/jobs")) == before  # no job, nothing run
+    with pytest.raises(AppError, match="shots"):
+        client.predict("shots: []\n", api_name="/plan")
+
+
 def test_image_api_gives_images_with_their_parameters(client):
     images, details = client.predict("a red fox in the snow", count=2, seed=3, api_name="/image")
     assert len(images) == 2 and [d["seed"] for d in details] == [3, 4]

@@ -94,6 +94,12 @@ def test_generate_a_video_from_the_page(browser, url, shots):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     page.locator("#storyboard textarea").fill(STORY)
+    # Plan first: what Generate would make, with nothing run.
+    page.locator("#plan").click()
+    page.locator("#plan-text").get_by_text("2 video calls make", exact=False).wait_for(
+        timeout=30_000
+    )
+    page.screenshot(path=shots / "plan.png", full_page=True)
     page.locator("#generate").click()
     page.locator("#final-video video").wait_for(timeout=120_000)
     status = page.locator("#video-status")
