@@ -303,13 +303,16 @@ class Actions:
         """What `video` would make with these options — one line per segment (its shot, the
         frames its call makes, what it continues from, the output frames it becomes) and the
         totals — checked like `video`, without running anything."""
-        from pipelines.jobs import video_plan
+        from pipelines.jobs import check_upload, video_plan
 
         params = self._video_params(
             storyboard, model, mode, fps, width, height, seed, steps, negative_prompt
         )
+        if audio:  # refused as Generate would refuse it
+            check_upload(audio, AUDIO_SUFFIXES, self.limits, "audio")
         return video_plan(params, self.limits)
 
+    @user_errors
     def plan_video(self, shots, storyboard, *options):
         """The page's Plan button: the table or the storyboard text, as Generate takes them."""
         text = storyboard if (storyboard or "").strip() else shots_to_storyboard(shots)

@@ -269,7 +269,9 @@ def run_batched(
             pending.extendleft(reversed(batch))
             planner.learn_oom(key, len(batch))
             if len(batch) > 1:
-                cap = max(1, len(batch) // 2)
+                # Half the batch, or the largest that has run for this kind if that is more
+                # (`learn_oom` keeps it below the size that just failed).
+                cap = max(1, len(batch) // 2, planner.costs[key].max_ok)
                 tried.append(f"batch {len(batch)}→{cap}")
                 log.warning("out of memory at batch %d; retrying with %d", len(batch), cap)
                 continue

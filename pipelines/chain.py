@@ -425,11 +425,23 @@ def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str
     how = (count(len(segments), "video call") if models.video else
            count(len(segments), "segment") + " (one image-to-image call a frame)")  # fmt: skip
     lines.append(
-        f"{how} make {generated} frames for {sb.total_frames} output frames "
+        f"{how} make{'s' if len(segments) == 1 else ''} {generated} frames for {sb.total_frames} output frames "
         f"({sb.total_frames / generated:.2f} output frames per generated frame, interpolate "
         f"{sb.interpolate}), after {count(len(sb.shots), 'keyframe image')}"
     )
     return "\n".join(lines)
+
+
+def new_run_folder(out_dir: str | Path) -> RunFolder:
+    """The folder a new run goes into; refused (one line) if it is a file or holds a run."""
+    run = RunFolder(Path(out_dir))
+    if run.root.exists() and not run.root.is_dir():
+        raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the run")
+    if run.manifest_path.exists():
+        raise ValueError(
+            f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
+        )
+    return run
 
 
 def make_video(
@@ -446,13 +458,7 @@ def make_video(
     opts = opts or VideoOptions()
     runtime = runtime or Runtime()
     sb, models = read_storyboard(storyboard, opts, text=text)
-    run = RunFolder(Path(out_dir))
-    if run.root.exists() and not run.root.is_dir():
-        raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the run")
-    if run.manifest_path.exists():
-        raise ValueError(
-            f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
-        )
+    run = new_run_folder(out_dir)
     segments = plan(sb, models, opts.clip_frames)
     run.root.mkdir(parents=True, exist_ok=True)
     from .files import write_json

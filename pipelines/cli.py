@@ -149,6 +149,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
     runtime = runtime_from_args(args)
     if args.resume and args.dry_run:
         raise ValueError("dry-run: it plans a new run from a storyboard; drop --resume")
+    if args.reroll is not None and not args.resume:
+        raise ValueError("reroll: use it with --resume DIR")
     if args.resume:
         if args.storyboard or args.out:
             raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
@@ -158,18 +160,18 @@ def _cmd_video(args: argparse.Namespace) -> int:
             raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
         result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
     elif args.dry_run:
-        from .chain import plan, plan_summary, read_storyboard
+        from .chain import new_run_folder, plan, plan_summary, read_storyboard
 
         if not args.storyboard:
             raise ValueError("storyboard: give a storyboard file to plan")
         opts = VideoOptions(model=args.model, mode=args.mode, image_model=args.image_model,
                             clip_frames=args.clip_frames, seed=args.seed)  # fmt: skip
         sb, models = read_storyboard(args.storyboard, opts)
+        if args.out:  # the run this plans could go there (nothing is written)
+            new_run_folder(args.out)
         print(plan_summary(sb, models, plan(sb, models, opts.clip_frames)))
         return EXIT_OK
     else:
-        if args.reroll is not None:
-            raise ValueError("reroll: use it with --resume DIR")
         if not args.storyboard or not args.out:
             raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
         opts = VideoOptions(

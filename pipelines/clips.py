@@ -151,7 +151,7 @@ def _svd_kwargs(jobs: list[ClipJob]) -> dict:
     job = jobs[0]
     return {
         "image": [j.first for j in jobs],
-        "fps": max(1, job.fps - 1),  # SVD was conditioned on fps - 1
+        "fps": job.fps,  # diffusers passes fps - 1, what SVD was conditioned on
         "min_guidance_scale": min(1.0, job.guidance),
         "max_guidance_scale": job.guidance,
         "decode_chunk_size": job.num_frames,  # one clip per chunk: the decoder is temporal

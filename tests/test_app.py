@@ -197,6 +197,19 @@ def test_plan_api_says_what_video_would_make_and_makes_nothing(server, client):
         client.predict("shots: []\n", api_name="/plan")
 
 
+def test_plan_refuses_music_that_generate_would_refuse(tmp_path):
+    import gradio as gr
+
+    import app
+    from pipelines.settings import Limits
+
+    actions = app.Actions(jobs=None, limits=Limits(max_upload_bytes=1000))  # plan needs no jobs
+    song = tone(tmp_path / "song.wav", seconds=0.1)  # 1.6 kB: over this server's cap
+    with pytest.raises(gr.Error, match="audio: .* over the limit of 1000"):
+        actions.plan(SHORT, audio=str(song))
+    assert actions.plan(SHORT).startswith("2 shots, 16 frames at 8 fps")
+
+
 def test_image_api_gives_images_with_their_parameters(client):
     images, details = client.predict("a red fox in the snow", count=2, seed=3, api_name="/image")
     assert len(images) == 2 and [d["seed"] for d in details] == [3, 4]

@@ -75,6 +75,16 @@ def test_without_peak_measurements_batches_double_then_close_in_on_the_limit(tmp
     assert q.size_for("k", cpu, 100) == 8  # never more than UNMEASURED_MAX blind
 
 
+def test_after_an_oom_a_job_keeps_the_largest_batch_that_ran(tmp_path):
+    p = planner(tmp_path)
+    p.costs["k"] = Cost(max_ok=4, min_fail=8)  # 4 ran; 8 did not; nothing measured yet
+    call = Flaky(limit=5)
+    report = run_batched(list(range(20)), call, planner=p, key="k", device=torch.device("cpu"))
+    assert report.results == [x * 10 for x in range(20)]
+    # 6 (between 4 and 8) fails; the job goes on at 4, which ran before, not at 6 // 2 = 3.
+    assert call.calls[0] == 6 and set(call.calls[1:]) == {4}, call.calls
+
+
 def test_runs_with_a_fixed_batch_size_teach_the_automatic_planner(tmp_path):
     cpu = torch.device("cpu")
     fixed = planner(tmp_path, batch_size=8)

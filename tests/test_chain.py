@@ -110,6 +110,13 @@ def test_frame_count_is_exact_for_awkward_lengths(tmp_path, monkeypatch):
     assert [fps[s.seed] for s in segs if s.shot in (0, 3)] == [6, 5]
 
 
+def test_feedback_shots_split_into_even_segment_files():
+    story = "mode: feedback\nfps: 8\nshots:\n  - prompt: a\n    seconds: 2.25\n  - prompt: b\n    seconds: 4.1\n"
+    sb, models = read_storyboard(story, VideoOptions(model="tiny"), text=True)
+    by_shot = [[s.frames for s in plan(sb, models) if s.shot == k] for k in range(2)]
+    assert by_shot == [[5, 5], [6, 6, 5]]  # 10 and 17 generated frames: not [8, 2], [8, 8, 1]
+
+
 def _ltx_plan(seconds):
     story = "mode: continue\nshots:\n" + "".join(
         f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate(seconds)
@@ -126,6 +133,9 @@ def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
     # 5 s: 60.5 → 57; 10 s: 120.5 → 97 + 33 (9 shared); 197 frames: 99 → one call of 97
     # (a second call of 17 would overshoot more than stopping short does).
     assert by_shot == [[25], [33], [57], [97, 33], [97]]
+    # 209 frames need 105 generated: one call of 97 keeps the shot within a tenth of 2×
+    # (2.17×), so no second call of 17 for the last 8 frames.
+    assert [s.frames for s in _ltx_plan([209 / 24])[2]] == [97]
     # Models conditioned on a frame rate are asked for the rate the clip will be shown at.
     assert [chain._clip_fps(sb, segs, s.shot) for s in segs] == [12, 11, 11, 12, 12, 12]
     fam = models.video.family
@@ -391,6 +401,11 @@ def test_dry_run_prints_the_plan_and_loads_and_writes_nothing(cli, tmp_path):
     assert code == 2 and err.startswith("error: shots") and err.count("\n") == 1, err
     code, _, err = cli("video", "--resume", tmp_path / "run", "--dry-run")
     assert code == 2 and "drop --resume" in err, err
+    # What the real run would refuse, the dry run refuses too.
+    code, _, err = cli("video", story, "--dry-run", "--reroll", "3")
+    assert code == 2 and err.startswith("error: reroll"), err
+    code, _, err = cli("video", story, "--dry-run", "--out", story)
+    assert code == 2 and err.startswith("error: out:") and "is a file" in err, err
 
 
 def test_usage_errors_point_to_the_right_help(capsys):

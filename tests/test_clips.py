@@ -232,3 +232,19 @@ def test_wan_21_image_to_video_cannot_end_on_a_last_frame():
         check_job(i2v, dataclasses.replace(job, last=Image.new("RGB", (32, 32))))
     (clip,) = generate_clips(i2v, [job])
     assert clip.shape == (9, 32, 32, 3)
+
+
+def test_svd_is_conditioned_on_the_clips_frame_rate_less_one(monkeypatch):
+    # SVD was trained with fps - 1 as a time id; diffusers subtracts the 1 itself.
+    loaded, preset = twin("svd")
+    pipe_class = type(loaded.pipe)
+    seen = []
+    real = pipe_class._get_add_time_ids
+
+    def spy(self, fps, *args, **kwargs):
+        seen.append(fps)
+        return real(self, fps, *args, **kwargs)
+
+    monkeypatch.setattr(pipe_class, "_get_add_time_ids", spy)
+    generate_clips(loaded, [job(preset, fps=12)])
+    assert seen == [11]
