@@ -704,7 +704,9 @@ def gpu_case(model: str, quick: bool) -> GpuCase:
     frames = p.frames
     if quick and not p.native_only:  # CogVideoX 1.0's learned positions: native clips only
         frames = min(frames, fam.legal_frames(17))
-    return GpuCase(model, 6, p.width, p.height, frames, steps)
+    # Quick: 4 clips — the probing job and the planned one each run them all, and a GPU
+    # lent for minutes has to fit five full-size models.
+    return GpuCase(model, 4 if quick else 6, p.width, p.height, frames, steps)
 
 
 def _recording_planner(runtime, cache_file: Path):

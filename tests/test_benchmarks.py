@@ -56,7 +56,7 @@ def test_gpu_section_reports_each_model(tmp_path):
 
 def test_quick_gpu_cases_are_native_size_with_short_clips():
     ltx = bench.gpu_case("random:ltx-video", quick=True)
-    assert (ltx.width, ltx.height, ltx.frames, ltx.steps) == (768, 512, 17, 2)
+    assert (ltx.width, ltx.height, ltx.frames, ltx.steps, ltx.items) == (768, 512, 17, 2, 4)
     # CogVideoX 1.0's learned position table only takes its native 49 frames at 720×480.
     cog = bench.gpu_case("random:cogvideox-5b-i2v", quick=True)
     assert (cog.width, cog.height, cog.frames) == (720, 480, 49)
