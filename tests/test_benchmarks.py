@@ -51,7 +51,7 @@ def test_gpu_section_reports_each_model(tmp_path):
         "tiny-svd: peak memory / planner's prediction",
     ]
     note = report.metrics[0].note
-    assert report.metrics[0].measured > 0 and "batches [1, 5]" in note and "batches [6]" in note
+    assert report.metrics[0].measured > 0 and "batches [1, 3]" in note and "batches [4]" in note
 
 
 def test_quick_gpu_cases_are_native_size_with_short_clips():
