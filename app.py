@@ -229,31 +229,26 @@ class Actions:
 
     # -- video ------------------------------------------------------------------------
 
-    def _video_params(
-        self, storyboard, model, mode, fps, width, height, seed, steps, negative
-    ) -> dict:
-        from pipelines.jobs import prepare_video
+    def _video_request(
+        self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
+    ) -> tuple[dict, dict]:
+        """A video job's checked params and uploaded files (what Generate and Plan check)."""
+        from pipelines.jobs import check_upload, prepare_video
 
         model = check_model(model, "video", default_model("video", self.server_model))
-        return prepare_video(
+        params = prepare_video(
             storyboard, model=model, mode=mode or None, fps=_given(fps), width=_given(width),
             height=_given(height), seed=_given(seed, blank=-1), steps=_given(steps),
             negative_prompt=negative, limits=self.limits,
         )  # fmt: skip
-
-    def _video_job(
-        self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
-    ) -> Job:
-        from pipelines.jobs import check_upload
-
-        params = self._video_params(
-            storyboard, model, mode, fps, width, height, seed, steps, negative
-        )
         files = {}
         if audio:
             name = "audio" + check_upload(audio, AUDIO_SUFFIXES, self.limits, "audio")
             params["audio"], files[name] = name, audio
-        return self._submit("video", params, files)
+        return params, files
+
+    def _video_job(self, *request) -> Job:
+        return self._submit("video", *self._video_request(*request))
 
     @user_errors
     def video(
@@ -303,13 +298,11 @@ class Actions:
         """What `video` would make with these options — one line per segment (its shot, the
         frames its call makes, what it continues from, the output frames it becomes) and the
         totals — checked like `video`, without running anything."""
-        from pipelines.jobs import check_upload, video_plan
+        from pipelines.jobs import video_plan
 
-        params = self._video_params(
-            storyboard, model, mode, fps, width, height, seed, steps, negative_prompt
+        params, _files = self._video_request(
+            storyboard, model, mode, fps, width, height, seed, steps, negative_prompt, audio
         )
-        if audio:  # refused as Generate would refuse it
-            check_upload(audio, AUDIO_SUFFIXES, self.limits, "audio")
         return video_plan(params, self.limits)
 
     @user_errors

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -216,7 +216,9 @@ def bench_batching(cfg: Config, report: Report, tmp: Path) -> None:
 # 2. Long video (and 4. generation economy, from the same run)
 
 
-def storyboard_yaml(shots: int, side: int | None, seconds: float = 2.0) -> str:
+def storyboard_yaml(shots: int, side: int | None, seconds: float | Sequence[float] = 2.0) -> str:
+    """A continue-mode storyboard of `shots` shots (`seconds` each, or each its own)."""
+    lengths = [seconds] * shots if isinstance(seconds, (int, float)) else list(seconds)
     lines = ["mode: continue", "seed: 11"]
     if side:
         lines += ["fps: 8", f"width: {side}", f"height: {side}"]
@@ -224,7 +226,7 @@ def storyboard_yaml(shots: int, side: int | None, seconds: float = 2.0) -> str:
     subjects = ["a paper boat", "a lighthouse", "a red kite", "a night train"]
     for k in range(shots):
         lines.append(f"  - prompt: {subjects[k % len(subjects)]}, scene {k}, soft light")
-        lines.append(f"    seconds: {seconds}")
+        lines.append(f"    seconds: {lengths[k]}")
     return "\n".join(lines) + "\n"
 
 
@@ -394,8 +396,8 @@ def bench_economy(report: Report, run_dir: Path, model: str) -> None:
                           "8 fps needs 9 generated frames for 16 output frames: interpolating "
                           "n frames gives 2n-1, not 2n, and each shot starts anew"))  # fmt: skip
 
-    def planned(model: str, extra: str = "", text: str | None = None) -> tuple[float, str]:
-        text = (text or storyboard_yaml(12, None)).replace("shots:\n", extra + "shots:\n")
+    def planned(model: str, extra: str = "", seconds: Sequence[float] = (2.0,) * 12):
+        text = storyboard_yaml(len(seconds), None, seconds).replace("shots:\n", extra + "shots:\n")
         sb, models = read_storyboard(text, VideoOptions(model=model), text=True)
         segments = plan(sb, models)
         gen = sum(s.frames for s in segments)
@@ -410,10 +412,7 @@ def bench_economy(report: Report, run_dir: Path, model: str) -> None:
                           "ratio is below 2 unless its legal count falls short (8k+1: a 2 s "
                           "shot's 24.5 frames are 25)"))  # fmt: skip
     mixed = [2, 3, 4, 5, 2.5, 6, 1.5, 3.5, 4.5, 2, 3, 5]
-    text = "mode: continue\nshots:\n" + "".join(
-        f"  - prompt: scene {k}\n    seconds: {s}\n" for k, s in enumerate(mixed)
-    )
-    ratio, how = planned(DEFAULT_VIDEO_PRESET, text=text)
+    ratio, how = planned(DEFAULT_VIDEO_PRESET, seconds=mixed)
     m.append(Metric("economy", f"output / generated frames, {DEFAULT_VIDEO_PRESET} plan, shots "
                     f"of {min(mixed):g}–{max(mixed):g} s", round(ratio, 3), "×",
                     note=f"{how}; each shot's count is the legal one nearest to 2×, either "
@@ -748,7 +747,7 @@ def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = 
     from PIL import Image
 
     from pipelines import clips, images, models
-    from pipelines.device import apply_fast_paths, denoisers
+    from pipelines.device import apply_fast_paths, denoisers, fast_order
     from pipelines.settings import Runtime
 
     runtime = Runtime(device=device)
@@ -817,8 +816,7 @@ def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = 
     result["plain_call_seconds"] = plain_s / case.items
     result["fast"] = {}
     if not image and transformer:
-        rank = {"attention": 0, "cache": 1, "compile": 2}  # compile last: it is not undone
-        for item in sorted(fast, key=lambda f: rank[f.partition(":")[0]]):
+        for item in fast_order(fast):  # compile last: it is not undone
             why: dict[str, str] = {}
             try:
                 if apply_fast_paths(target.pipe, (item,), why) != (item,):

@@ -5,7 +5,8 @@ large as free memory allows. The cost of an item is measured, not guessed: the f
 item of a new kind (model, size, frames, steps) runs alone, the next two together (or
 more, when even n times the first item's whole peak fits), and the difference of their
 peak memory is the cost of one more item. Those probes are real work, not thrown away.
-Where peaks cannot be measured, the batch doubles after each success instead. The estimate is kept for the session and in a small JSON file.
+Where peaks cannot be measured, the batch doubles after each success instead. The
+estimate is kept for the session and in a small JSON file.
 
 Running out of memory never ends a job on the first try: only the failed items are
 retried, with a halved batch, then with each memory saver the caller offers (VAE tiling,

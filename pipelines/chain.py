@@ -432,6 +432,13 @@ def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str
     return "\n".join(lines)
 
 
+def plan_text(storyboard: str | Path, opts: VideoOptions, *, text: bool = False) -> str:
+    """Check a storyboard (a file, or YAML/JSON text when `text`) and return its plan as
+    `plan_summary` writes it; nothing is loaded or written."""
+    sb, models = read_storyboard(storyboard, opts, text=text)
+    return plan_summary(sb, models, plan(sb, models, opts.clip_frames))
+
+
 def new_run_folder(out_dir: str | Path) -> RunFolder:
     """The folder a new run goes into; refused (one line) if it is a file or holds a run."""
     run = RunFolder(Path(out_dir))
@@ -749,7 +756,7 @@ def _stretch(sb: Storyboard, segments: list[Segment], shot: int) -> float:
     calls of one shot agree). Models conditioned on a frame rate (LTX, SVD) are asked for
     `_clip_fps`, so motion plays at the speed they made it."""
     mine = [s for s in segments if s.shot == shot]
-    kept = sum(s.frames - s.holdback for s in mine)
+    kept = sum(s.unique for s in mine)
     shown = sum(s.n_out + s.fade_out for s in mine)
     if kept < 2 or shown < 2:
         return float(sb.interpolate)
@@ -783,6 +790,8 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
     loaded = ctx.load(ctx.models.image, "text2img")
     prev = [_conditioning(ctx, s)[-1] for s in segs]
     out: list[list[np.ndarray]] = [[] for _ in segs]
+    # Motion is per output frame; a generated frame spans the shot's stretch of them.
+    stretch = [_stretch(sb, ctx.segments, s.shot) for s in segs]
     for i, seg in enumerate(segs):
         if seg.depends is None:  # a shot's first frame is its keyframe
             out[i].append(prev[i].astype(np.float32) / 255.0)
@@ -793,8 +802,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
         jobs = []
         for i in active:
             seg, shot = segs[i], sb.shots[segs[i].shot]
-            m = shot.motion
-            k = _stretch(sb, ctx.segments, seg.shot)  # motion is per output frame
+            m, k = shot.motion, stretch[i]
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
                 ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,

@@ -159,28 +159,21 @@ def _cmd_video(args: argparse.Namespace) -> int:
         if fixed:
             raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
         result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
-    elif args.dry_run:
-        from .chain import new_run_folder, plan, plan_summary, read_storyboard
-
-        if not args.storyboard:
-            raise ValueError("storyboard: give a storyboard file to plan")
+    else:
         opts = VideoOptions(model=args.model, mode=args.mode, image_model=args.image_model,
                             clip_frames=args.clip_frames, seed=args.seed)  # fmt: skip
-        sb, models = read_storyboard(args.storyboard, opts)
-        if args.out:  # the run this plans could go there (nothing is written)
-            new_run_folder(args.out)
-        print(plan_summary(sb, models, plan(sb, models, opts.clip_frames)))
-        return EXIT_OK
-    else:
+        if args.dry_run:
+            from .chain import new_run_folder, plan_text
+
+            if not args.storyboard:
+                raise ValueError("storyboard: give a storyboard file to plan")
+            text = plan_text(args.storyboard, opts)
+            if args.out:  # the run this plans could go there (nothing is written)
+                new_run_folder(args.out)
+            print(text)
+            return EXIT_OK
         if not args.storyboard or not args.out:
             raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
-        opts = VideoOptions(
-            model=args.model,
-            mode=args.mode,
-            image_model=args.image_model,
-            clip_frames=args.clip_frames,
-            seed=args.seed,
-        )
         result = make_video(args.storyboard, args.out, opts, runtime=runtime)
     print(result.video)
     return EXIT_OK

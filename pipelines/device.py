@@ -144,18 +144,22 @@ def denoisers(pipe) -> dict[str, torch.nn.Module]:
     return {name: m for name in DENOISERS if (m := getattr(pipe, name, None)) is not None}
 
 
+def fast_order(fast: tuple[str, ...]) -> list[str]:
+    """Fast paths in the order they must go on: the attention backend and the cache hooks
+    change what the modules run, so compilation comes last and sees both."""
+    rank = {"attention": 0, "cache": 1, "compile": 2}
+    return sorted(fast, key=lambda f: rank[f.partition(":")[0]])
+
+
 def apply_fast_paths(
     pipe, fast: tuple[str, ...], skipped: dict[str, str] | None = None
 ) -> tuple[str, ...]:
     """Switch on each fast path in `fast` for every denoiser that takes it; `skipped`, when
-    given, receives why each fast path that no denoiser took was left off.
-
-    Order matters: the attention backend and the cache hooks change what the modules run,
-    so compilation comes last and sees both.
+    given, receives why each fast path that no denoiser took was left off. They go on in
+    `fast_order`.
     """
-    rank = {"attention": 0, "cache": 1, "compile": 2}
     applied = []
-    for item in sorted(fast, key=lambda f: rank[f.partition(":")[0]]):
+    for item in fast_order(fast):
         kind, _, arg = item.partition(":")
         modules = denoisers(pipe)
         why_not = {name: why for name, m in modules.items() if (why := _FAST[kind](m, arg))}

@@ -414,11 +414,11 @@ def _rel(path: Path, root: Path) -> str:
 
 def run_video(ctx: JobContext) -> dict[str, Any]:
     """A new run, or a resume of the run folder (after a stop, a cancel, or a re-roll)."""
-    from .chain import VideoOptions, make_video, resume_video
+    from .chain import make_video, resume_video
 
     job, root = ctx.job, ctx.job.run_dir
     params = job.params
-    opts = VideoOptions(model=params.get("model"), mode=params.get("mode"), limits=ctx.limits)
+    opts = video_options(params, ctx.limits)
 
     def on_segment(segment, path) -> None:
         segments = read_json(root / "manifest.json")["segments"]
@@ -1036,16 +1036,21 @@ def prepare_video(
     }
 
 
-def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
-    """What a video job with these params (from `prepare_video`) would make: the plan as
-    `python -m pipelines video --dry-run` prints it. Nothing is loaded."""
-    from .chain import VideoOptions, plan, plan_summary, read_storyboard
+def video_options(params: Mapping[str, Any], limits: Limits | None = None):
+    """The run options of a video job's params (from `prepare_video`)."""
+    from .chain import VideoOptions
 
-    opts = VideoOptions(
+    return VideoOptions(
         model=params.get("model"), mode=params.get("mode"), limits=limits or Limits()
     )
-    sb, models = read_storyboard(json.dumps(params["storyboard"]), opts, text=True)
-    return plan_summary(sb, models, plan(sb, models))
+
+
+def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
+    """What a video job with these params would make: the plan as `python -m pipelines
+    video --dry-run` prints it. Nothing is loaded."""
+    from .chain import plan_text
+
+    return plan_text(json.dumps(params["storyboard"]), video_options(params, limits), text=True)
 
 
 def prepare_image(
