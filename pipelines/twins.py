@@ -1,52 +1,36 @@
-"""Tiny twins: the real diffusers pipelines of every supported family, shrunk to toy size.
+"""Tiny twins: the real diffusers pipelines of every supported layout, shrunk to toy size.
 
 A twin is the genuine pipeline class (``StableDiffusionPipeline``, ``LTXConditionPipeline``, ...)
 assembled from tiny configs with seeded random weights and in-memory tokenizers. Nothing is
 downloaded and nothing is read from disk, so the engine's whole code path (argument handling,
-frame-count rules, ``from_pipe`` derivations, save/load) runs offline on a CPU in seconds.
-The weights are noise, so the pictures are noise too; only shapes, dtypes, value ranges and
-determinism are meaningful.
+frame-count rules, dtype rules, save/load) runs offline on a CPU in seconds. The weights are
+noise, so the pictures are noise too; only shapes, dtypes, value ranges and determinism mean
+anything.
 
-The twins follow the published checkpoints wherever that changes behaviour the engine can
-observe: the same VAE compression ratios (hence the same size and frame rules), the same
-scheduler families, the same optional components.
-
-=============  ==============================  =======  ======  ===========  =======
-family         pipeline                        size     frames  2-step call  build
-=============  ==============================  =======  ======  ===========  =======
-``sd``         StableDiffusionPipeline         64x64    --      0.02 s       0.02 s
-``svd``        StableVideoDiffusionPipeline    32x32    9       0.05 s       0.04 s
-``ltx``        LTXConditionPipeline            32x32    9       0.02 s       0.01 s
-``wan``        WanImageToVideoPipeline         32x32    9       0.07 s       0.02 s
-``cogvideox``  CogVideoXImageToVideoPipeline   32x32    9       0.03 s       0.02 s
-=============  ==============================  =======  ======  ===========  =======
-
-Measured 2026-11-28 on 2 cores CPU (torch 2.13, diffusers 0.42.1): medians of warm calls at
-the default size with ``num_inference_steps=2, output_type="np"``. The first build in a
-process also pays about 2 s for importing diffusers and transformers, and a pipeline's first
-call a little warm-up. One intra-op thread (``torch.set_num_threads(1)``) is as fast within
-1.5x, and far safer on a shared machine: with two OpenMP threads contending with other
-processes for the two cores, the same sd call was measured at 0.5-6 s.
+Each twin mirrors one registry preset (``TwinInfo.mirrors``) wherever a published config
+switch changes which code runs: the VAE compression ratios (hence the size and frame rules),
+LTX 0.9.5's timestep-conditioned VAE, CogVideoX-5B's learned position table over 49 frames,
+Wan 2.1's CLIP image encoder (one picture's tokens for I2V, two for FLF2V), Wan 2.2's two
+experts and their boundary, SVD's temporal decoder, FLUX-schnell's guidance-free
+transformer. ``tests/test_faithful.py`` holds the table of switches and checks both the
+published layout (``pipelines.fullsize``) and the twin against it.
 
 How each twin is called (the real pipelines' argument names):
 
-- ``sd``: ``prompt=``; img2img through ``AutoPipelineForImage2Image.from_pipe(twin)`` with
-  ``image=`` and ``strength=``.
+- ``sd``, ``flux``: ``prompt=``; image-to-image through the AutoPipeline's image-to-image
+  class over the same components, with ``image=`` and ``strength=``.
 - ``svd``: ``image=`` only (no prompt); guidance via ``min_guidance_scale`` /
   ``max_guidance_scale``.
-- ``ltx``: ``conditions=[LTXVideoCondition(image=... | video=[...], frame_index=k)]``, or the
-  shorthand ``image=`` / ``video=`` with ``frame_index=`` (lists allowed), plus ``prompt=``.
-  ``LTXImageToVideoPipeline.from_pipe(twin)`` gives plain first-frame ``image=`` calls.
-  diffusers logs a "timesteps were passed without sigmas" warning on every call; harmless.
-- ``wan``: ``image=`` (first frame) and optionally ``last_image=`` (last frame), ``prompt=``.
-- ``cogvideox``: ``image=`` (first frame), ``prompt=``.
+- ``ltx``: ``conditions=[LTXVideoCondition(image=... | video=[...], frame_index=k)]`` (a list
+  of images or videos in one condition: one per clip of a batch), plus ``prompt=``.
+- ``wan``, ``wan-flf2v``, ``wan22``: ``image=`` (first frame) and, except ``wan``,
+  ``last_image=``; ``wan-flf2v`` reads two pictures' tokens, so a call without a last frame
+  fails unless the first frame is given twice (the engine's adapter does).
+- ``cogvideox``: ``image=`` (first frame), ``prompt=``; 49 frames at 32x32.
 
 Save/load: ``save_pretrained`` then ``from_pretrained`` restores every weight and config
-exactly, offline. Outputs of a reloaded pipeline can still differ from the in-memory twin in
-the last float bits (up to ~1e-5): diffusers leaves safetensors weights memory-mapped at
-4-byte-aligned addresses, and CPU convolution kernels round differently on misaligned data.
-Two reloads of the same directory agree bit for bit, and so does a reload whose parameters
-are copied into fresh memory.
+exactly, offline (reloaded outputs can differ in the last float bits: memory-mapped weights
+at 4-byte-aligned addresses round differently in CPU convolutions).
 """
 
 from __future__ import annotations
@@ -59,56 +43,63 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import diffusers
 
-TWIN_FAMILIES: tuple[str, ...] = ("sd", "svd", "ltx", "wan", "cogvideox")
-
 
 @dataclass(frozen=True)
 class TwinInfo:
-    """What the engine may assume about a family's twin without building it.
+    """What the engine may assume about a twin without building it.
 
-    ``num_frames`` is a count the pipeline returns unchanged. Other requests are not always
-    honoured. For a requested ``n`` the twins return (as the real models do, because the rule
-    comes from the VAE's temporal compression and the pipeline code, not from the weights):
+    ``name`` is the twin (``tiny-<name>`` on the command line; ``sd`` is ``tiny-image``),
+    ``family`` the engine family whose adapter runs it, and ``mirrors`` the registry preset
+    whose published config it copies wherever a switch changes code paths (``None``: a
+    layout no preset has yet). ``num_frames`` is a count the pipeline returns unchanged.
+    For a requested ``n`` the twins return, as the real models do (the rule comes from the
+    VAE's temporal compression and the pipeline code, not from the weights):
 
-    - ``sd``: images, no frames.
+    - ``sd``, ``flux``: images, no frames.
     - ``svd``: exactly ``n``, for any ``n >= 2``. ``n == 1`` fails inside the pipeline with the
       default guidance: the per-frame ramp from ``min_guidance_scale`` (1.0) to
       ``max_guidance_scale`` collapses to 1.0, switching guidance off after the conditioning
       was already doubled for it.
     - ``ltx``: ``8 * ((n - 1) // 8) + 1``, rounded down to 8k+1 silently (8 -> 1, 10 -> 9,
       16 -> 9, 17 -> 17).
-    - ``wan``: ``4 * (n // 4) + 1`` with a logged warning unless ``n`` is already 4k+1. Not a
+    - ``wan*``: ``4 * (n // 4) + 1`` with a logged warning unless ``n`` is already 4k+1. Not a
       plain round-down: 4k rounds *up* (8 -> 9, 12 -> 13) while 4k+2 and 4k+3 round down
       (10 -> 9, 11 -> 9).
     - ``cogvideox``: with ``L = (n - 1) // 4 + 1`` latent frames, ``4 * L - 3`` when ``L`` is
-      odd and ``4 * L`` when ``L`` is even, because the VAE decoder keeps the first latent
-      frame apart only for odd counts (8 -> 8, 9 -> 9, 12 -> 9, 13 -> 16, 17 -> 17). No
-      warning. Asking for 8k+1 gets exactly that.
+      odd and ``4 * L`` when ``L`` is even (the VAE decoder keeps the first latent frame apart
+      only for odd counts). Its learned position table (CogVideoX-5B image-to-video) is only
+      used at its own 49 frames and 32x32; other counts silently get a sin-cos table.
 
-    ``size_multiple`` is the step both width and height must be multiples of: the sd, svd, ltx
-    and wan pipelines reject other sizes up front, cogvideox fails on them mid-call. The
-    cogvideox twin also caps each side at 256 px (its RoPE grid).
+    ``size_multiple`` is the step both width and height must be multiples of.
     """
 
+    name: str
     family: str
     pipeline_class: str
     width: int
     height: int
     num_frames: int | None
     size_multiple: int
+    mirrors: str | None
     steps: int = 2
 
 
 TWINS: dict[str, TwinInfo] = {
-    info.family: info
+    info.name: info
     for info in (
-        TwinInfo("sd", "StableDiffusionPipeline", 64, 64, None, size_multiple=8),
-        TwinInfo("svd", "StableVideoDiffusionPipeline", 32, 32, 9, size_multiple=8),
-        TwinInfo("ltx", "LTXConditionPipeline", 32, 32, 9, size_multiple=32),
-        TwinInfo("wan", "WanImageToVideoPipeline", 32, 32, 9, size_multiple=16),
-        TwinInfo("cogvideox", "CogVideoXImageToVideoPipeline", 32, 32, 9, size_multiple=16),
+        TwinInfo("sd", "image", "StableDiffusionPipeline", 64, 64, None, 8, "sd-turbo"),
+        TwinInfo("flux", "image", "FluxPipeline", 64, 64, None, 16, "flux-schnell"),
+        TwinInfo("svd", "svd", "StableVideoDiffusionPipeline", 32, 32, 9, 8, "svd-xt"),
+        TwinInfo("ltx", "ltx", "LTXConditionPipeline", 32, 32, 9, 32, "ltx-video"),
+        TwinInfo("wan", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, "wan-i2v-480p"),
+        TwinInfo("wan-flf2v", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, "wan-flf2v-720p"),
+        TwinInfo("wan22", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, None),
+        TwinInfo("cogvideox", "cogvideox", "CogVideoXImageToVideoPipeline", 32, 32, 49, 16,
+                 "cogvideox-5b-i2v"),
     )
-}
+}  # fmt: skip
+
+TWIN_FAMILIES: tuple[str, ...] = tuple(TWINS)  # the twins' names
 
 # Width of every tiny text encoder; the denoisers' text/caption inputs are sized to match.
 _TEXT_DIM = 32
@@ -210,6 +201,43 @@ def _t5_encoder(vocab_size: int, *, umt5: bool = False) -> Any:
     return model_cls(config)
 
 
+def _image_vae(**overrides: Any) -> Any:
+    """An 8x image VAE (four stages, the published compression) at toy width."""
+    from diffusers import AutoencoderKL
+
+    config = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    return AutoencoderKL(**(config | overrides))
+
+
+def _clip_text_encoder(tokenizer: Any) -> Any:
+    """A two-layer CLIP text model over the twin's tokenizer, ``_TEXT_DIM`` wide."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=_TEXT_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=_CLIP_MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def _clip_image_processor(size: int) -> Any:
     from transformers import CLIPImageProcessor
 
@@ -256,12 +284,10 @@ def _wan_scheduler(flow_shift: float) -> Any:
 def _build_sd(seed: int) -> diffusers.DiffusionPipeline:
     """Stable Diffusion 1.x layout: 8x VAE, cross-attention UNet, CLIP text, PNDM scheduler."""
     from diffusers import (
-        AutoencoderKL,
         PNDMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _clip_tokenizer()
     unet = _seeded(
@@ -279,36 +305,8 @@ def _build_sd(seed: int) -> diffusers.DiffusionPipeline:
             norm_num_groups=4,
         ),
     )
-    vae = _seeded(
-        seed,
-        lambda: AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 8, 8),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            sample_size=64,
-        ),
-    )
-    text_encoder = _seeded(
-        seed,
-        lambda: CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=_TEXT_DIM,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=_CLIP_MAX_TOKENS,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        ),
-    )
+    vae = _seeded(seed, _image_vae)
+    text_encoder = _seeded(seed, lambda: _clip_text_encoder(tokenizer))
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -397,7 +395,8 @@ def _build_svd(seed: int) -> diffusers.DiffusionPipeline:
 
 
 def _build_ltx(seed: int) -> diffusers.DiffusionPipeline:
-    """LTX-Video layout: 32x spatial / 8x temporal VAE (4 px patches, three 2x stages)."""
+    """LTX-Video 0.9.5 layout: 32x spatial / 8x temporal VAE (4 px patches, three 2x stages)
+    whose decoder is timestep-conditioned, and plain flow matching."""
     from diffusers import (
         AutoencoderKLLTXVideo,
         FlowMatchEulerDiscreteScheduler,
@@ -439,6 +438,7 @@ def _build_ltx(seed: int) -> diffusers.DiffusionPipeline:
             patch_size_t=1,
             encoder_causal=True,
             decoder_causal=False,
+            timestep_conditioning=True,  # as LTX 0.9.1+: decoding takes a timestep and noise
         ),
     )
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer)))
@@ -455,22 +455,40 @@ def _build_ltx(seed: int) -> diffusers.DiffusionPipeline:
     )
 
 
-def _build_wan(seed: int) -> diffusers.DiffusionPipeline:
-    """Wan 2.2 A14B image-to-video layout: two experts, no image encoder.
+def _wan_image_encoder() -> Any:
+    """Wan 2.1's CLIP vision tower at toy width (224 px input, 32 px patches: 50 tokens)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    Without a CLIP image encoder the first and last frames reach the model only through the
-    VAE-encoded condition latents, so one twin serves both ``image=`` and
-    ``image=..., last_image=...``; the Wan 2.1 layout needs a different transformer for each.
-    ``transformer`` denoises steps at or above ``boundary_ratio`` of the training timesteps and
-    ``transformer_2`` the rest, so even a 2-step call runs both.
-    """
-    from diffusers import (
-        AutoencoderKLWan,
-        WanImageToVideoPipeline,
-        WanTransformer3DModel,
+    return CLIPVisionModel(
+        CLIPVisionConfig(
+            image_size=224,
+            patch_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        )
     )
 
+
+_WAN_IMAGE_TOKENS = (224 // 32) ** 2 + 1  # patches plus the class token
+
+
+def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
+    """The Wan image-to-video layouts, each as published:
+
+    - ``i2v`` (Wan 2.1 I2V 480P): one transformer, a CLIP image encoder whose tokens of one
+      picture the transformer cross-attends to (so it cannot take a last frame);
+    - ``flf2v`` (Wan 2.1 FLF2V 720P): the same with a learned position on the tokens of two
+      pictures, the first and the last frame;
+    - ``a14b`` (Wan 2.2 I2V A14B): no image encoder, two experts split at ``boundary_ratio``
+      of the training timesteps (``transformer`` above it, ``transformer_2`` below), so even
+      a 2-step call runs both; first and last frame reach it through the condition latents.
+    """
+    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
+
     tokenizer = _t5_tokenizer()
+    image_kv = layout in ("i2v", "flf2v")
 
     def transformer() -> Any:
         return WanTransformer3DModel(
@@ -485,6 +503,9 @@ def _build_wan(seed: int) -> diffusers.DiffusionPipeline:
             num_layers=1,
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
+            image_dim=16 if image_kv else None,
+            added_kv_proj_dim=24 if image_kv else None,
+            pos_embed_seq_len=2 * _WAN_IMAGE_TOKENS if layout == "flf2v" else None,
         )
 
     vae = _seeded(
@@ -498,27 +519,30 @@ def _build_wan(seed: int) -> diffusers.DiffusionPipeline:
         ),
     )
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer), umt5=True))
-    scheduler = _wan_scheduler(flow_shift=5.0)
+    parts: dict[str, Any] = {"transformer": _seeded(seed, transformer)}
+    if image_kv:
+        parts["image_encoder"] = _seeded(seed, _wan_image_encoder)
+        parts["image_processor"] = _clip_image_processor(224)
+    else:
+        parts["transformer_2"] = _seeded(seed + 1, transformer)
+        parts["boundary_ratio"] = 0.9
+    shift = {"i2v": 3.0, "flf2v": 16.0, "a14b": 5.0}[layout]
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
-        scheduler=scheduler,
-        transformer=_seeded(seed, transformer),
-        transformer_2=_seeded(seed + 1, transformer),
-        boundary_ratio=0.9,
+        scheduler=_wan_scheduler(flow_shift=shift),
+        **parts,
     )
 
 
 def _build_cogvideox(seed: int) -> diffusers.DiffusionPipeline:
-    """CogVideoX 1.5 image-to-video layout: RoPE, 2-frame temporal patches, ``ofs`` embedding.
-
-    The 1.5 layout (rather than 1.0's learned positional table) accepts any size that is a
-    multiple of 16, up to the ``sample_width``/``sample_height`` RoPE grid (256 px here).
-    """
+    """CogVideoX-5B image-to-video layout: RoPE plus a learned position table of its native
+    size (here 32x32, 49 frames), so, like the published model, it makes that size only and
+    keeps its table only at 49 frames."""
     from diffusers import (
         AutoencoderKLCogVideoX,
-        CogVideoXDPMScheduler,
+        CogVideoXDDIMScheduler,
         CogVideoXImageToVideoPipeline,
         CogVideoXTransformer3DModel,
     )
@@ -532,18 +556,16 @@ def _build_cogvideox(seed: int) -> diffusers.DiffusionPipeline:
             in_channels=8,  # noisy latents + image latents
             out_channels=4,
             time_embed_dim=8,
-            ofs_embed_dim=8,
             text_embed_dim=_TEXT_DIM,
             num_layers=1,
-            sample_width=32,
-            sample_height=32,
-            sample_frames=9,
+            sample_width=4,  # latent units: 32 px through the 8x VAE
+            sample_height=4,
+            sample_frames=49,
             patch_size=2,
-            patch_size_t=2,
             temporal_compression_ratio=4,
             max_text_seq_length=226,
             use_rotary_positional_embeddings=True,
-            use_learned_positional_embeddings=False,
+            use_learned_positional_embeddings=True,
         ),
     )
     vae = _seeded(
@@ -561,16 +583,13 @@ def _build_cogvideox(seed: int) -> diffusers.DiffusionPipeline:
             sample_height=32,
             sample_width=32,
             scaling_factor=0.7,
-            invert_scale_latents=True,
         ),
     )
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer)))
-    scheduler = CogVideoXDPMScheduler(
-        beta_schedule="scaled_linear",
+    scheduler = CogVideoXDDIMScheduler(
         clip_sample=False,
         prediction_type="v_prediction",
         rescale_betas_zero_snr=True,
-        set_alpha_to_one=True,
         snr_shift_scale=1.0,
         timestep_spacing="trailing",
     )
@@ -583,11 +602,60 @@ def _build_cogvideox(seed: int) -> diffusers.DiffusionPipeline:
     )
 
 
+def _build_flux(seed: int) -> diffusers.DiffusionPipeline:
+    """FLUX.1-schnell layout: CLIP (pooled) and T5 text, a 16-channel-packed transformer with
+    no guidance embedding (schnell is distilled), 8x VAE with a shift factor."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+
+    tokenizer = _clip_tokenizer()
+    tokenizer_2 = _t5_tokenizer()
+    transformer = _seeded(
+        seed,
+        lambda: FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,  # 4 latent channels packed 2x2
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=_TEXT_DIM,
+            pooled_projection_dim=_TEXT_DIM,
+            guidance_embeds=False,
+            axes_dims_rope=(2, 2, 4),
+        ),
+    )
+    vae = _seeded(
+        seed,
+        # FLUX's VAE has no quant convs and shifts its latents.
+        lambda: _image_vae(use_quant_conv=False, use_post_quant_conv=False,
+                           shift_factor=0.1159, scaling_factor=0.3611),
+    )  # fmt: skip
+    text_encoder = _seeded(seed, lambda: _clip_text_encoder(tokenizer))
+    text_encoder_2 = _seeded(seed, lambda: _t5_encoder(len(tokenizer_2)))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+
+
 _BUILDERS: dict[str, Callable[[int], diffusers.DiffusionPipeline]] = {
     "sd": _build_sd,
+    "flux": _build_flux,
     "svd": _build_svd,
     "ltx": _build_ltx,
-    "wan": _build_wan,
+    "wan": lambda seed: _build_wan(seed, "i2v"),
+    "wan-flf2v": lambda seed: _build_wan(seed, "flf2v"),
+    "wan22": lambda seed: _build_wan(seed, "a14b"),
     "cogvideox": _build_cogvideox,
 }
 
