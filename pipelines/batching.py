@@ -16,6 +16,7 @@ offload), and only then does `OutOfMemory` name everything that was tried.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -334,14 +335,43 @@ def cost_key(loaded, width: int, height: int, steps: int, frames: int = 1) -> st
 
 
 def ladder_for(loaded) -> list[Saver]:
-    """The memory savers still available for a loaded pipeline, cheapest first."""
-    from .device import enable_vae_savers
+    """The memory savers still available for a loaded pipeline, cheapest first: VAE
+    tiling, then on a GPU model offload (only where the largest component fits beside its
+    activations) and group offload, which every GPU ladder keeps. Each rung records itself
+    in the loaded model's placement, which manifests and sidecars print."""
+    from .device import enable_vae_savers, model_offload_fits
 
-    pipe = loaded.pipe
-    rungs = [Saver("VAE tiling", lambda: enable_vae_savers(pipe, tiling=True))]
-    if loaded.placement.device.type != "cpu":
-        if loaded.placement.offload == "none":
-            rungs.append(Saver("model offload", pipe.enable_model_cpu_offload))
-        if loaded.placement.offload in ("none", "model"):
-            rungs.append(Saver("sequential offload", pipe.enable_sequential_cpu_offload))
+    pipe, placement = loaded.pipe, loaded.placement
+    rungs = [
+        Saver("VAE tiling", lambda: enable_vae_savers(pipe, tiling=True)),
+    ]
+    if placement.device.type == "cpu":
+        return rungs
+    largest = int(loaded.ref.preset.largest_gb * 2**30)
+    if placement.offload == "none" and model_offload_fits(
+        free_memory(placement.device) + _on_device(pipe, placement.device), largest
+    ):
+        rungs.append(Saver("model offload", lambda: _offload(loaded, "model")))
+    if placement.offload in ("none", "model"):
+        rungs.append(Saver("group offload", lambda: _offload(loaded, "group")))
     return rungs
+
+
+def _offload(loaded, mode: str) -> None:
+    from .device import set_offload
+
+    set_offload(loaded.pipe, loaded.placement.offload, mode, loaded.placement.device)
+    loaded.placement = dataclasses.replace(loaded.placement, offload=mode, vae_tiling=True)
+
+
+def _on_device(pipe, device) -> int:
+    """Bytes of the pipeline's weights on `device` now (freed when it offloads)."""
+    import torch
+
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for t in component.parameters():
+                if t.device.type == device.type:
+                    total += t.numel() * t.element_size()
+    return total

@@ -19,7 +19,7 @@ from PIL import Image
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .images import native_only_message
-from .models import LoadedModel, load
+from .models import LoadedModel, preset_kwargs
 from .settings import Runtime
 
 
@@ -38,6 +38,7 @@ class ClipJob:
     fps: int = 8
     negative_prompt: str = ""
     last: Image.Image | None = None  # end on this frame (first-and-last-frame families)
+    last_index: int | None = None  # where `last` goes (None: the last frame; LTX: any)
     video: tuple[Image.Image, ...] | None = None  # continue from these frames (overlap)
 
     @property
@@ -47,7 +48,7 @@ class ClipJob:
     @property
     def batch_key(self) -> tuple:
         return (self.width, self.height, self.num_frames, self.steps, self.guidance,
-                self.fps, self.conditioning)  # fmt: skip
+                self.fps, self.conditioning, len(self.video or ()), self.last_index)  # fmt: skip
 
 
 class Cancelled(RuntimeError):
@@ -59,7 +60,6 @@ class Adapter:
     """How a family is called. `batchable(pipe, job)`: different first frames in one call."""
 
     batchable: Callable[[object, ClipJob], bool]
-    task: Callable[[ClipJob], str]
     kwargs: Callable[[list[ClipJob]], dict]
     # Around each call, for what arguments alone cannot say (None: nothing).
     around: Callable[[object, list[ClipJob]], contextlib.AbstractContextManager] | None = None
@@ -72,22 +72,28 @@ def _text(jobs: list[ClipJob]) -> dict:
     return kw
 
 
+def _one_or_many(items: list) -> object:
+    """A condition for one clip, or the list of each clip's (LTX batches them this way)."""
+    return items[0] if len(items) == 1 else items
+
+
 def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
-    job = jobs[0]
-    kw = _text(jobs) | {"frame_rate": job.fps}
-    if job.conditioning == "first":
-        return kw | {"image": [j.first for j in jobs]}
+    """Every LTX clip goes through the condition pipeline, whatever it starts from: one way
+    of sampling for all the clips of a shot (schedule, text length, conditioning noise),
+    and decode noise drawn from per-clip generators, which any device takes."""
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
+    job = jobs[0]
     if job.video:
-        conditions = [LTXVideoCondition(video=list(job.video), frame_index=0, strength=1.0)]
+        start = LTXVideoCondition(video=_one_or_many([list(j.video) for j in jobs]), frame_index=0)
     else:
-        conditions = [LTXVideoCondition(image=job.first, frame_index=0, strength=1.0)]
+        start = LTXVideoCondition(image=_one_or_many([j.first for j in jobs]), frame_index=0)
+    conditions = [start]
     if job.last is not None:
-        conditions.append(
-            LTXVideoCondition(image=job.last, frame_index=job.num_frames - 1, strength=1.0)
-        )
-    return kw | {"conditions": conditions}
+        end = _one_or_many([j.last for j in jobs])
+        at = job.num_frames - 1 if job.last_index is None else job.last_index
+        conditions.append(LTXVideoCondition(image=end, frame_index=at))
+    return _text(jobs) | {"frame_rate": job.fps, "conditions": conditions}
 
 
 def _transformer_config(pipe):
@@ -108,14 +114,6 @@ def _takes_last(pipe) -> bool:
     """False for Wan 2.1 image-to-video: the pipeline encodes the first and last frame as two
     pictures' tokens, and its transformer reads one (the call fails)."""
     return _image_token_sets(pipe) != 1
-
-
-def _decode_noise(pipe) -> bool:
-    """LTX 0.9.1+ VAEs decode at a timestep, and LTX's image-to-video pipeline draws that
-    decode noise with `torch.randn`, which takes one generator, not one per clip: such a
-    pipeline makes one clip per call (with a single generator)."""
-    vae = getattr(pipe, "vae", None)
-    return bool(vae is not None and vae.config.get("timestep_conditioning"))
 
 
 def _wan_kwargs(jobs: list[ClipJob]) -> dict:
@@ -163,45 +161,34 @@ def _cog_kwargs(jobs: list[ClipJob]) -> dict:
 
 
 ADAPTERS: dict[str, Adapter] = {
-    # LTX's image-to-video class batches different first frames; its condition class
-    # (last frame, video) takes one set of conditions per call.
-    "ltx": Adapter(
-        batchable=lambda pipe, j: j.conditioning == "first" and not _decode_noise(pipe),
-        task=lambda j: "video-first" if j.conditioning == "first" else "video",
-        kwargs=_ltx_kwargs,
-    ),
+    "ltx": Adapter(batchable=lambda pipe, j: True, kwargs=_ltx_kwargs),
     # Wan repeats one conditioning image over the batch: one clip per call.
-    "wan": Adapter(
-        batchable=lambda pipe, j: False,
-        task=lambda j: "video",
-        kwargs=_wan_kwargs,
-        around=_wan_image_tokens,
-    ),  # fmt: skip
-    "svd": Adapter(batchable=lambda pipe, j: True, task=lambda j: "video", kwargs=_svd_kwargs),
-    "cogvideox": Adapter(
-        batchable=lambda pipe, j: True, task=lambda j: "video", kwargs=_cog_kwargs
-    ),
+    "wan": Adapter(batchable=lambda pipe, j: False, kwargs=_wan_kwargs, around=_wan_image_tokens),
+    "svd": Adapter(batchable=lambda pipe, j: True, kwargs=_svd_kwargs),
+    "cogvideox": Adapter(batchable=lambda pipe, j: True, kwargs=_cog_kwargs),
 }
 
 
 def check_job(loaded: LoadedModel, job: ClipJob) -> None:
-    fam = loaded.family
-    if fam.name not in ADAPTERS:
-        raise ValueError(f"model: {loaded.ref.label} is not an image-to-video model")
-    if job.last is not None and not (loaded.ref.takes("last_frame") and _takes_last(loaded.pipe)):
+    ref = loaded.ref
+    if loaded.family.name not in ADAPTERS:
+        raise ValueError(f"model: {ref.label} is not an image-to-video model")
+    if job.last is not None and not (ref.takes("last_frame") and _takes_last(loaded.pipe)):
         raise ValueError(
-            f"model: {loaded.ref.label} cannot end a clip on a given last frame; use --mode "
+            f"model: {ref.label} cannot end a clip on a given last frame; use --mode "
             "continue, or a first-and-last-frame model (wan-flf2v-720p, ltx-video)"
         )
-    if job.video and not loaded.ref.takes("video"):
-        raise ValueError(f"model: {loaded.ref.label} cannot continue from several frames")
+    if job.last_index not in (None, job.num_frames - 1) and not ref.takes("frames_at_indices"):
+        raise ValueError(f"model: {ref.label} ends a clip on a given frame at its end only")
+    if job.video and not ref.takes("video"):
+        raise ValueError(f"model: {ref.label} cannot continue from several frames")
     native = _native_size(loaded.pipe)
     if native and native != (job.width, job.height):
-        raise ValueError(native_only_message(loaded.ref.label, *native, job.width, job.height))
-    if fam.legal_frames(job.num_frames) != job.num_frames:
+        raise ValueError(native_only_message(ref.label, *native, job.width, job.height))
+    if ref.legal_frames(job.num_frames) != job.num_frames:
         raise ValueError(
-            f"frames: {loaded.ref.label} needs {fam.frame_step}k+1 frames per clip "
-            f"(got {job.num_frames}; use {fam.legal_frames(job.num_frames)})"
+            f"frames: {ref.label} needs {ref.frame_rule} frames per clip "
+            f"(got {job.num_frames}; use {ref.legal_frames(job.num_frames)})"
         )
 
 
@@ -237,13 +224,12 @@ def generate_clips(
     out: list[np.ndarray | None] = [None] * len(jobs)
     for idxs in group_indices(jobs, lambda job: job.batch_key):
         first = jobs[idxs[0]]
-        task_model = load(loaded.ref, adapter.task(first), runtime)
-        key = cost_key(task_model, first.width, first.height, first.steps, first.num_frames)
+        key = cost_key(loaded, first.width, first.height, first.steps, first.num_frames)
 
-        def call(batch: list[ClipJob], task_model=task_model) -> list[np.ndarray]:
+        def call(batch: list[ClipJob]) -> list[np.ndarray]:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            return _call(task_model, batch, adapter, cancel)
+            return _call(loaded, batch, adapter, cancel)
 
         run_group(
             jobs,
@@ -253,10 +239,10 @@ def generate_clips(
             on_result=on_result,
             planner=planner,
             key=key,
-            device=task_model.placement.device,
-            savers=ladder_for(task_model),
-            max_batch=None if adapter.batchable(task_model.pipe, first) else 1,
-            on_failure=lambda task_model=task_model: reset_fast_state(task_model.pipe),
+            device=loaded.placement.device,
+            savers=ladder_for(loaded),
+            max_batch=None if adapter.batchable(loaded.pipe, first) else 1,
+            on_failure=lambda: reset_fast_state(loaded.pipe),
         )
     return out  # type: ignore[return-value]
 
@@ -268,7 +254,8 @@ def _call(
 
     job = batch[0]
     gens = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
-    kwargs = adapter.kwargs(batch) | {
+    kwargs = adapter.kwargs(batch) | preset_kwargs(loaded, [j.negative_prompt for j in batch])
+    kwargs |= {
         "height": job.height,
         "width": job.width,
         "num_frames": job.num_frames,
@@ -281,19 +268,24 @@ def _call(
     if "max_guidance_scale" not in kwargs:
         kwargs["guidance_scale"] = job.guidance
     if cancel is not None:
-
-        def on_step(pipe, step, timestep, callback_kwargs):
-            if cancel.is_set():
-                pipe._interrupt = True
-            return callback_kwargs
-
-        kwargs["callback_on_step_end"] = on_step
+        kwargs["callback_on_step_end"] = _stop_on(cancel)
     around = adapter.around(loaded.pipe, batch) if adapter.around else contextlib.nullcontext()
     with torch.inference_mode(), around:
         frames = loaded.pipe(**kwargs).frames
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 5 or frames.shape[0] != len(batch):
         raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
     return [frames[i] for i in range(len(batch))]
+
+
+def _stop_on(cancel: threading.Event) -> Callable:
+    """A step callback that stops the call at the end of the step the user cancelled in.
+    It raises rather than setting the pipeline's interrupt flag, which not every family's
+    loop reads (SVD's runs on to the end)."""
+
+    def on_step(pipe, step, timestep, callback_kwargs):
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        return callback_kwargs
+
+    return on_step

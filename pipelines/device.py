@@ -82,12 +82,14 @@ class Placement:
         }
 
 
-def choose_offload(need: int, free: int, pref: str, device: torch.device) -> str:
+def choose_offload(need: int, free: int, pref: str, device: torch.device, largest: int = 0) -> str:
     """Offload only where it helps: never on CPU; on a GPU, by need against free memory.
 
-    `need` is the model's rough weight + activation footprint in bytes. With 20% head-room
-    the whole model stays on the device; with at least half of it, whole modules move in
-    turn (model offload, small cost); with less, groups of layers stream (group offload).
+    `need` is the model's rough weight + activation footprint in bytes, `largest` its
+    largest single component. With 20% head-room for `need` the whole model stays on the
+    device. Model offload moves whole components in turn, so it needs the largest one (a
+    FLUX or Wan transformer: 24 to 33 GB) on the device with head-room for its activations;
+    short of that, groups of layers stream (group offload).
     """
     if pref != "auto":
         return "none" if device.type == "cpu" else pref
@@ -95,16 +97,21 @@ def choose_offload(need: int, free: int, pref: str, device: torch.device) -> str
         return "none"
     if free >= need * 1.2:
         return "none"
-    if free >= need * 0.5:
+    if model_offload_fits(free, largest):
         return "model"
     return "group"
 
 
-def plan_placement(runtime: Runtime, need: int) -> Placement:
+def model_offload_fits(free: int, largest: int) -> bool:
+    """Whether the largest component and its activations (half as much again) fit."""
+    return largest > 0 and free >= largest * 1.5
+
+
+def plan_placement(runtime: Runtime, need: int, largest: int = 0) -> Placement:
     device = pick_device(runtime.device)
     dtype = pick_dtype(device, runtime.dtype)
     free = free_memory(device, runtime.memory_budget)
-    offload = choose_offload(need, free, runtime.offload, device)
+    offload = choose_offload(need, free, runtime.offload, device, largest)
     # Tiling trades a little speed for a flat VAE peak; worth it when memory is short: with
     # offload, or with less than twice the model's need free (a 720x480 CogVideoX decode
     # alone asks a CPU for more than 20 GB untiled, and 9 GB tiled).
@@ -117,20 +124,29 @@ def apply_placement(pipe, placement: Placement) -> Placement:
     switch on the fast paths it asks for. Returns the placement with `fast` narrowed to
     the fast paths that are on."""
     enable_vae_savers(pipe, tiling=placement.vae_tiling)
-    if placement.offload == "model":
-        pipe.enable_model_cpu_offload(device=placement.device)
-    elif placement.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=placement.device)
-    elif placement.offload == "group":
+    set_offload(pipe, "none", placement.offload, placement.device)
+    return dataclasses.replace(placement, fast=apply_fast_paths(pipe, placement.fast))
+
+
+def set_offload(pipe, current: str, mode: str, device: torch.device) -> None:
+    """Put a pipeline under offload `mode` (none | model | group | sequential), undoing the
+    accelerate hooks of `current` first (a rung of the out-of-memory ladder moves from
+    none or model offload down to group offload)."""
+    if current in ("model", "sequential"):
+        pipe.remove_all_hooks()
+    if mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif mode == "group":
         pipe.enable_group_offload(
-            onload_device=placement.device,
+            onload_device=device,
             offload_device=torch.device("cpu"),
             offload_type="leaf_level",
-            use_stream=placement.device.type == "cuda",
+            use_stream=device.type == "cuda",
         )
     else:
-        pipe.to(placement.device)
-    return dataclasses.replace(placement, fast=apply_fast_paths(pipe, placement.fast))
+        pipe.to(device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,6 +240,27 @@ def _set_attention(module: torch.nn.Module, backend: str) -> str | None:
     return None
 
 
+def attention_takes_float_mask(backend: str) -> bool:
+    """Whether a diffusers attention backend takes a float (additive) attention mask.
+
+    diffusers has no flag for it: each backend's function decides. Flash and sage raise on
+    any mask; the variable-length kernels turn the mask into sequence lengths and accept
+    booleans only. An unknown name is left to diffusers' own error."""
+    import inspect
+
+    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+    try:
+        name = AttentionBackendName(backend)
+    except ValueError:
+        return True
+    if "attn_mask" not in registry._supported_arg_names.get(name, ()):
+        return False
+    source = inspect.getsource(registry._backends[name])
+    return "is not supported" not in source and "_normalize_attn_mask" not in source
+
+
 def _compile(module: torch.nn.Module, _arg: str) -> str | None:
     """`torch.compile` in place (the module object, its hooks and its pipeline stay the
     same): regional, the repeated blocks only, where the model lists them (diffusers'
@@ -248,12 +285,18 @@ def reset_fast_state(pipe) -> None:
 
 
 def enable_vae_savers(pipe, *, tiling: bool) -> None:
-    """VAE slicing always (free: decode one item of a batch at a time); tiling on request."""
+    """VAE slicing (free: decode one item of a batch at a time); tiling on request.
+
+    Not slicing for timestep-conditioned LTX VAEs (0.9.1+): diffusers 0.42's sliced decode
+    pairs the latents and timesteps wrongly (`for z, t in (z.split(1), temb.split(1))`),
+    which fails for a batch of three or more and, for two, decodes one clip's latents at
+    the other's values."""
     vae = getattr(pipe, "vae", None)
     if vae is None:
         return
-    with contextlib.suppress(AttributeError, NotImplementedError):
-        vae.enable_slicing()
+    if not getattr(vae, "config", {}).get("timestep_conditioning"):
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            vae.enable_slicing()
     if tiling:
         with contextlib.suppress(AttributeError, NotImplementedError):
             vae.enable_tiling()

@@ -10,7 +10,6 @@ batch of any size.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import platform
 import re
@@ -24,7 +23,7 @@ from . import __version__
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .files import atomic_path, write_json
-from .models import LoadedModel, ModelRef, load, resolve_model
+from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
 from .settings import ImageRequest, Runtime
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ def check_size(ref: ModelRef, width: int, height: int) -> None:
     p = ref.preset
     if p.native_only and (width, height) != (p.width, p.height):
         raise ValueError(native_only_message(ref.label, p.width, p.height, width, height))
-    m = ref.family.size_multiple
+    m = ref.size_multiple
     for name, v in (("width", width), ("height", height)):
         if v % m:
             lower, upper = max(m, v - v % m), v - v % m + m
@@ -182,23 +181,17 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
         generator=[torch.Generator("cpu").manual_seed(j.seed) for j in batch],
         output_type="np",
     )
+    kwargs |= preset_kwargs(loaded, [j.negative_prompt for j in batch])
     if any(j.negative_prompt for j in batch) and first.guidance > 1:
         kwargs["negative_prompt"] = [j.negative_prompt for j in batch]
     if first.init is not None:
         kwargs.update(image=[j.init for j in batch], strength=first.strength)
-        if _takes_size(type(loaded.pipe)):  # FLUX image-to-image would make its default 1024 px
-            kwargs.update(width=first.width, height=first.height)
-    else:
+    # FLUX image-to-image takes a size too (without it, its default 1024 px).
+    if first.init is None or {"width", "height"} <= call_parameters(type(loaded.pipe)):
         kwargs.update(width=first.width, height=first.height)
     with torch.inference_mode():
         images = loaded.pipe(**kwargs).images
     return [np.asarray(img, dtype=np.float32) for img in images]
-
-
-@functools.cache
-def _takes_size(pipe_class: type) -> bool:
-    params = inspect.signature(pipe_class.__call__).parameters
-    return "width" in params and "height" in params
 
 
 def a1111_parameters(job: ImageJob, model_label: str, sampler: str) -> str:

@@ -10,6 +10,7 @@ code; loaded pipelines are cached, and image-to-image reuses text-to-image's com
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -17,9 +18,19 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .device import Placement, apply_placement, plan_placement
 from .settings import Runtime
+from .traits import (
+    LTX_DECODE,
+    WAN22_BOUNDARY,
+    WAN_FP32,
+    Configs,
+    config_traits,
+    folder_configs,
+    hub_configs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ class Family:
         str, ...
     ]  # text, init_image, first_frame, last_frame, frames_at_indices, video
     description: str
+    text_mask: bool = False  # its denoiser attends to text under a float attention mask
 
     def legal_frames(self, n: int) -> int:
         """The nearest legal frame count ≥ n (so a clip is never shorter than asked)."""
@@ -73,7 +85,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "ltx", "video", "LTXConditionPipeline", "ltx", 32, 8,
             ("text", "first_frame", "last_frame", "frames_at_indices", "video"),
-            "LTX-Video: image/video conditioning at any frame index; fast",
+            "LTX-Video: image/video conditioning at any frame index; fast", text_mask=True,
         ),
         Family(
             "wan", "video", "WanImageToVideoPipeline", "wan", 16, 4,
@@ -112,23 +124,45 @@ CLASS_TO_FAMILY = {
 }
 
 
+# The negative prompt of Wan's model cards and diffusers' Wan examples (the English of the
+# one Wan's own code uses): Wan was trained to steer away from these.
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, "
+    "images, static, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
+    "incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, "
+    "misshapen limbs, fused fingers, still picture, messy background, three legs, many people "
+    "in the background, walking backwards"
+)
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named model with the defaults it was made for."""
+    """A named model with the defaults it was made for, and the rules only real weights show
+    (the frame rate its motion was trained at, dtype rules, decode settings)."""
 
     name: str
     family: str
-    source: str  # hub repo id, or "twin:<family>"
+    source: str  # hub repo id, or "twin:<twin>"
     width: int
     height: int
     frames: int  # frames per clip (1 for images)
-    fps: int  # the frame rate the model was trained at
+    fps: int  # the storyboard's default frame rate
     steps: int
     guidance: float
     memory_gb: float  # rough peak need at the native size, weights in half precision
     note: str = ""
     native_only: bool = False  # makes its native width × height only (a learned position table)
     conditioning: tuple[str, ...] | None = None  # None: the family's
+    # Frame rates its frames carry motion at: (lo, hi) for models told the rate (LTX, SVD),
+    # (r, r) for those that always make r (Wan, CogVideoX); None for image models.
+    motion: tuple[int, int] | None = None
+    fixed_frames: bool = False  # clips of exactly `frames` (a learned table over time too)
+    size_multiple: int | None = None  # None: the family's
+    negative_prompt: str = ""  # used where the storyboard or request gives none
+    call: tuple[tuple[str, Any], ...] = ()  # further pipeline arguments, as the model card
+    variant: str | None = None  # a half-precision weight variant the repo ships ("fp16")
+    largest_gb: float = 0.0  # the largest single component in 16-bit (sizes model offload)
+    fp32: tuple[str, ...] = ()  # components kept in float32 whatever the dtype
 
     @property
     def is_twin(self) -> bool:
@@ -139,22 +173,30 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("sd-turbo", "image", "stabilityai/sd-turbo", 512, 512, 1, 0, 1, 0.0, 4,
-               "default for images; 1 step; runs on a laptop CPU"),
+               "default for images; 1 step; runs on a laptop CPU", variant="fp16",
+               largest_gb=1.7),
         Preset("sdxl-turbo", "image", "stabilityai/sdxl-turbo", 512, 512, 1, 0, 1, 0.0, 9,
-               "better images, 1 step"),
+               "better images, 1 step", variant="fp16", largest_gb=5.1),
         Preset("flux-schnell", "image", "black-forest-labs/FLUX.1-schnell", 1024, 1024, 1, 0,
-               4, 0.0, 34, "best images; big"),
-        Preset("ltx-video", "ltx", "Lightricks/LTX-Video-0.9.5", 768, 512, 97, 24, 40, 3.0, 20,
-               "default for videos; fast; continues from frames"),
+               4, 0.0, 34, "best images; big", size_multiple=16,
+               call=(("max_sequence_length", 256),), largest_gb=23.8),
+        Preset("ltx-video", "ltx", "Lightricks/LTX-Video-0.9.5", 768, 512, 161, 24, 40, 3.0, 20,
+               "default for videos; fast; continues from frames", motion=(24, 30),
+               call=LTX_DECODE, largest_gb=9.5),
         Preset("wan-i2v-480p", "wan", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 832, 480, 81,
                16, 40, 5.0, 48, "high quality image-to-video; no last frame",
-               conditioning=("text", "first_frame")),
+               conditioning=("text", "first_frame"), motion=(16, 16),
+               negative_prompt=WAN_NEGATIVE_PROMPT, largest_gb=32.8, fp32=WAN_FP32),
         Preset("wan-flf2v-720p", "wan", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", 1280, 720,
-               81, 16, 40, 5.0, 60, "first-and-last-frame: best for keyframes mode"),
+               81, 16, 40, 5.0, 60, "first-and-last-frame: best for keyframes mode",
+               motion=(16, 16), negative_prompt=WAN_NEGATIVE_PROMPT, largest_gb=32.8,
+               fp32=WAN_FP32),
         Preset("svd-xt", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", 1024, 576,
-               25, 7, 25, 3.0, 12, "motion from one image, no prompt"),
+               25, 7, 25, 3.0, 12, "motion from one image, no prompt", motion=(7, 30),
+               variant="fp16", largest_gb=3.1),
         Preset("cogvideox-5b-i2v", "cogvideox", "THUDM/CogVideoX-5b-I2V", 720, 480, 49, 8, 50,
-               6.0, 24, "image-to-video; 720x480 only", native_only=True),
+               6.0, 24, "image-to-video; 720x480 and 49 frames only", native_only=True,
+               motion=(8, 8), fixed_frames=True, largest_gb=11.3),
     )
 }  # fmt: skip
 
@@ -165,17 +207,45 @@ DEFAULT_TWIN = {"image": "tiny-image", "video": "tiny-ltx"}
 
 
 def twin_presets() -> dict[str, Preset]:
-    """`tiny-<family>` presets, with the twins' own small sizes and step counts."""
+    """`tiny-<twin>` presets: the preset each twin mirrors (its motion rate, frame and dtype
+    rules, call arguments), at the twin's own small size and step count. A twin that mirrors
+    no preset yet takes its rules from its own configs, as a hub model would."""
     from .twins import TWINS
 
     out = {}
-    for fam in FAMILIES.values():
-        info = TWINS[fam.twin]
-        out[f"tiny-{fam.name}"] = Preset(
-            f"tiny-{fam.name}", fam.name, f"twin:{fam.twin}", info.width, info.height,
-            info.num_frames or 1, 8, info.steps, 1.0 if fam.kind == "image" else 3.0, 0.05,
-            f"offline twin of {fam.pipeline_class}, random weights",
+    for info in TWINS.values():
+        name = "tiny-image" if info.name == "sd" else f"tiny-{info.name}"
+        source = f"twin:{info.name}"
+        if info.mirrors:
+            base = PRESETS[info.mirrors]
+        else:
+            base = _inherit(info.family, name, source, twin_configs(info.name))
+        kind = FAMILIES[info.family].kind
+        out[name] = dataclasses.replace(
+            base, name=name, source=source, width=info.width, height=info.height,
+            frames=info.num_frames or 1, steps=info.steps,
+            guidance=1.0 if kind == "image" else 3.0, memory_gb=0.05, largest_gb=0.01,
+            variant=None, note=f"offline twin of {info.mirrors or info.pipeline_class}",
         )  # fmt: skip
+    return out
+
+
+@functools.cache
+def twin_configs(name: str) -> dict[str, dict]:
+    """A twin's configs in the shape of a diffusers folder's (see `pipe_configs`)."""
+    from .twins import build_twin
+
+    return pipe_configs(build_twin(name))
+
+
+def pipe_configs(pipe) -> dict[str, dict]:
+    """{"model_index": the pipeline's config, <component>: its config} of a built pipeline,
+    the shape `folder_configs` reads from disk."""
+    out = {"model_index": {"_class_name": type(pipe).__name__, **dict(pipe.config)}}
+    for name, component in pipe.components.items():
+        config = getattr(component, "config", None)
+        if config is not None:
+            out[name] = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return out
 
 
@@ -199,6 +269,27 @@ class ModelRef:
         """Whether this model takes a kind of conditioning: its preset's list where the
         preset narrows its family's (Wan 2.1 image-to-video has no last frame)."""
         return what in (self.preset.conditioning or self.family.conditioning)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.preset.size_multiple or self.family.size_multiple
+
+    def legal_frames(self, n: int) -> int:
+        """The nearest legal clip length ≥ n; a fixed-length model's own length always."""
+        return self.preset.frames if self.preset.fixed_frames else self.family.legal_frames(n)
+
+    def legal_around(self, x: float) -> tuple[int, int]:
+        """The legal clip lengths just below and at or above `x` (see `Family.legal_around`)."""
+        if self.preset.fixed_frames:
+            return self.preset.frames, self.preset.frames
+        return self.family.legal_around(x)
+
+    @property
+    def frame_rule(self) -> str:
+        if self.preset.fixed_frames:
+            return f"{self.preset.frames} only"
+        step = self.family.frame_step
+        return "any" if step <= 1 else f"{step}k+1"
 
 
 def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
@@ -224,7 +315,7 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
         if not path.is_file():
             raise ValueError(f"model: file not found: {spec!r}")
         ref = ModelRef(
-            str(path.resolve()), _inherit("image", path.stem, str(path.resolve())), "file"
+            str(path.resolve()), _inherit("image", path.stem, str(path.resolve()), {}), "file"
         )
     elif Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser().resolve()
@@ -234,10 +325,13 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
                 f"model: {spec!r} is a folder without model_index.json (not a diffusers model)"
             )
         family = _family_from_index(json.loads(index.read_text()), spec)
-        ref = ModelRef(str(path), _inherit(family, path.name, str(path)), "local")
+        configs = folder_configs(path)
+        ref = ModelRef(str(path), _inherit(family, path.name, str(path), configs), "local")
     elif _looks_like_repo_id(spec):
-        family = _family_from_index(_fetch_model_index(spec), spec)
-        ref = ModelRef(spec, _inherit(family, spec, spec), "hub")
+        model_index = _fetch_model_index(spec)
+        family = _family_from_index(model_index, spec)
+        configs = hub_configs(spec, model_index)
+        ref = ModelRef(spec, _inherit(family, spec, spec, configs), "hub")
     else:
         raise ValueError(
             f"model: unknown {spec!r} (use a preset such as {DEFAULT_IMAGE_PRESET} or "
@@ -265,12 +359,15 @@ def _random_ref(spec: str) -> ModelRef:
     return ModelRef(spec, preset, "random")
 
 
-def _inherit(family: str, name: str, source: str) -> Preset:
-    """Defaults for a model outside the table: those of its family's reference preset."""
+def _inherit(family: str, name: str, source: str, configs: Configs) -> Preset:
+    """Defaults for a model outside the table: its family's reference preset, with the
+    rules its own configs decide (`traits.config_traits`) in place of the preset's."""
     base = next(p for p in PRESETS.values() if p.family == family)
-    return dataclasses.replace(
-        base, name=name, source=source, note="", native_only=False, conditioning=None
-    )
+    plain = dataclasses.replace(
+        base, name=name, source=source, note="", native_only=False, conditioning=None,
+        fixed_frames=False, size_multiple=None, call=(), variant=None,
+    )  # fmt: skip
+    return dataclasses.replace(plain, **config_traits(family, configs, name))
 
 
 def _looks_like_repo_id(spec: str) -> bool:
@@ -317,7 +414,7 @@ class LoadedModel:
     ref: ModelRef
     pipe: object
     placement: Placement
-    task: str  # text2img | img2img | video | video-first (LTX image-to-video)
+    task: str  # text2img | img2img | video
 
     @property
     def family(self) -> Family:
@@ -335,38 +432,87 @@ def _import_class(name: str):
 
 
 def _load_from_source(ref: ModelRef, placement: Placement):
-    """Build or read the family's main pipeline (text-to-image for images)."""
-    fam = ref.family
+    """Build or read the family's main pipeline (text-to-image for images), every component
+    in the placement's dtype except those the preset keeps in float32."""
+    import torch
+
+    keep = ref.preset.fp32
     if ref.kind == "twin":
         from .twins import build_twin
 
-        pipe = build_twin(fam.twin)
-        if placement.dtype != pipe.dtype:
-            pipe.to(dtype=placement.dtype)
+        pipe = build_twin(ref.preset.source.removeprefix("twin:"))
+        cast_components(pipe, placement.dtype, keep=keep)
         return pipe
     if ref.kind == "random":
-        import torch
-
         from .fullsize import build_fullsize
 
         # Built where it will run (no float32 copy of a 14B model in RAM), unless offloaded.
         device = placement.device if placement.offload == "none" else torch.device("cpu")
-        return build_fullsize(
+        pipe = build_fullsize(
             ref.spec.removeprefix(RANDOM_PREFIX), device=device, dtype=placement.dtype
         )
-    cls = _import_class(fam.pipeline_class)
+        cast_components(pipe, torch.float32, only=keep)
+        return pipe
     if ref.kind == "file":
         return _load_single_file(ref.preset.source, placement)
     if ref.kind == "hub":
         _fetch_model_index(ref.preset.source)  # one clear line when offline and not cached
+    dtype = {"default": placement.dtype} | {name: torch.float32 for name in keep}
     try:
-        return cls.from_pretrained(
-            ref.preset.source, torch_dtype=placement.dtype, use_safetensors=True
-        )
+        return _from_pretrained(ref, dtype, half=placement.dtype != torch.float32)
     except (OSError, ValueError) as exc:
         if ref.kind == "hub" and _is_offline_error(exc):
             raise _unavailable(ref.spec, exc) from exc
         raise ModelUnavailable(f"model: cannot load {ref.spec!r}: {exc}".splitlines()[0]) from exc
+
+
+def _from_pretrained(ref: ModelRef, dtype: dict, *, half: bool):
+    """`from_pretrained`, safetensors only, with the repo's half-precision weight variant
+    where it ships one and the model runs in half precision (half the download); a cache
+    that holds only the full weights is read as it is."""
+    cls = _import_class(ref.family.pipeline_class)
+    variant = ref.preset.variant if half else None
+    try:
+        return cls.from_pretrained(
+            ref.preset.source, torch_dtype=dtype, use_safetensors=True, variant=variant
+        )
+    except (OSError, ValueError):
+        if variant is None:
+            raise
+        log.info("%s: no %s weights here; loading the full ones", ref.label, variant)
+        return cls.from_pretrained(ref.preset.source, torch_dtype=dtype, use_safetensors=True)
+
+
+def cast_components(
+    pipe, dtype, *, keep: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+):
+    """Cast a pipeline's modules to `dtype` one by one: all but `keep`, or just `only`.
+    (`pipe.to(dtype=...)` would also cast the modules a model must keep in float32.)"""
+    import torch
+
+    for name, component in pipe.components.items():
+        if not isinstance(component, torch.nn.Module) or name in keep:
+            continue
+        if (only is None or name in only) and getattr(component, "dtype", dtype) != dtype:
+            component.to(dtype=dtype)
+
+
+def derive_pipe(auto_class: str, base):
+    """The pipeline of another task (e.g. image-to-image) over `base`'s very components.
+
+    diffusers' `from_pipe` casts the shared components to float32 unless given a dtype, and
+    given one it casts float32-kept modules too; building the task's class from the
+    components changes no weight. Progress-bar settings carry over."""
+    from diffusers.pipelines import auto_pipeline
+
+    mapping = {"AutoPipelineForImage2Image": auto_pipeline.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING}
+    cls = auto_pipeline._get_task_class(mapping[auto_class], type(base).__name__)
+    expected, optional = cls._get_signature_keys(cls)
+    parts = {k: v for k, v in base.components.items() if k in expected}
+    parts |= {k: base.config[k] for k in optional if k in base.config}
+    pipe = cls(**parts)
+    pipe.set_progress_bar_config(**getattr(base, "_progress_bar_config", {}))
+    return pipe
 
 
 def _is_offline_error(exc: BaseException) -> bool:
@@ -401,32 +547,25 @@ def _load_single_file(path: str, placement: Placement):
 
 
 def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedModel:
-    """Load (or reuse) the pipeline for `task`: text2img, img2img, video or video-first.
+    """Load (or reuse) the pipeline for `task`: text2img, img2img or video.
 
-    img2img shares every component with text2img (`from_pipe`), and video-first (LTX's
-    image-to-video class, which batches different first frames) shares with video.
+    img2img shares every component with text2img, as they are (`derive_pipe`).
     """
     runtime = runtime or Runtime()
     key = (ref.spec, ref.kind, task, runtime.device, runtime.dtype, runtime.offload, runtime.fast)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        base_task = {"img2img": "text2img", "video-first": "video"}.get(task)
-        if base_task:
-            base = load(ref, base_task, runtime)
-            derived_cls = {
-                "img2img": "AutoPipelineForImage2Image",
-                "video-first": "LTXImageToVideoPipeline",
-            }[task]
-            pipe = _import_class(derived_cls).from_pipe(base.pipe)
+        if task == "img2img":
+            base = load(ref, "text2img", runtime)
+            pipe = derive_pipe("AutoPipelineForImage2Image", base.pipe)
             loaded = LoadedModel(ref, pipe, base.placement, task)
         else:
-            need = int(ref.preset.memory_gb * GiB)
-            placement = plan_placement(runtime, need)
-            if ref.kind == "twin" and placement.device.type == "cpu":
-                placement = dataclasses.replace(placement, dtype=_float32())
+            p = ref.preset
+            placement = plan_placement(runtime, int(p.memory_gb * GiB), int(p.largest_gb * GiB))
             log.info("loading %s for %s on %s", ref.label, task, placement.describe())
             pipe = _load_from_source(ref, placement)
+            _complete_config(pipe)
             placement = apply_placement(pipe, placement)  # `fast`: what is switched on
             # Step bars on a terminal only: for tiny, fast calls a bar costs more than the call.
             pipe.set_progress_bar_config(
@@ -437,10 +576,14 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
         return loaded
 
 
-def _float32():
-    import torch
-
-    return torch.float32
+def _complete_config(pipe) -> None:
+    """Pipeline settings a repo may leave out: Wan 2.2 A14B's expert boundary (without it
+    diffusers runs the high-noise expert alone)."""
+    if (
+        getattr(pipe, "transformer_2", None) is not None
+        and pipe.config.get("boundary_ratio") is None
+    ):
+        pipe.register_to_config(boundary_ratio=WAN22_BOUNDARY)
 
 
 def clear_cache() -> None:
@@ -455,7 +598,8 @@ def table_rows() -> list[dict[str, str]]:
     """Rows for `python -m pipelines models` and the README."""
     rows = []
     for p in [*PRESETS.values(), *twin_presets().values()]:
-        fam = FAMILIES[p.family]
+        ref = ModelRef(p.name, p, "twin" if p.is_twin else "hub")
+        fam = ref.family
         rows.append(
             {
                 "preset": p.name,
@@ -463,7 +607,8 @@ def table_rows() -> list[dict[str, str]]:
                 "pipeline": fam.pipeline_class,
                 "source": p.source,
                 "size": f"{p.width}x{p.height}",
-                "frames": "1" if fam.kind == "image" else f"{p.frames} ({_frame_rule(fam)})",
+                "frames": "1" if fam.kind == "image" else f"{p.frames} ({ref.frame_rule})",
+                "motion": _motion(p.motion),
                 "fps": str(p.fps or "-"),
                 "steps": str(p.steps),
                 "cfg": f"{p.guidance:g}",
@@ -474,5 +619,46 @@ def table_rows() -> list[dict[str, str]]:
     return rows
 
 
-def _frame_rule(fam: Family) -> str:
-    return "any" if fam.frame_step <= 1 else f"{fam.frame_step}k+1"
+def _motion(motion: tuple[int, int] | None) -> str:
+    """The frame rate a model's frames carry motion at, as the table shows it."""
+    if motion is None:
+        return "-"
+    lo, hi = motion
+    return f"{lo} fps" if lo == hi else f"{lo}–{hi} fps"
+
+
+def preset_kwargs(loaded: LoadedModel, negatives: list[str]) -> dict:
+    """What a model's preset adds to every call, where its pipeline takes it: the model
+    card's settings (`Preset.call`) and its negative prompt for jobs that give none."""
+    takes = call_parameters(type(loaded.pipe))
+    p = loaded.ref.preset
+    kw = {name: value for name, value in p.call if name in takes}
+    if p.negative_prompt and "negative_prompt" in takes:
+        kw["negative_prompt"] = [n or p.negative_prompt for n in negatives]
+    return kw
+
+
+@functools.cache
+def call_parameters(pipe_class: type) -> frozenset[str]:
+    """The argument names a pipeline class's `__call__` takes."""
+    import inspect
+
+    return frozenset(inspect.signature(pipe_class.__call__).parameters)
+
+
+def check_fast(ref: ModelRef, fast: tuple[str, ...]) -> None:
+    """Refuse, before any work, an attention backend the model's attention masks rule out:
+    LTX masks its text tokens with a float bias, which flash, sage and the variable-length
+    kernels cannot take (the call would fail at its first step)."""
+    from .device import attention_takes_float_mask
+
+    if not ref.family.text_mask:
+        return
+    for item in fast:
+        kind, _, backend = item.partition(":")
+        if kind == "attention" and not attention_takes_float_mask(backend):
+            raise ValueError(
+                f"fast: attention:{backend} cannot take the text attention mask {ref.label} "
+                "uses; use attention:_native_cudnn, attention:_native_efficient or "
+                "attention:xformers"
+            )

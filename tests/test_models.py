@@ -98,7 +98,7 @@ def test_random_weights_resolve_to_the_presets_architecture():
     ref = resolve_model("random:ltx-video", "video")
     assert ref.kind == "random" and ref.family.name == "ltx"
     assert ref.label == "random:ltx-video"  # its own planner costs, apart from the real model
-    assert (ref.preset.width, ref.preset.frames) == (PRESETS["ltx-video"].width, 97)
+    assert (ref.preset.width, ref.preset.frames) == (PRESETS["ltx-video"].width, 161)
     with pytest.raises(ValueError, match=r"^model: 'random:nope' names no preset.*ltx-video"):
         resolve_model("random:nope", "video")
 
@@ -142,23 +142,14 @@ def test_vae_tiling_when_free_memory_is_short():
 
 
 def test_image_to_image_keeps_the_jobs_size_where_the_pipeline_takes_one():
-    """FLUX image-to-image makes its default 1024 px unless told the size (a real full-width
-    FLUX at one block per stack, 64 px)."""
-    import pipelines.fullsize as fullsize
-    from pipelines.images import ImageJob, _takes_size, generate
-    from pipelines.models import clear_cache, load
+    """FLUX image-to-image makes its default 1024 px unless told the size (the FLUX twin)."""
+    from pipelines.images import ImageJob, generate
+    from pipelines.models import call_parameters, load
     from pipelines.settings import Runtime
 
-    real = fullsize.build_fullsize
-    clear_cache()
-    try:
-        fullsize.build_fullsize = lambda preset, **kw: real(preset, **{**kw, "layers": 1})
-        loaded = load(resolve_model("random:flux-schnell", "image"), "text2img", Runtime())
-        i2i = load(loaded.ref, "img2img", Runtime())
-        assert _takes_size(i2i.pipe)
-        init = Image.new("RGB", (64, 48), (10, 200, 30))
-        (out,) = generate(loaded, [ImageJob("a", "", 64, 48, 2, 0.0, 1, init, 0.6)])
-        assert out.shape == (48, 64, 3)
-    finally:
-        fullsize.build_fullsize = real
-        clear_cache()
+    loaded = load(resolve_model("tiny-flux", "image"), "text2img", Runtime())
+    i2i = load(loaded.ref, "img2img", Runtime())
+    assert {"width", "height"} <= call_parameters(type(i2i.pipe))
+    init = Image.new("RGB", (64, 48), (10, 200, 30))
+    (out,) = generate(loaded, [ImageJob("a", "", 64, 48, 2, 0.0, 1, init, 0.6)])
+    assert out.shape == (48, 64, 3)
