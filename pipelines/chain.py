@@ -21,8 +21,8 @@ by the shot's motion, with any image model).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import math
 import sys
 import threading
 from collections.abc import Callable
@@ -40,7 +40,9 @@ from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
 from .files import remove_partials
 from .images import ImageJob, check_size, generate
-from .models import ModelRef, load, resolve_model
+from .models import ModelRef, check_fast, load, resolve_model
+from .overlay import fit_to, generation_size
+from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
 from .stitch import Part, VideoWriter, audio_duration, stitch
@@ -48,7 +50,6 @@ from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_stor
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_CHUNK = 8  # generated frames per segment file in feedback mode
 MAX_TRIES = 3  # a clip with broken (NaN, black, frozen) frames is made again with new seeds
 
 
@@ -80,12 +81,6 @@ class VideoResult:
 
 # ---------------------------------------------------------------------------------------
 # 1. Resolving models and the storyboard
-
-
-@dataclass(frozen=True)
-class Models:
-    video: ModelRef | None  # None in feedback mode
-    image: ModelRef  # keyframes, and every frame in feedback mode
 
 
 def resolve_models(spec: str | None, mode: str, image_spec: str | None) -> Models:
@@ -131,17 +126,12 @@ def read_storyboard(
 
 
 def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None:
-    check_size(models.image, sb.width, sb.height)
     if models.video:
         check_size(models.video, sb.width, sb.height)
-        fam = models.video.family
-        if opts.clip_frames is not None and opts.clip_frames < 2:
-            raise ValueError(f"clip-frames: must be at least 2 (got {opts.clip_frames})")
-        if opts.clip_frames is not None and fam.legal_frames(opts.clip_frames) != opts.clip_frames:
-            raise ValueError(
-                f"clip-frames: {models.video.label} needs {fam.frame_step}k+1 frames "
-                f"(got {opts.clip_frames}; use {fam.legal_frames(opts.clip_frames)})"
-            )
+        _check_clip_frames(models.video, opts.clip_frames)
+    else:  # feedback mode makes every frame at the video's size
+        check_size(models.image, sb.width, sb.height)
+    gen_rate(sb, models)  # the model's motion rate within `interpolate`
     if sb.audio:  # an unreadable track fails now, not after the whole video is made
         try:
             audio_duration(Path(sb.audio))
@@ -153,190 +143,16 @@ def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None
         )
 
 
-# ---------------------------------------------------------------------------------------
-# 2. The plan
-
-
-@dataclass
-class Segment:
-    """One generation call's worth of video, and where its frames land in the output."""
-
-    index: int
-    shot: int
-    part: int  # clip number within the shot
-    seed: int
-    frames: int  # frames the call makes
-    overlap: int  # frames at its start that continue the previous segment (0: from keyframe)
-    holdback: int  # frames at its end kept out of its file: the next segment blends them in
-    depends: int | None  # segment it continues from
-    last_keyframe: int | None  # shot whose keyframe it must end on (keyframes mode)
-    n_out: int = 0
-    fade_out: int = 0
-    first_out: int = 0
-    status: str = "pending"
-    file: str | None = None
-    drift: dict[str, Any] | None = None
-    tries: int = 0
-
-    @property
-    def unique(self) -> int:
-        return self.frames - self.holdback
-
-    def to_dict(self, sb: Storyboard) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["frames"] = [self.first_out, self.first_out + self.n_out + self.fade_out - 1]
-        d["generated_frames"] = self.frames
-        d["seconds"] = round((self.n_out + self.fade_out) / sb.fps, 4)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Segment:
-        names = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in d.items() if k in names}
-        data["frames"] = d["generated_frames"]
-        return cls(**data)
-
-
-def _crossfades(sb: Storyboard, models: Models) -> list[int]:
-    """Output frames each shot crossfades into the next (0 for a cut)."""
-    counts = sb.shot_frames()
-    fades = []
-    forced = (
-        sb.mode == "keyframes" and models.video is not None and not models.video.takes("last_frame")
-    )
-    for k, shot in enumerate(sb.shots):
-        if k == len(sb.shots) - 1:
-            fades.append(0)
-            continue
-        seconds = shot.transition_seconds if shot.transition == "crossfade" else 0.0
-        if forced and not seconds:
-            # Without a last-frame condition, keyframes mode joins shots by crossfading.
-            seconds = min(0.5, shot.seconds / 2, sb.shots[k + 1].seconds / 2)
-        d = round(seconds * sb.fps)
-        fades.append(max(0, min(d, counts[k] - 1, counts[k + 1])))
-    return fades
-
-
-def plan(sb: Storyboard, models: Models, clip_frames: int | None = None) -> list[Segment]:
-    """Cut every shot into segments and fix each segment's output frames."""
-    counts = sb.shot_frames()
-    fades = _crossfades(sb, models)
-    segments: list[Segment] = []
-    first_out = 0
-    for k, shot in enumerate(sb.shots):
-        total = counts[k] + fades[k]  # output frames this shot renders (tail overlaps next)
-        # Generated frames for exactly `interpolate`× (fractional); the counts made are the
-        # legal ones nearest to it, and the stitcher retimes them to the shot's length.
-        gen = max(2.0, (total - 1) / sb.interpolate + 1)
-        sizes, overlap = _split(gen, models, clip_frames)
-        start = len(segments)
-        for c, n in enumerate(sizes):
-            last = c == len(sizes) - 1
-            ends_on_keyframe = (
-                last
-                and sb.mode == "keyframes"
-                and k + 1 < len(sb.shots)
-                and models.video is not None
-                and models.video.takes("last_frame")
-            )
-            seg = Segment(
-                index=len(segments),
-                shot=k,
-                part=c,
-                seed=(shot.seed + 7919 * c) % 2**32,
-                frames=n,
-                overlap=0 if c == 0 else overlap,
-                # A clip that ends on the next shot's keyframe leaves that frame to the next
-                # shot, which starts on it: on a cut, showing it twice would be a held frame.
-                holdback=overlap if not last else int(ends_on_keyframe and not fades[k]),
-                depends=None if c == 0 else len(segments) - 1,
-                last_keyframe=k + 1 if ends_on_keyframe else None,
-            )
-            segments.append(seg)
-        shot_segments = segments[start:]
-        # The first segment takes the previous shot's crossfade in; the last one keeps its
-        # own crossfade out on top of at least one frame of its own.
-        fade_in = fades[k - 1] if k else 0
-        mins = [1] * len(shot_segments)
-        mins[0] = max(1, fade_in)
-        mins[-1] = fades[k] + (max(1, fade_in) if len(shot_segments) == 1 else 1)
-        shares = _allocate(total, [s.unique for s in shot_segments], mins)
-        for seg, share in zip(shot_segments, shares, strict=True):
-            seg.first_out = first_out
-            seg.n_out = share
-            first_out += share
-        shot_segments[-1].n_out -= fades[k]
-        shot_segments[-1].fade_out = fades[k]
-        first_out -= fades[k]
-    return segments
-
-
-def _split(gen: float, models: Models, clip_frames: int | None) -> tuple[list[int], int]:
-    """Frames per call for a shot needing about `gen` generated frames, and the overlap
-    between calls.
-
-    The shot's total is the nearest the model's legal counts allow, on either side: the
-    stitcher retimes a shot's frames to its output length, so a few frames fewer means a
-    little more interpolation and a few more a little less, while rounding always up (8k+1
-    turns 36.5 frames into 41) spends up to a fifth more of the GPU on frames it then squeezes.
-    """
-    if models.video is None:  # feedback: chunks of frames, no overlap (each is new)
-        total = _nearest([c for c in (math.floor(gen), math.ceil(gen)) if c >= 2], gen)
-        n = math.ceil(total / FEEDBACK_CHUNK)  # even chunks: no one-frame file at the end
-        return [total // n + (i < total % n) for i in range(n)], 0
-    fam = models.video.family
-    size = fam.legal_frames(clip_frames or models.video.preset.frames)
-    # Families that take video continue from a run of frames (blended); others from one.
-    run = fam.frame_step + 1
-    overlap = run if models.video.takes("video") and size >= 2 * run + 1 else 1
-    least = fam.legal_frames(2)
-    if fam.legal_frames(math.ceil(gen)) <= size:
-        return [_nearest([c for c in fam.legal_around(gen) if c >= least], gen)], overlap
-    if size <= overlap:
-        raise ValueError(f"clip-frames: {size} frames cannot continue a clip (use more)")
-    sizes = [size]
-    have = size  # unique frames so far
-    while have < gen:
-        x = gen - have + overlap  # what the next call would need, its overlap included
-        if fam.legal_frames(math.ceil(x)) > size:
-            sizes.append(size)
-            have += size - overlap
-            continue
-        # The last call, or none (a count of `overlap` adds nothing) when that is nearer, or
-        # when stopping keeps the shot within a tenth of `interpolate`× (a whole call for a
-        # frame or two costs more than slightly more interpolation).
-        if math.log((gen - 1) / (have - 1)) > math.log(1.1):
-            c = _nearest([overlap] + [c for c in fam.legal_around(x) if c > overlap], gen,
-                         have - overlap)  # fmt: skip
-            if c > overlap:
-                sizes.append(c)
-        break
-    return sizes, overlap
-
-
-def _nearest(counts: list[int], gen: float, offset: int = 0) -> int:
-    """The count c whose shot total (offset + c generated frames) is nearest to `gen`, by
-    the ratio of frame intervals (what interpolation has to stretch); ties go to fewer."""
-    return min(sorted(set(counts)), key=lambda c: abs(math.log((offset + c - 1) / (gen - 1))))
-
-
-def _allocate(total: int, weights: list[int], mins: list[int]) -> list[int]:
-    """Split `total` output frames by weight (largest remainder), each at least its minimum."""
-    n = len(weights)
-    if total < sum(mins):
-        raise ValueError("shots: a shot is too short for its crossfades; lengthen it or its fps")
-    wsum = sum(weights)
-    exact = [total * w / wsum for w in weights]
-    shares = [max(m, int(x)) for m, x in zip(mins, exact, strict=True)]
-    order = sorted(range(n), key=lambda i: exact[i] - int(exact[i]), reverse=True)
-    i = 0
-    while sum(shares) < total:
-        shares[order[i % n]] += 1
-        i += 1
-    while sum(shares) > total:
-        j = max((i for i in range(n) if shares[i] > mins[i]), key=shares.__getitem__)
-        shares[j] -= 1
-    return shares
+def _check_clip_frames(ref: ModelRef, clip_frames: int | None) -> None:
+    if clip_frames is None:
+        return
+    if clip_frames < 2:
+        raise ValueError(f"clip-frames: must be at least 2 (got {clip_frames})")
+    if ref.legal_frames(clip_frames) != clip_frames:
+        raise ValueError(
+            f"clip-frames: {ref.label} needs {ref.frame_rule} frames "
+            f"(got {clip_frames}; use {ref.legal_frames(clip_frames)})"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,41 +218,21 @@ class _Context:
             self.run.save_manifest(self.manifest)
 
 
-def plan_summary(sb: Storyboard, models: Models, segments: list[Segment]) -> str:
-    """The plan as a creator reads it before spending GPU time: one line per call (what it
-    makes, what it becomes), then the totals. Nothing is loaded or written."""
-
-    def count(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
-    video = models.video.spec if models.video else f"{models.image.spec} (image-to-image)"
-    lines = [
-        f"{count(len(sb.shots), 'shot')}, {sb.total_frames} frames at {sb.fps} fps "
-        f"({sb.total_frames / sb.fps:.1f} s), {sb.width}×{sb.height}, mode {sb.mode}; "
-        f"video {video}, keyframes {models.image.spec}",
-        "segment  shot  frames  continues  shown    gen fps",
-    ]
-    for seg in segments:
-        fps = _clip_fps(sb, segments, seg.shot) if models.video else "-"
-        cont = "-" if seg.depends is None else f"{seg.depends} ({seg.overlap})"
-        lines.append(f"{seg.index:>7}  {seg.shot:>4}  {seg.frames:>6}  {cont:>9}  "
-                     f"{seg.n_out + seg.fade_out:>5}  {fps:>9}")  # fmt: skip
-    generated = sum(s.frames for s in segments)
-    how = (count(len(segments), "video call") if models.video else
-           count(len(segments), "segment") + " (one image-to-image call a frame)")  # fmt: skip
-    lines.append(
-        f"{how} make{'s' if len(segments) == 1 else ''} {generated} frames for {sb.total_frames} output frames "
-        f"({sb.total_frames / generated:.2f} output frames per generated frame, interpolate "
-        f"{sb.interpolate}), after {count(len(sb.shots), 'keyframe image')}"
-    )
-    return "\n".join(lines)
-
-
-def plan_text(storyboard: str | Path, opts: VideoOptions, *, text: bool = False) -> str:
-    """Check a storyboard (a file, or YAML/JSON text when `text`) and return its plan as
-    `plan_summary` writes it; nothing is loaded or written."""
+def plan_text(
+    storyboard: str | Path,
+    opts: VideoOptions,
+    *,
+    text: bool = False,
+    as_json: bool = False,
+    fast: tuple[str, ...] = (),
+) -> str:
+    """Check a storyboard (a file, or YAML/JSON text when `text`) as a run with `fast`
+    would, and return its plan as a creator reads it or (`as_json`) as `plan.plan_data`;
+    nothing is loaded or written."""
     sb, models = read_storyboard(storyboard, opts, text=text)
-    return plan_summary(sb, models, plan(sb, models, opts.clip_frames))
+    check_fast(models.video or models.image, fast)
+    data = plan_data(sb, models, plan(sb, models, opts.clip_frames))
+    return json.dumps(data, indent=2) if as_json else plan_summary(data)
 
 
 def new_run_folder(out_dir: str | Path) -> RunFolder:
@@ -465,6 +261,7 @@ def make_video(
     opts = opts or VideoOptions()
     runtime = runtime or Runtime()
     sb, models = read_storyboard(storyboard, opts, text=text)
+    check_fast(models.video or models.image, runtime.fast)
     run = new_run_folder(out_dir)
     segments = plan(sb, models, opts.clip_frames)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -544,6 +341,7 @@ def resume_video(
         runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])
     if not runtime.fast and manifest.get("fast"):  # the same fast paths, the same frames
         runtime = dataclasses.replace(runtime, fast=tuple(manifest["fast"]))
+    check_fast(models.video or models.image, runtime.fast)
     _remove_leftovers(run)
     manifest["status"] = "running"
     ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
@@ -581,7 +379,10 @@ def _execute_plan(ctx: _Context) -> VideoResult:
 
 
 def _make_keyframes(ctx: _Context) -> None:
-    """One keyframe per shot (text-to-image, batched), each written as soon as it exists."""
+    """One keyframe per shot (text-to-image, batched), each written as soon as it exists.
+    They are made at the image model's own pixel count with the video's aspect ratio, then
+    scaled to the video's size: an image model asked for far more pixels than it was
+    trained at repeats its subject (sd-turbo at 1280×720)."""
     sb, run = ctx.sb, ctx.run
     missing = [k for k in range(len(sb.shots)) if not run.keyframe(k).is_file()]
     if not missing:
@@ -590,25 +391,31 @@ def _make_keyframes(ctx: _Context) -> None:
     p = ref.preset
     steps = sb.steps if (sb.steps and ctx.models.video is None) else p.steps
     guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
+    width, height = keyframe_size(ref, sb.width, sb.height)
     jobs = [
-        ImageJob(sb.shots[k].prompt, sb.shots[k].negative_prompt, sb.width, sb.height,
+        ImageJob(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
                  steps, guidance, sb.shots[k].seed)
         for k in missing
     ]  # fmt: skip
     loaded = ctx.load(ref, "text2img")
 
-    def write(i: int, arr: np.ndarray) -> None:
-        save_png(drift.to_uint8(arr), run.keyframe(missing[i]))
-
     with tqdm(total=len(jobs), desc="keyframes", file=sys.stderr, leave=False) as bar:
 
         def deliver(i, arr):
-            write(i, arr)
+            picture = Image.fromarray(drift.to_uint8(arr))
+            save_png(np.asarray(fit_to(picture, (sb.width, sb.height))), run.keyframe(missing[i]))
             bar.update(1)
             if ctx.cancel is not None and ctx.cancel.is_set():
                 raise Cancelled("cancelled")  # finished keyframes are on disk already
 
         generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, on_result=deliver)
+
+
+def keyframe_size(ref: ModelRef, width: int, height: int) -> tuple[int, int]:
+    """The size an image model makes a keyframe of a width × height video at: about its
+    native pixel count, the video's aspect ratio, sides on its size multiple."""
+    base = round((ref.preset.width * ref.preset.height) ** 0.5)
+    return generation_size((width, height), base=base, multiple=ref.size_multiple)
 
 
 def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
@@ -684,15 +491,20 @@ def _generate_or_shorten(
 
 
 def _shorten(ctx: _Context, segs: list[Segment]) -> bool:
-    fam = ctx.models.video.family
+    """Halve the failing segments' clips where the model takes shorter ones (a learned
+    table over time fixes CogVideoX-5B's at 49: it is never shortened)."""
+    ref = ctx.models.video
+    if ref.preset.fixed_frames:
+        return False
     changed = False
     for seg in segs:
-        new = fam.legal_frames(seg.frames // 2 + 1)
+        new = ref.legal_frames(seg.frames // 2 + 1)
         if new < seg.frames and new > seg.overlap + seg.holdback:
             step = f"segment {seg.index}: frames {seg.frames}→{new}"
             log.warning("out of memory; %s", step)
             ctx.manifest.setdefault("ladder", []).append(step)
-            seg.frames, changed = new, True
+            # Fewer frames, all kept: the stitcher retimes them to the segment's share.
+            seg.frames, seg.drop, changed = new, 0, True
     if changed:
         ctx.save()
     return changed
@@ -733,9 +545,10 @@ def _generate(
                 steps=steps,
                 guidance=guidance,
                 seed=_retry_seed(seg.seed, attempt),
-                fps=_clip_fps(sb, ctx.segments, seg.shot),
+                fps=round(gen_rate(sb, ctx.models)),
                 negative_prompt=shot.negative_prompt,
                 last=last,
+                last_index=None if last is None else seg.frames - seg.drop - 1,
                 video=tuple(cond) if len(cond) > 1 else None,
             )
         )
@@ -748,25 +561,6 @@ def _generate(
         cancel=ctx.cancel,
         on_result=lambda i, clip: keep(segs[i], clip),
     )
-
-
-def _stretch(sb: Storyboard, segments: list[Segment], shot: int) -> float:
-    """Output frames per generated frame interval once the shot is retimed: `interpolate`
-    give or take the rounding to legal frame counts, one figure for the whole shot (so the
-    calls of one shot agree). Models conditioned on a frame rate (LTX, SVD) are asked for
-    `_clip_fps`, so motion plays at the speed they made it."""
-    mine = [s for s in segments if s.shot == shot]
-    kept = sum(s.unique for s in mine)
-    shown = sum(s.n_out + s.fade_out for s in mine)
-    if kept < 2 or shown < 2:
-        return float(sb.interpolate)
-    return (shown - 1) / (kept - 1)
-
-
-def _clip_fps(sb: Storyboard, segments: list[Segment], shot: int) -> int:
-    """The frame rate a shot's clips are asked for: the rate they are shown at, never above
-    the video's own (a shot that drops generated frames does not ask for slow motion)."""
-    return max(1, min(sb.fps, round(sb.fps / _stretch(sb, segments, shot))))
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -791,7 +585,8 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
     prev = [_conditioning(ctx, s)[-1] for s in segs]
     out: list[list[np.ndarray]] = [[] for _ in segs]
     # Motion is per output frame; a generated frame spans the shot's stretch of them.
-    stretch = [_stretch(sb, ctx.segments, s.shot) for s in segs]
+    fallback = sb.fps / gen_rate(sb, ctx.models)
+    stretch = [stretch_of(ctx.segments, s.shot, fallback) for s in segs]
     for i, seg in enumerate(segs):
         if seg.depends is None:  # a shot's first frame is its keyframe
             out[i].append(prev[i].astype(np.float32) / 255.0)
@@ -821,7 +616,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
 def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
     """Colour-match, blend the overlap, write the segment file and its tail, then the manifest."""
     sb, run = ctx.sb, ctx.run
-    frames = drift.to_uint8(clip)
+    frames = drift.to_uint8(clip[: len(clip) - seg.drop])  # a cut tail is never written
     anchor = load_png(run.keyframe(seg.shot))
     report: dict[str, Any] = {"before": drift.measure(frames[0], anchor).as_dict()}
     if sb.color_match:
@@ -849,7 +644,12 @@ def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
 
 def _finish(ctx: _Context, generated: int) -> VideoResult:
     sb, run = ctx.sb, ctx.run
-    parts = [Part(run.root / s.file, s.n_out, s.fade_out) for s in ctx.segments]
+    parts = []
+    for k in range(len(sb.shots)):  # a shot's files retimed as one stream
+        mine = [s for s in ctx.segments if s.shot == k]
+        files = [run.root / s.file for s in mine]
+        shown = sum(s.n_out for s in mine) - mine[-1].fade_out
+        parts.append(Part(files[0], shown, mine[-1].fade_out, tuple(files[1:])))
     audio = Path(sb.audio) if sb.audio else None
     video = run.root / f"video.{sb.format}"
     result = stitch(parts, video, sb.fps, audio=audio, poster=run.root / "poster.jpg")

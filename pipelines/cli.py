@@ -99,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
     p.add_argument("--seed", type=int, help="the storyboard's seed; with --reroll: the new seed")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the storyboard and print the plan (calls, frames); load nothing")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the storyboard and print the plan (calls, frames); load nothing",
+    )
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: the plan as one JSON object (segments, totals)")  # fmt: skip
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_video)
 
@@ -151,6 +156,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
         raise ValueError("dry-run: it plans a new run from a storyboard; drop --resume")
     if args.reroll is not None and not args.resume:
         raise ValueError("reroll: use it with --resume DIR")
+    if args.json and not args.dry_run:
+        raise ValueError("json: it prints the plan; use it with --dry-run")
     if args.resume:
         if args.storyboard or args.out:
             raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
@@ -167,7 +174,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
             if not args.storyboard:
                 raise ValueError("storyboard: give a storyboard file to plan")
-            text = plan_text(args.storyboard, opts)
+            text = plan_text(args.storyboard, opts, as_json=args.json, fast=runtime.fast)
             if args.out:  # the run this plans could go there (nothing is written)
                 new_run_folder(args.out)
             print(text)
@@ -200,7 +207,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models import table_rows
 
     rows = table_rows()
-    cols = ["preset", "family", "pipeline", "size", "frames", "fps", "steps", "cfg", "memory"]
+    cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:

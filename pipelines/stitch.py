@@ -510,11 +510,17 @@ def _warp(frame: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Part:
-    """One segment file's contribution to the final video."""
+    """A stretch of the final video from one or more files read as one stream (a shot's
+    segment files: retimed together, its motion keeps one speed across their joins)."""
 
     path: Path
     n_out: int  # output frames this part contributes, before overlap with the next part
     fade_out: int = 0  # extra frames at its end that crossfade into the next part's first frames
+    more: tuple[Path, ...] = ()  # files read on after `path`, in order
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (Path(self.path), *map(Path, self.more))
 
 
 @dataclass
@@ -538,7 +544,7 @@ def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     )
 
 
-def _check_parts(parts: list[Part]) -> list[VideoInfo]:
+def _check_parts(parts: list[Part]) -> list[list[VideoInfo]]:
     if not parts:
         raise ValueError("parts: need at least one Part")
     infos = []
@@ -556,11 +562,31 @@ def _check_parts(parts: list[Part]) -> list[VideoInfo]:
                 f"parts[{k}].fade_out: {part.fade_out} exceeds parts[{k + 1}].n_out "
                 f"({parts[k + 1].n_out}); the crossfade must lie within the next part"
             )
-        info = _probe_field(part.path, f"parts[{k}].path")
-        if info.frames < 1:
-            raise ValueError(f"parts[{k}].path: '{Path(part.path).name}' has no frames")
-        infos.append(info)
+        files = []
+        for path in part.files:
+            info = _probe_field(path, f"parts[{k}].path")
+            if info.frames < 1:
+                raise ValueError(f"parts[{k}].path: '{path.name}' has no frames")
+            files.append(info)
+        infos.append(files)
     return infos
+
+
+def _read_part(part: Part, infos: list[VideoInfo], k: int) -> Iterator[np.ndarray]:
+    """A part's files as one stream of frames, each file held to its header's frame count
+    (a damaged file must not shift the frames of the rest)."""
+    for path, info in zip(part.files, infos, strict=True):
+        count = 0
+        for frame in read_frames(path):
+            count += 1
+            if count > info.frames:
+                break
+            yield frame
+        if count != info.frames:
+            raise ValueError(
+                f"parts[{k}].path: '{path.name}' decoded to a different number of frames than "
+                f"its header says ({count} of {info.frames}); re-encode the segment"
+            )
 
 
 def _probe_field(path: str | Path, field: str) -> VideoInfo:
@@ -673,7 +699,7 @@ def stitch(
     if audio is not None:
         audio = Path(audio)
         audio_len = audio_duration(audio)
-    width, height = infos[0].width, infos[0].height
+    width, height = infos[0][0].width, infos[0][0].height
     total = sum(int(p.n_out) for p in parts)
     poster_index = total // 3
     poster_frame: np.ndarray | None = None
@@ -701,27 +727,19 @@ def stitch(
             n_out, fade_out = int(part.n_out), int(part.fade_out)
             d = len(tail)
             new_tail: deque[np.ndarray] = deque()
-            frames = (_resize(f, width, height) for f in read_frames(part.path))
-            out = retime(frames, info.frames, n_out + fade_out, flow=flow)
-            try:
-                for i, frame in enumerate(out):
-                    if i >= n_out:
-                        new_tail.append(frame)
-                        continue
-                    if i < d:
-                        alpha = (i + 1) / (d + 1)
-                        frame = cv2.addWeighted(tail.popleft(), 1.0 - alpha, frame, alpha, 0.0)
-                    if written == poster_index:
-                        poster_frame = frame.copy()
-                    writer.write(frame)
-                    written += 1
-            except ValueError as exc:
-                if not str(exc).startswith("n_in:"):
-                    raise
-                raise ValueError(
-                    f"parts[{k}].path: '{Path(part.path).name}' decoded to a different number "
-                    f"of frames than its header says ({exc}); re-encode the segment"
-                ) from exc
+            frames = (_resize(f, width, height) for f in _read_part(part, info, k))
+            out = retime(frames, sum(i.frames for i in info), n_out + fade_out, flow=flow)
+            for i, frame in enumerate(out):
+                if i >= n_out:
+                    new_tail.append(frame)
+                    continue
+                if i < d:
+                    alpha = (i + 1) / (d + 1)
+                    frame = cv2.addWeighted(tail.popleft(), 1.0 - alpha, frame, alpha, 0.0)
+                if written == poster_index:
+                    poster_frame = frame.copy()
+                writer.write(frame)
+                written += 1
             tail = new_tail
         if written != total:  # guarded by retime's exact counts; never publish a wrong file
             raise RuntimeError(f"stitch produced {written} frames, expected {total}")

@@ -191,7 +191,8 @@ def test_plan_api_says_what_video_would_make_and_makes_nothing(server, client):
     text = client.predict(SHORT, fps=16, api_name="/plan")
     lines = text.splitlines()
     assert lines[0].startswith("2 shots, 32 frames at 16 fps (2.0 s), 32×32")
-    assert lines[-1].startswith("2 video calls make 18 frames for 32 output frames")
+    # 24 fps of motion (the LTX twin's) for a 16 fps video: 2 s need 47 frames, in 9s.
+    assert lines[-1].startswith("7 video calls make 63 frames at 24 fps of motion for 32 output")
     assert len(client.predict(api_name="/jobs")) == before  # no job, nothing run
     with pytest.raises(AppError, match="shots"):
         client.predict("shots: []\n", api_name="/plan")

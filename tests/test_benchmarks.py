@@ -49,7 +49,11 @@ def test_gpu_section_reports_each_model(tmp_path):
     assert names == [
         "tiny-svd: frames/s, engine / plain loop",
         "tiny-svd: peak memory / planner's prediction",
+        "tiny-svd: 2-shot storyboard, continue",
+        "tiny-svd: 2-shot storyboard, keyframes",
     ]
+    runs = report.details["gpu"]["tiny-svd"]["storyboards"]
+    assert {mode: r["frames"] for mode, r in runs.items()} == {"continue": 14, "keyframes": 14}
     note = report.metrics[0].note
     assert report.metrics[0].measured > 0 and "batches [1, 3]" in note and "batches [4]" in note
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import chain, clips
+from pipelines import clips
 from pipelines.chain import VideoOptions, make_video, plan, read_storyboard, resume_video
 from pipelines.stitch import probe, read_frames
 
@@ -97,17 +97,15 @@ def test_frame_count_is_exact_for_awkward_lengths(tmp_path, monkeypatch):
     story = "fps: 12\nwidth: 32\nheight: 32\nshots:\n" + "".join(
         f"  - prompt: shot {i}\n    seconds: {s}\n" for i, s in enumerate(lengths)
     )
-    # 1.75 s is 21 frames, 11 generated at 2×: the twin's 8k+1 counts are 9 or 17, and 9 is
-    # nearer, so that shot's clip is interpolated a little more than 2× (and 0.7 s less).
+    # The LTX twin makes 24 fps of motion (LTX's trained rate) in 9-frame clips: the 1.3 s
+    # shot (16 frames at 12 fps) needs 31 generated frames, four clips of 9 sharing a
+    # frame each (33), the last cut by 2.
     sb, models = read_storyboard(story, VideoOptions(model="tiny"), text=True)
     segs = plan(sb, models)
-    assert [s.frames for s in segs if s.shot == 3] == [9]
+    assert [(s.frames, s.drop) for s in segs if s.shot == 0] == [(9, 0)] * 3 + [(9, 2)]
     result = make_video(write_story(tmp_path, story), tmp_path / "run", VideoOptions(model="tiny"))
     assert probe(result.video).frames == round(12 * sum(lengths))
-    # The model is asked for the frame rate its frames are shown at: 9 frames over 21 is
-    # 2.5× (4.8 fps), over the 1.3 s shot's 16 frames 1.875× (6.4 fps).
-    fps = {job.seed: job.fps for job in seen}
-    assert [fps[s.seed] for s in segs if s.shot in (0, 3)] == [6, 5]
+    assert {job.fps for job in seen} == {24}  # the rate the frames are generated at
 
 
 def test_feedback_shots_split_into_even_segment_files():
@@ -125,30 +123,24 @@ def _ltx_plan(seconds):
     return sb, models, plan(sb, models)
 
 
-def test_clips_take_the_legal_frame_count_nearest_to_twice_interpolation():
-    # ltx-video: 24 fps, 8k+1 frames, 97 a call, 9 frames of overlap when continuing.
+def test_each_shot_takes_the_cheapest_legal_counts_that_keep_its_speed():
+    from pipelines.plan import SPEED_TOLERANCE
+
+    # ltx-video: 24 fps of motion for a 24 fps video, 8k+1 frames, 161 a call, 9 frames of
+    # overlap when continuing: whole clips (one length batches across shots), then the rest.
     sb, models, segs = _ltx_plan([2, 3, 5, 10, 197 / 24])
     by_shot = [[s.frames for s in segs if s.shot == k] for k in range(5)]
-    # 2 s: 48 frames need 24.5 generated → 25; 3 s: 36.5 → 33 (not 41, a fifth more work);
-    # 5 s: 60.5 → 57; 10 s: 120.5 → 97 + 33 (9 shared); 197 frames: 99 → one call of 97
-    # (a second call of 17 would overshoot more than stopping short does).
-    assert by_shot == [[25], [33], [57], [97, 33], [97]]
-    # 209 frames need 105 generated: one call of 97 keeps the shot within a tenth of 2×
-    # (2.17×), so no second call of 17 for the last 8 frames.
-    assert [s.frames for s in _ltx_plan([209 / 24])[2]] == [97]
-    # Models conditioned on a frame rate are asked for the rate the clip will be shown at.
-    assert [chain._clip_fps(sb, segs, s.shot) for s in segs] == [12, 11, 11, 12, 12, 12]
-    fam = models.video.family
-    counts = sb.shot_frames()
-    for k, frames in enumerate(by_shot[:3]):  # nothing legal comes nearer to 2×
-        want = (counts[k] - 1) / 2
-        legal = {fam.legal_frames(n) for n in range(2, 98)}
-        best = min(abs(np.log((c - 1) / want)) for c in legal)
-        assert abs(np.log((frames[0] - 1) / want)) == pytest.approx(best)
-    # One rate for all the calls of a shot: an 8.9 s shot makes 97 + 17 frames.
+    assert by_shot == [[49], [73], [121], [161, 81], [161, 41]]
+    ref = models.video
+    for k, need in enumerate(sb.shot_frames()):
+        kept = sum(s.unique for s in segs if s.shot == k)
+        assert abs(np.log((kept - 1) / (need - 1))) <= SPEED_TOLERANCE
+        if len(by_shot[k]) == 1:  # no cheaper legal count keeps the speed
+            cheaper = [c for c in range(2, by_shot[k][0]) if ref.legal_frames(c) == c]
+            assert all(abs(np.log((c - 1) / (need - 1))) > SPEED_TOLERANCE for c in cheaper)
+    # A shot too short for any legal count within the tolerance is cut to its length.
     sb, _, segs = _ltx_plan([8.9, 2 / 24])
-    assert [s.frames for s in segs] == [97, 17, 9]
-    assert [chain._clip_fps(sb, segs, s.shot) for s in segs] == [12, 12, 24]
+    assert [(s.frames, s.drop) for s in segs] == [(161, 0), (57, 0), (9, 7)]
 
 
 def test_continue_conditions_each_clip_on_the_previous_clips_last_frame(tmp_path, monkeypatch):
@@ -219,7 +211,7 @@ def test_keyframes_batches_keyframes_and_independent_clips(tmp_path, monkeypatch
 
 def test_keyframes_mode_ends_clips_on_the_next_keyframe(tmp_path):
     sb, models = read_storyboard(
-        write_story(tmp_path), VideoOptions(model="tiny-wan", mode="keyframes")
+        write_story(tmp_path), VideoOptions(model="tiny-wan-flf2v", mode="keyframes")
     )
     segs = plan(sb, models)
     lasts = [s for s in segs if s.last_keyframe is not None]
@@ -248,11 +240,11 @@ def test_keyframes_mode_crossfades_for_models_without_a_last_frame(tmp_path):
 
 def test_keyframes_joins_show_the_shared_keyframe_once(tmp_path):
     result = make_video(write_story(tmp_path), tmp_path / "run",
-                        VideoOptions(model="tiny-wan", mode="keyframes", seed=3))  # fmt: skip
+                        VideoOptions(model="tiny-wan-flf2v", mode="keyframes", seed=3))  # fmt: skip
     segs = manifest(tmp_path / "run")["segments"]
     for s in segs:
         written = probe(tmp_path / "run" / s["file"]).frames
-        assert written == s["generated_frames"] - s["holdback"]
+        assert written == s["generated_frames"] - s["holdback"] - s["drop"]
     assert [s["holdback"] for s in segs if s["last_keyframe"] is not None] == [0, 1]
     assert probe(result.video).frames == manifest(tmp_path / "run")["frames"]
 
@@ -393,9 +385,11 @@ def test_dry_run_prints_the_plan_and_loads_and_writes_nothing(cli, tmp_path):
     lines = out.strip().splitlines()
     assert lines[0].startswith("2 shots, 312 frames at 24 fps (13.0 s), 768×512")
     rows = [line.split() for line in lines[2:-1]]
-    assert rows == [["0", "0", "33", "-", "72", "11"], ["1", "1", "97", "-", "175", "12"],
-                    ["2", "1", "33", "1", "(9)", "65", "12"]]  # fmt: skip
-    assert lines[-1].startswith("3 video calls make 163 frames for 312 output frames (1.91")
+    # LTX makes 24 fps of motion: a 24 fps video needs a frame made for each it shows.
+    assert rows == [["0", "0", "73", "-", "72", "24"], ["1", "1", "161", "-", "157", "24"],
+                    ["2", "1", "81", "1", "(9)", "83", "24"]]  # fmt: skip
+    assert lines[-1].startswith("3 video calls make 315 frames at 24 fps of motion for 312 "
+                                "output frames (0.99")  # fmt: skip
     assert sorted(tmp_path.rglob("*")) == before
     code, _, err = cli("video", write_story(tmp_path, "shots: []\n", "bad.yaml"), "--dry-run")
     assert code == 2 and err.startswith("error: shots") and err.count("\n") == 1, err

@@ -289,7 +289,8 @@ def test_cancel_keeps_segments_and_a_restarted_server_finishes_without_redoing_t
     seg0 = job.run_dir / "segments" / "seg-000.mp4"
     stamp = seg0.stat().st_mtime_ns
     manifest = json.loads((job.run_dir / "manifest.json").read_text())
-    assert [s["status"] for s in manifest["segments"]] == ["done", "pending"]
+    statuses = [s["status"] for s in manifest["segments"]]
+    assert statuses[0] == "done" and set(statuses[1:]) == {"pending"}
     first.stop()
 
     # The server dies while the job runs again: the row still says running.
@@ -297,7 +298,8 @@ def test_cancel_keeps_segments_and_a_restarted_server_finishes_without_redoing_t
     second = started(manager(tmp_path, dict(RUNNERS)))
     job = second.wait(job.id, timeout=120)
     assert job.status == "done", job.message
-    assert job.attempts == 2 and job.outputs["generated"] == 1  # only the missing segment
+    # only the missing segments
+    assert job.attempts == 2 and job.outputs["generated"] == len(statuses) - 1
     assert seg0.stat().st_mtime_ns == stamp
     info = probe(job.files("video")[0])
     assert (info.frames, info.fps, info.width, info.height) == (16, 8.0, 32, 32)
