@@ -96,9 +96,7 @@ def test_generate_a_video_from_the_page(browser, url, shots):
     page.locator("#storyboard textarea").fill(STORY)
     # Plan first: what Generate would make, with nothing run.
     page.locator("#plan").click()
-    page.locator("#plan-text").get_by_text("video calls make", exact=False).wait_for(
-        timeout=30_000
-    )
+    page.locator("#plan-text").get_by_text("video calls make", exact=False).wait_for(timeout=30_000)
     page.screenshot(path=shots / "plan.png", full_page=True)
     page.locator("#generate").click()
     page.locator("#final-video video").wait_for(timeout=120_000)
