@@ -432,7 +432,7 @@ def interpolation_psnr(frames, k: int, flow: bool) -> float:
     the PSNR (dB) of the rebuilt frames against the true ones."""
     import numpy as np
 
-    from pipelines.stitch import retime
+    from pipelines.interpolate import retime
 
     n = (len(frames) - 1) // k * k + 1
     keys = list(frames[:n:k])
@@ -451,7 +451,7 @@ def interpolation_sources() -> dict[str, object]:
     import numpy as np
     from PIL import Image
 
-    from pipelines.stitch import read_frames
+    from pipelines.video_io import read_frames
 
     assets = Path(gradio.__file__).parent / "media_assets"
     earth = np.stack(list(read_frames(assets / "videos" / "world.mp4")))[:241:2]
@@ -519,7 +519,7 @@ def pattern_frames(n: int, side: int):
 def bench_encoding(cfg: Config, report: Report, tmp: Path) -> None:
     import imageio_ffmpeg
 
-    from pipelines.stitch import VideoWriter, _encoder_args
+    from pipelines.video_io import VideoWriter, _encoder_args
 
     n, side, fps = cfg.encode_frames, cfg.encode_side, 24
     frames = pattern_frames(n, side)

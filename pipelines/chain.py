@@ -45,8 +45,9 @@ from .overlay import fit_to, generation_size
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
-from .stitch import Part, VideoWriter, audio_duration, stitch
+from .stitch import Part, stitch
 from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_storyboard_file
+from .video_io import VideoWriter, audio_duration
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ import av
 import cv2
 import numpy as np
 
+from .video_io import to_rgb
+
 MAX_SAMPLES = 300  # frames scored per video: enough to cover every scene, cheap to hold
 _ANALYSIS_SIDE = 256  # longest side of the analysis frame; sharpness is measured here
 _THUMB = 24  # side of the colour thumbnail used to recognise blends of neighbours
@@ -133,7 +135,7 @@ def _sample(path: Path, sample_every: int | None) -> tuple[list[_Sample], float]
                 if index % step:
                     continue
                 aw, ah = _analysis_size(frame.width, frame.height)
-                rgb = frame.reformat(width=aw, height=ah, format="rgb24").to_ndarray()
+                rgb = to_rgb(frame, aw, ah)
                 time = float(frame.time) - start if frame.time is not None else index / rate
                 samples.append(_analyse(rgb, index, time))
                 if adaptive and len(samples) >= 2 * MAX_SAMPLES:
@@ -231,7 +233,7 @@ def _decode_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
                 if index in indices:
-                    found[index] = frame.to_ndarray(format="rgb24")
+                    found[index] = to_rgb(frame)
                 if index >= last:
                     break
     except (av.error.FFmpegError, OSError, ValueError) as exc:

@@ -595,7 +595,7 @@ def _from_video(
     video = _video_file(source)
     title, preset, size, line = _video_title(input_path, opts)
     if opts.dry_run:
-        from .stitch import probe
+        from .video_io import probe
 
         info = probe(video)
         title_note = f", title {title!r}" if title else ""

@@ -22,7 +22,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from pipelines.jobs import JobStore
-from pipelines.stitch import probe
+from pipelines.video_io import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPS = {"REELCHAIN_MAX_SIDE": "1280", "REELCHAIN_MAX_STEPS": "8", "REELCHAIN_MAX_COUNT": "4"}

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import clips
 from pipelines.chain import VideoOptions, make_video, plan, read_storyboard, resume_video
-from pipelines.stitch import probe, read_frames
+from pipelines.video_io import probe, read_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -467,9 +467,9 @@ def test_audio_track_is_trimmed_to_the_video(tmp_path):
 def test_disk_full_while_writing_keeps_finished_segments(tmp_path, monkeypatch):
     import errno
 
-    from pipelines import stitch
+    from pipelines import video_io
 
-    real_write = stitch.VideoWriter.write
+    real_write = video_io.VideoWriter.write
     count = {"n": 0}
 
     def full(self, frames):
@@ -478,13 +478,13 @@ def test_disk_full_while_writing_keeps_finished_segments(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, frames)
 
-    monkeypatch.setattr(stitch.VideoWriter, "write", full)
+    monkeypatch.setattr(video_io.VideoWriter, "write", full)
     run = tmp_path / "run"
     with pytest.raises(OSError, match="No space"):
         make_video(write_story(tmp_path), run, VideoOptions(model="tiny-ltx"))
     done = [s for s in manifest(run)["segments"] if s["status"] == "done"]
     assert len(done) == 2 and all((run / s["file"]).is_file() for s in done)
-    monkeypatch.setattr(stitch.VideoWriter, "write", real_write)
+    monkeypatch.setattr(video_io.VideoWriter, "write", real_write)
     result = resume_video(run)
     assert probe(result.video).frames == 48
 

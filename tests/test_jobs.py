@@ -26,7 +26,7 @@ from pipelines.jobs import (
     run_video,
 )
 from pipelines.settings import ImageRequest, Limits, Runtime
-from pipelines.stitch import probe
+from pipelines.video_io import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -223,7 +223,7 @@ def test_cogvideox_5b_clips_are_never_shortened_by_the_out_of_memory_ladder(tmp_
 
 
 def test_cogvideox_5b_video_has_the_storyboards_frames(tmp_path):
-    from pipelines.stitch import probe
+    from pipelines.video_io import probe
 
     result = make_video(story(tmp_path), tmp_path / "run", VideoOptions(model="tiny-cogvideox"))
     info = probe(result.video)

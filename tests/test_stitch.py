@@ -15,15 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.stitch import (
-    FORMATS,
-    Part,
-    VideoWriter,
-    probe,
-    read_frames,
-    retime,
-    stitch,
-)
+from pipelines.interpolate import retime
+from pipelines.stitch import Part, stitch
+from pipelines.video_io import FORMATS, VideoWriter, probe, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 BITS = 8
@@ -172,7 +166,7 @@ def test_killed_writer_leaves_nothing_at_final_path(tmp_path: Path) -> None:
     final = tmp_path / "seg.mp4"
     script = (
         "import time\n"
-        "from pipelines.stitch import VideoWriter\n"
+        "from pipelines.video_io import VideoWriter\n"
         "from tests.test_stitch import index_frame\n"
         f"w = VideoWriter({str(final)!r}, 12, 128, 64, quality='segment')\n"
         "i = 0\n"

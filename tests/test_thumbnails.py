@@ -13,8 +13,8 @@ from PIL import Image
 from pipelines import frames, images, models
 from pipelines.overlay import badge_area, safe_area
 from pipelines.settings import Limits
-from pipelines.stitch import VideoWriter
 from pipelines.thumbnails import ThumbnailOptions, make_thumbnails, read_rows
+from pipelines.video_io import VideoWriter
 
 SEED_ERROR = "seed: must be a whole number from 0 to 4294967295"
 
