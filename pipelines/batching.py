@@ -361,7 +361,7 @@ def _offload(loaded, mode: str) -> None:
     from .device import set_offload
 
     set_offload(loaded.pipe, loaded.placement.offload, mode, loaded.placement.device)
-    loaded.placement = dataclasses.replace(loaded.placement, offload=mode, vae_tiling=True)
+    loaded.place(dataclasses.replace(loaded.placement, offload=mode, vae_tiling=True))
 
 
 def _on_device(pipe, device) -> int:

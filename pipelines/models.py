@@ -413,12 +413,25 @@ class LoadedModel:
 
     ref: ModelRef
     pipe: object
-    placement: Placement
+    own_placement: Placement  # a derived model reads its base's (see `placement`)
     task: str  # text2img | img2img | video
+    shares: LoadedModel | None = None  # the model whose very components this one runs
 
     @property
     def family(self) -> Family:
         return self.ref.family
+
+    @property
+    def placement(self) -> Placement:
+        return self.shares.placement if self.shares is not None else self.own_placement
+
+    def place(self, placement: Placement) -> None:
+        """Record a new placement (a rung of the out-of-memory ladder moved the weights):
+        one record for every pipeline that runs these components."""
+        if self.shares is not None:
+            self.shares.place(placement)
+        else:
+            self.own_placement = placement
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -559,7 +572,7 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
         if task == "img2img":
             base = load(ref, "text2img", runtime)
             pipe = derive_pipe("AutoPipelineForImage2Image", base.pipe)
-            loaded = LoadedModel(ref, pipe, base.placement, task)
+            loaded = LoadedModel(ref, pipe, base.placement, task, shares=base)
         else:
             p = ref.preset
             placement = plan_placement(runtime, int(p.memory_gb * GiB), int(p.largest_gb * GiB))

@@ -68,7 +68,8 @@ class Segment:
 
     def to_dict(self, sb: Storyboard) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["frames"] = [self.first_out, self.first_out + self.shown - 1]
+        # Output frames it lands on; none when its few frames fall between output frames.
+        d["frames"] = [self.first_out, self.first_out + self.shown - 1] if self.shown else None
         d["generated_frames"] = self.frames
         d["seconds"] = round(self.shown / sb.fps, 4)
         return d

@@ -97,6 +97,24 @@ def test_ltx_first_frame_clips_batch_and_equal_alone():
         np.testing.assert_allclose(together[i], alone, atol=1e-5)
 
 
+def test_ltx_ends_a_cut_clip_on_the_next_keyframe_at_its_last_kept_frame(tmp_path, monkeypatch):
+    """In keyframes mode LTX takes the next keyframe at any frame index: a clip made longer
+    than the shot needs ends on the keyframe at its last kept frame, and the rest is cut."""
+    from diffusers import LTXConditionPipeline
+
+    seen = spy_calls(monkeypatch, LTXConditionPipeline)
+    make_video(story(tmp_path, mode="keyframes"), tmp_path / "run", VideoOptions(model="tiny-ltx"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    ends = [s for s in manifest["segments"] if s["last_keyframe"] is not None]
+    assert ends and any(s["drop"] for s in ends)
+    made = {len(kw["conditions"]): kw for kw in seen}
+    assert 2 in made  # a call with a first frame and an end keyframe
+    for seg in ends:  # the end condition sits on the clip's last kept frame
+        kw = next(kw for kw in seen if len(kw["conditions"]) == 2
+                  and kw["num_frames"] == seg["generated_frames"])  # fmt: skip
+        assert kw["conditions"][1].frame_index == seg["generated_frames"] - seg["drop"] - 1
+
+
 # ---------------------------------------------------------------------------------------
 # 2 and 8: dtypes are what was asked, float32 only where a model needs it
 
@@ -155,14 +173,7 @@ def test_image_to_image_keeps_the_progress_bar_settings():
 
 
 BF16_RUNS = [
-    ("tiny-ltx", "continue"),
-    ("tiny-ltx", "keyframes"),
-    ("tiny-wan", "continue"),
-    ("tiny-wan", "keyframes"),
-    ("tiny-wan-flf2v", "keyframes"),
-    ("tiny-wan22", "keyframes"),
-    ("tiny-svd", "continue"),
-    ("tiny-cogvideox", "continue"),
+    *[(spec, mode) for spec in VIDEO_TWINS for mode in ("continue", "keyframes")],
     ("tiny-image", "feedback"),
     ("tiny-flux", "feedback"),
 ]
@@ -181,9 +192,12 @@ def test_every_family_runs_the_whole_chain_in_bfloat16(tmp_path, spec, mode):
     assert {p["dtype"] for p in manifest["placement"].values()} == {"bfloat16"}
     kind = "image" if mode == "feedback" else "video"
     ref = resolve_model(spec, kind)
-    pipe = load(ref, "text2img" if kind == "image" else "video", runtime).pipe
-    for name, dtype in component_dtypes(pipe).items():
-        assert dtype == expected_dtype(ref, name), (name, dtype)
+    used = [(ref, "text2img" if kind == "image" else "video")]
+    if kind == "video":  # and the image model that made the keyframes
+        used.append((resolve_model("tiny-image", "image"), "text2img"))
+    for each, task in used:
+        for name, dtype in component_dtypes(load(each, task, runtime).pipe).items():
+            assert dtype == expected_dtype(each, name), (each.label, name, dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -527,6 +541,15 @@ def test_dry_run_json_is_the_plan_as_one_object(tmp_path, cli):
     assert totals["thrown_away"] == totals["overlaps"] + totals["dropped"] + totals["skipped"]
     code, _, err = cli("video", story(tmp_path), "--model", "tiny-ltx", "--json")
     assert code == 2 and err.startswith("error: json:")
+    # With a crossfade, the frames it blends count in both shots' `shown`.
+    fade = TWO_SHOTS.replace(
+        "seconds: 1\n  - prompt: a lighthouse",
+        "seconds: 1\n    transition: crossfade\n  - prompt: a lighthouse",
+    )
+    code, out, err = cli("video", story(tmp_path, fade), "--model", "tiny-ltx", "--dry-run",
+                         "--json")  # fmt: skip
+    data = json.loads(out)
+    assert sum(s["shown"] for s in data["segments"]) == 16 + 4  # 0.5 s crossfade at 8 fps
 
 
 def test_the_default_preset_throws_away_under_5_percent_over_shots_of_15_to_7_s():

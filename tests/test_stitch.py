@@ -325,6 +325,23 @@ def test_stitch_cuts_and_crossfade(tmp_path: Path, three_parts: list[Part]) -> N
     assert leftovers(out.parent) == ["final.mp4"]
 
 
+def test_a_part_reads_several_files_as_one_stream_across_a_crossfade(tmp_path: Path) -> None:
+    """A shot made of several segment files is retimed as one stream: 6 red frames then 6
+    green ones become 8 output frames plus a 4-frame crossfade into the next (blue) part,
+    and every file is held to its own frame count."""
+    a1 = write_clip(tmp_path / "a1.mp4", colour_clip(RED, 6))
+    a2 = write_clip(tmp_path / "a2.mp4", colour_clip(GREEN, 6))
+    b = write_clip(tmp_path / "b.mp4", colour_clip(BLUE, 10))
+    out = tmp_path / "joined.mp4"
+    res = stitch([Part(a1, 8, fade_out=4, more=(a2,)), Part(b, 10)], out, 12, flow=False)
+    assert res.frames == probe(out).frames == 18
+    bg = [background(f) for f in read_frames(out)]
+    assert np.abs(bg[0] - RED).max() < 6  # the first file starts the shot
+    fade = bg[8:12]  # the second file's green blends into blue
+    assert all(f[2] > GREEN[2] + 10 for f in fade) and fade[0][1] > fade[-1][1]
+    assert np.abs(bg[-1] - BLUE).max() < 6
+
+
 def test_stitch_with_audio(tmp_path: Path, three_parts: list[Part]) -> None:
     wav = write_wav(tmp_path / "music.wav", 4.0)  # trimmed to the video
     out = tmp_path / "with_audio.mp4"
