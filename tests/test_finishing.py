@@ -39,13 +39,11 @@ def tone(path: Path, freq: float, seconds: float, on: tuple[float, float] | None
 
 
 def sound_of(path: Path) -> tuple[np.ndarray, int]:
-    """The first channel of a file's sound as floats, and its rate."""
+    """The first channel of a file's sound as floats (AAC and Opus decode planar), and its rate."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
-        chunks = [
-            f.to_ndarray().reshape(f.to_ndarray().shape[0], -1) for f in container.decode(stream)
-        ]
-        return np.concatenate(chunks, axis=1)[0].astype(np.float64), stream.rate
+        planes = np.concatenate([f.to_ndarray() for f in container.decode(stream)], axis=1)
+        return planes[0].astype(np.float64), stream.rate
 
 
 def amplitude(x: np.ndarray, rate: int, freq: float, t0: float, t1: float) -> float:
