@@ -29,6 +29,11 @@ _EXPORTS = {
     "Limits": "settings",
     "Runtime": "settings",
     "resolve_model": "models",
+    "finish": "finishing",
+    "Finishing": "finishing",
+    "Title": "finishing",
+    "Caption": "finishing",
+    "write_timelines": "timeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]
