@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.stitch import VideoWriter  # noqa: E402
+from pipelines.video_io import VideoWriter  # noqa: E402
 
 FINISH = """
 import sys

@@ -28,7 +28,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from .files import TMP_MARK, atomic_path, write_text
 from .overlay import draw_title, font_path, safe_area
-from .stitch import FORMATS, VideoInfo, VideoWriter, audio_duration, probe, read_frames
+from .video_io import FORMATS, VideoInfo, VideoWriter, audio_duration, probe, read_frames
 
 CARD_FRAMES = ("first_frame", "last_frame")  # card backgrounds taken from the video
 _CARD_DIM = 0.45  # a video frame behind a card's text is darkened to this share

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import read_json, write_text
-from .stitch import audio_duration, probe
+from .video_io import audio_duration, probe
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import pytest
 
 from pipelines.finishing import Caption, Finishing, Title, check, finish
 from pipelines.overlay import safe_area
-from pipelines.stitch import Part, VideoWriter, probe, read_frames, stitch
+from pipelines.stitch import Part, stitch
+from pipelines.video_io import VideoWriter, probe, read_frames
 
 FPS, W, H = 8, 160, 96
 

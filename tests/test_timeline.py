@@ -13,7 +13,8 @@ import pytest
 
 from pipelines import timeline
 from pipelines.files import read_json, write_json
-from pipelines.stitch import Part, VideoWriter, probe, read_frames, stitch
+from pipelines.stitch import Part, stitch
+from pipelines.video_io import VideoWriter, probe, read_frames
 
 FPS = 8
 SIDE = 32
