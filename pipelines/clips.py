@@ -19,6 +19,7 @@ from PIL import Image
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .images import native_only_message
+from .lora import Lora, use_loras
 from .models import LoadedModel, preset_kwargs
 from .settings import Runtime
 
@@ -40,6 +41,7 @@ class ClipJob:
     last: Image.Image | None = None  # end on this frame (first-and-last-frame families)
     last_index: int | None = None  # where `last` goes (None: the last frame; LTX: any)
     video: tuple[Image.Image, ...] | None = None  # continue from these frames (overlap)
+    loras: tuple[Lora, ...] = ()  # active for this clip (a batch shares one set)
 
     @property
     def conditioning(self) -> str:
@@ -48,7 +50,8 @@ class ClipJob:
     @property
     def batch_key(self) -> tuple:
         return (self.width, self.height, self.num_frames, self.steps, self.guidance,
-                self.fps, self.conditioning, len(self.video or ()), self.last_index)  # fmt: skip
+                self.fps, self.conditioning, len(self.video or ()), self.last_index,
+                self.loras)  # fmt: skip
 
 
 class Cancelled(RuntimeError):
@@ -269,6 +272,7 @@ def _call(
         kwargs["guidance_scale"] = job.guidance
     if cancel is not None:
         kwargs["callback_on_step_end"] = _stop_on(cancel)
+    use_loras(loaded, job.loras)
     around = adapter.around(loaded.pipe, batch) if adapter.around else contextlib.nullcontext()
     with torch.inference_mode(), around:
         frames = loaded.pipe(**kwargs).frames

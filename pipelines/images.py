@@ -23,6 +23,7 @@ from . import __version__
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .files import atomic_path, write_json
+from .lora import Lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
 from .settings import ImageRequest, Runtime
 
@@ -55,6 +56,7 @@ class ImageJob:
     seed: int
     init: Image.Image | None = None
     strength: float = 0.6
+    loras: tuple[Lora, ...] = ()  # active for this image (a batch shares one set)
 
     def __post_init__(self) -> None:
         if self.init is not None:  # so the sidecar records the steps that run
@@ -69,6 +71,7 @@ class ImageJob:
             self.guidance,
             self.init is not None,
             self.strength,
+            self.loras,
         )
 
 
@@ -189,6 +192,7 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     # FLUX image-to-image takes a size too (without it, its default 1024 px).
     if first.init is None or {"width", "height"} <= call_parameters(type(loaded.pipe)):
         kwargs.update(width=first.width, height=first.height)
+    use_loras(loaded, first.loras)
     with torch.inference_mode():
         images = loaded.pipe(**kwargs).images
     return [np.asarray(img, dtype=np.float32) for img in images]
@@ -196,7 +200,7 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
 
 def a1111_parameters(job: ImageJob, model_label: str, sampler: str) -> str:
     """The `parameters` text A1111, ComfyUI readers and image hosts parse."""
-    lines = [job.prompt]
+    lines = [" ".join([job.prompt, *(lora.a1111() for lora in job.loras)])]
     if job.negative_prompt:
         lines.append(f"Negative prompt: {job.negative_prompt}")
     fields = [
