@@ -9,7 +9,7 @@ from .report import Config, Metric, Report, ratio_metric, timed
 
 
 def bench_batching(cfg: Config, report: Report, tmp: Path) -> None:
-    import pipelines.images as images
+    from pipelines import events
     from pipelines.batching import Planner
     from pipelines.images import ImageJob, generate
     from pipelines.models import load, resolve_model
@@ -25,18 +25,10 @@ def bench_batching(cfg: Config, report: Report, tmp: Path) -> None:
         runtime = Runtime(batch_size=batch_size)
         cache = cache or tmp / f"planner-{next(counter)}.json"
         planner = Planner(runtime, cache_file=cache)
-        calls: list[int] = []
-        original = images._call_image_pipe
-
-        def counting(loaded, batch):
-            calls.append(len(batch))
-            return original(loaded, batch)
-
-        images._call_image_pipe = counting
-        try:
+        seen: list[events.Event] = []
+        with events.watch(seen.append):
             seconds = timed(lambda: generate(loaded, jobs, runtime=runtime, planner=planner))
-        finally:
-            images._call_image_pipe = original
+        calls = [e.size for e in seen if isinstance(e, events.BatchDone)]
         return len(jobs) / seconds, calls
 
     run(2)  # warm-up: weights paged in, kernels chosen; not timed

@@ -31,41 +31,21 @@ def storyboard_yaml(shots: int, side: int | None, seconds: float | Sequence[floa
     return "\n".join(lines) + "\n"
 
 
-TIMED = {  # what the video run's wall time is split into: (module, function)
-    "pipeline calls": [("pipelines.clips", "_call"), ("pipelines.images", "_call_image_pipe")],
-    "segment writes": [("pipelines.chain", "_write_segment")],
-    "final stitch": [("pipelines.chain", "_finish")],
-}
-
-
 @contextlib.contextmanager
 def phase_timer() -> Iterator[dict[str, float]]:
-    """Sum the seconds spent inside each group of `TIMED` functions while the block runs."""
-    import importlib
+    """Sum the seconds the engine reports (`pipelines.events`) in each phase of a run while
+    the block runs: pipeline calls, segment writes, the final stitch. The sums are there
+    once the block ends."""
+    from pipelines import events
 
-    spent = dict.fromkeys(TIMED, 0.0)
-    originals = []
-
-    def wrap(fn, phase):
-        def inner(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[phase] += time.perf_counter() - t0
-
-        return inner
-
-    for phase, targets in TIMED.items():
-        for module_name, attr in targets:
-            module = importlib.import_module(module_name)
-            originals.append((module, attr, getattr(module, attr)))
-            setattr(module, attr, wrap(getattr(module, attr), phase))
-    try:
+    phase_of = {events.BatchDone: "pipeline calls", events.SegmentWritten: "segment writes",
+                events.Stitched: "final stitch"}  # fmt: skip
+    spent = dict.fromkeys(phase_of.values(), 0.0)
+    seen: list[events.Event] = []  # appended from the segment writer's thread too
+    with events.watch(seen.append):
         yield spent
-    finally:
-        for module, attr, fn in originals:
-            setattr(module, attr, fn)
+    for e in seen:
+        spent[phase_of[type(e)]] += e.seconds
 
 
 def calibrate_video_size(model: str, sides: tuple[int, ...], goal: float) -> tuple[int, float]:
