@@ -66,7 +66,12 @@ def bench_encoding(cfg: Config, report: Report, tmp: Path) -> None:
     for name, rate in rates.items():
         print(f"  {name}: {rate:.0f} frames/s")
     setup = f"{n} frames {side}×{side}, H.264 yuv420p veryfast crf 18, best of 5"
-    args = " ".join(_encoder_args("mp4", "final", fps))
+    _report_rates(report, rates, setup, " ".join(_encoder_args("mp4", "final", fps)))
+
+
+def _report_rates(report: Report, rates: dict[str, float], setup: str, args: str) -> None:
+    """The encoding metrics from each way's best frames/s (`args`: the writer's ffmpeg
+    arguments)."""
     m = report.metrics
     m.append(Metric("encoding", "frames/s, streaming writer", round(rates["writer"], 1), "fps",
                     note=f"{setup}; writer args: {args}"))  # fmt: skip

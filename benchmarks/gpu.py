@@ -5,8 +5,10 @@ planner's prediction, and the fast paths on the video transformers."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .report import Config, Metric, Report, ratio_metric, save_report
 
@@ -45,56 +47,28 @@ def gpu_case(model: str, quick: bool) -> GpuCase:
     return GpuCase(model, 4 if quick else 6, p.width, p.height, frames, steps)
 
 
-def _recording_planner(runtime, cache_file: Path):
-    """A planner that records, for every batch, its prediction beside the measured peak."""
-    from pipelines.batching import Planner
+@dataclass
+class _Subject:
+    """A built model of the GPU section, its items, and the two ways to run them."""
 
-    class Recording(Planner):
-        checks: list[dict]
-        batches: list[int]
-
-        def observe(self, key: str, batch: int, peak: int | None) -> None:
-            self.batches.append(batch)
-            cost = self.costs.get(key)
-            if peak is not None and cost is not None and cost.per_item > 0:
-                self.checks.append({"batch": batch, "measured": peak,
-                                    "predicted": cost.base + cost.per_item * batch,
-                                    "after_probes": cost.max_ok >= 2})  # fmt: skip
-            super().observe(key, batch, peak)
-
-    planner = Recording(runtime, cache_file=cache_file)
-    planner.checks, planner.batches = [], []
-    return planner
+    loaded: Any
+    jobs: list
+    plain: Callable[[Any], Any]  # one item, one pipeline call: the naive loop
+    engine: Callable[[Any], list]  # every item through the engine, with the given planner
+    image: bool
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = ("cache",)) -> dict:
-    """Build `case.model`, time a plain diffusers loop (one pipeline call per item) against
-    the engine (planner, batches), record every batch's peak memory against the planner's
-    prediction, and, for video transformers, one call with each fast path in `fast` (the
-    first-block cache, an attention backend, `torch.compile`), one at a time."""
+def _build(case: GpuCase, runtime) -> _Subject:
+    """Load `case.model` on the runtime's device and make its items: images, or clips
+    from one gradient first frame."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from pipelines import clips, images, models
-    from pipelines.device import apply_fast_paths, denoisers, fast_order
-    from pipelines.settings import Runtime
 
-    runtime = Runtime(device=device)
     ref = models.resolve_model(case.model)
     fam = ref.family
     image = fam.kind == "image"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    t0 = time.perf_counter()
     loaded = models.load(ref, "text2img" if image else "video", runtime)
     if image:
         jobs = [images.ImageJob(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
@@ -119,61 +93,126 @@ def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = 
         def engine(planner):
             return clips.generate_clips(loaded, jobs, runtime=runtime, planner=planner)
 
+    return _Subject(loaded, jobs, plain, engine, image)
+
+
+@dataclass
+class _EngineJob:
+    """One engine job over all items: its time, outputs, and the batches the engine ran."""
+
+    seconds: float
+    outputs: list
+    batches: list  # of `pipelines.events.BatchDone`, in order
+
+
+def _engine_job(subject: _Subject, planner, dev) -> _EngineJob:
+    from pipelines import events
+
+    seen: list[events.Event] = []
+    with events.watch(seen.append):
+        t0 = time.perf_counter()
+        outputs = subject.engine(planner)
+        _sync(dev)
+        seconds = time.perf_counter() - t0
+    return _EngineJob(seconds, outputs, [e for e in seen if isinstance(e, events.BatchDone)])
+
+
+def _memory_checks(batches) -> list[dict]:
+    """Every batch's measured peak beside the planner's prediction for it, where there was
+    one (the first probe of a kind has none)."""
+    return [{"batch": b.size, "measured": b.peak, "predicted": b.predicted,
+             "after_probes": not b.probing}
+            for b in batches if b.peak is not None and b.predicted is not None]  # fmt: skip
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_gpu_case(case: GpuCase, device: str, tmp: Path, fast: tuple[str, ...] = ("cache",)) -> dict:
+    """Build `case.model`, time a plain diffusers loop (one pipeline call per item) against
+    the engine (planner, batches), record every batch's peak memory against the planner's
+    prediction, and, for video transformers, one call with each fast path in `fast` (the
+    first-block cache, an attention backend, `torch.compile`), one at a time."""
+    import numpy as np
+    import torch
+
+    from pipelines import models
+    from pipelines.batching import Planner
+    from pipelines.device import denoisers
+    from pipelines.settings import Runtime
+
+    runtime = Runtime(device=device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    subject = _build(case, runtime)
     _sync(dev)
     build_s = time.perf_counter() - t0
     weights = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else None
-    plain(jobs[0])  # warm-up: kernels chosen, caches filled; not timed
+    subject.plain(subject.jobs[0])  # warm-up: kernels chosen, caches filled; not timed
     _sync(dev)
     t0 = time.perf_counter()
-    plain_out = [plain(job) for job in jobs]
+    plain_out = [subject.plain(job) for job in subject.jobs]
     _sync(dev)
     plain_s = time.perf_counter() - t0
-    planner = _recording_planner(runtime, tmp / f"planner-{case.model.replace(':', '-')}.json")
-    seconds, outputs, batches = [], [], []
-    for _ in range(2):  # a first job of the kind (probes timed), then one planned from them
-        start = len(planner.batches)
-        t0 = time.perf_counter()
-        outputs += engine(planner)
-        _sync(dev)
-        seconds.append(time.perf_counter() - t0)
-        batches.append(planner.batches[start:])
-    same = max(float(np.abs(a - b).max()) for a, b in zip(plain_out * 2, outputs, strict=True))
+    planner = Planner(runtime, cache_file=tmp / f"planner-{case.model.replace(':', '-')}.json")
+    # A first job of the kind (probes timed), then one planned from what it measured.
+    first = _engine_job(subject, planner, dev)
+    warm = _engine_job(subject, planner, dev)
+    same = max(float(np.abs(a - b).max())
+               for a, b in zip(plain_out * 2, first.outputs + warm.outputs, strict=True))  # fmt: skip
     result = {
         "case": asdict(case), "build_seconds": build_s, "plain_seconds": plain_s,
-        "engine_seconds": seconds[0], "engine_warm_seconds": seconds[1],
-        "frames": case.items * case.frames, "checks": planner.checks, "batches": batches[0],
-        "warm_batches": batches[1], "weights_bytes": weights,
-        "max_difference_engine_vs_plain": same,
+        "engine_seconds": first.seconds, "engine_warm_seconds": warm.seconds,
+        "frames": case.items * case.frames, "checks": _memory_checks(first.batches + warm.batches),
+        "batches": [b.size for b in first.batches], "warm_batches": [b.size for b in warm.batches],
+        "weights_bytes": weights, "max_difference_engine_vs_plain": same,
         "peak_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
     }  # fmt: skip
 
-    transformer = any(name.startswith("transformer") for name in denoisers(loaded.pipe))
+    transformer = any(name.startswith("transformer") for name in denoisers(subject.loaded.pipe))
     result["plain_call_seconds"] = plain_s / case.items
-    result["fast"] = {}
-    if not image and transformer:
-        for item in fast_order(fast):  # compile last: it is not undone
-            why: dict[str, str] = {}
-            try:
-                if apply_fast_paths(loaded.pipe, (item,), why) != (item,):
-                    result["fast"][item] = {"skipped": why.get(item, "not taken")}
-                    continue
-                t0 = time.perf_counter()
-                plain(jobs[0])  # warm-up with the fast path (a compile happens here)
-                _sync(dev)
-                warm_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                out = plain(jobs[0])  # the same seed as the plain loop's first call
-                _sync(dev)
-                result["fast"][item] = {"seconds": time.perf_counter() - t0,
-                                        "first_call_seconds": warm_s,
-                                        "max_difference": float(np.abs(out - plain_out[0]).max())}  # fmt: skip
-            except Exception as exc:  # say, an attention backend this machine cannot run
-                msg = str(exc).splitlines()[0] if str(exc) else ""
-                result["fast"][item] = {"skipped": f"{type(exc).__name__}: {msg}"}
-            finally:
-                _undo_fast(loaded.pipe, item)
+    video_transformer = not subject.image and transformer
+    result["fast"] = _time_fast_paths(subject, fast, plain_out[0], dev) if video_transformer else {}
     models.clear_cache()  # the hooks go with the pipeline
     return result
+
+
+def _time_fast_paths(subject: _Subject, fast: tuple[str, ...], reference, dev) -> dict[str, dict]:
+    """One call of the first item with each fast path on, alone, against `reference` (the
+    plain loop's output for it, on the same seed); one that cannot run says why."""
+    import numpy as np
+
+    from pipelines.device import apply_fast_paths, fast_order
+
+    pipe, plain, job = subject.loaded.pipe, subject.plain, subject.jobs[0]
+    out: dict[str, dict] = {}
+    for item in fast_order(fast):  # compile last: it is not undone
+        why: dict[str, str] = {}
+        try:
+            if apply_fast_paths(pipe, (item,), why) != (item,):
+                out[item] = {"skipped": why.get(item, "not taken")}
+                continue
+            t0 = time.perf_counter()
+            plain(job)  # warm-up with the fast path (a compile happens here)
+            _sync(dev)
+            warm_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            frames = plain(job)  # the same seed as the plain loop's first call
+            _sync(dev)
+            out[item] = {"seconds": time.perf_counter() - t0, "first_call_seconds": warm_s,
+                         "max_difference": float(np.abs(frames - reference).max())}  # fmt: skip
+        except Exception as exc:  # say, an attention backend this machine cannot run
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            out[item] = {"skipped": f"{type(exc).__name__}: {msg}"}
+        finally:
+            _undo_fast(pipe, item)
+    return out
 
 
 def _undo_fast(pipe, item: str) -> None:
