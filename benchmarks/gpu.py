@@ -278,8 +278,6 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
     code on a CPU; that is how the tests check it."""
     import torch
 
-    from pipelines.batching import SAFETY
-
     device = cfg.gpu_device or ("cuda" if torch.cuda.is_available() else None)
     m = report.metrics
     if device is None:
@@ -303,45 +301,58 @@ def bench_gpu(cfg: Config, report: Report, tmp: Path) -> None:
             save_report(report, cfg.out)
             continue
         r["storyboards"] = run_gpu_storyboards(model, device, tmp)
-        _report_storyboards(m, model, r["storyboards"])
         results[model] = r
+        _report_gpu_case(m, model, what, r, device)
+        _report_storyboards(m, model, r["storyboards"])
         save_report(report, cfg.out)  # a run cut short by a time limit keeps what it measured
-        plain_fps, engine_fps = r["frames"] / r["plain_seconds"], r["frames"] / r["engine_seconds"]
-        warm_fps = r["frames"] / r["engine_warm_seconds"]
-        batches, warm = r["batches"], r["warm_batches"]
-        print(f"    plain {plain_fps:.2f} frames/s, engine {engine_fps:.2f} frames/s (batches "
-              f"{batches}), then {warm_fps:.2f} (batches {warm}), build "
-              f"{r['build_seconds']:.0f} s", flush=True)  # fmt: skip
-        m.append(Metric("gpu", f"{model}: frames/s, engine / plain loop",
-                        round(engine_fps / plain_fps, 3), "×",
-                        note=f"{what}; plain {plain_fps:.3g} frames/s, engine {engine_fps:.3g} "
-                        f"(batches {batches}, probes timed), a second job {warm_fps:.3g} "
-                        f"(batches {warm}, {warm_fps / plain_fps:.3g}×); outputs differ by at "
-                        f"most {r['max_difference_engine_vs_plain']:.2g}"))  # fmt: skip
-        planned = [c for c in r["checks"] if c["after_probes"]] or r["checks"]
-        if planned:
-            worst = max(planned, key=lambda c: c["measured"] / max(1, c["predicted"]))
-            gib = 2**30
-            note = (f"batch {worst['batch']}: {worst['measured'] / gib:.2f} GiB measured vs "
-                    f"{worst['predicted'] / gib:.2f} GiB predicted (above the weights"
-                    + (f", {r['weights_bytes'] / gib:.1f} GiB" if r["weights_bytes"] else "")
-                    + (f"; peak of the run {r['peak_bytes'] / gib:.1f} GiB" if r["peak_bytes"]
-                       else "") + ")")  # fmt: skip
-            name = f"{model}: peak memory / planner's prediction"
-            ratio = worst["measured"] / max(1, worst["predicted"])
-            if device == "cuda":  # the planner keeps 1 - SAFETY of free memory in reserve
-                note += f"; fits while ≤ 1/{SAFETY:g} of the prediction"
-                m.append(ratio_metric("gpu", name, ratio, "×", f"≤ {1 / SAFETY:g}", note=note))
-            else:  # a dry run: resident-set peaks of tiny models are mostly noise
-                m.append(
-                    Metric("gpu", name, round(ratio, 3), "×", note=f"{device} dry run; {note}")
-                )
-        for item, f in r["fast"].items():
-            name = f"{model}: {item} / none, seconds per call"
-            if "skipped" in f:
-                m.append(Metric("gpu", name, None, note=f"skipped: {f['skipped']}"[:300]))
-                continue
-            m.append(Metric("gpu", name, round(f["seconds"] / r["plain_call_seconds"], 3), "×",
-                            note=f"first call {f['first_call_seconds']:.1f} s; max pixel "
-                            f"difference {f['max_difference']:.3g} (random weights: no measure "
-                            "of quality)"))  # fmt: skip
+
+
+def _report_gpu_case(m: list, model: str, what: str, r: dict, device: str) -> None:
+    """One model's metrics: frames/s against the plain loop, the worst batch's peak memory
+    against the planner's prediction, each fast path's time per call."""
+    plain_fps, engine_fps = r["frames"] / r["plain_seconds"], r["frames"] / r["engine_seconds"]
+    warm_fps = r["frames"] / r["engine_warm_seconds"]
+    batches, warm = r["batches"], r["warm_batches"]
+    print(f"    plain {plain_fps:.2f} frames/s, engine {engine_fps:.2f} frames/s (batches "
+          f"{batches}), then {warm_fps:.2f} (batches {warm}), build "
+          f"{r['build_seconds']:.0f} s", flush=True)  # fmt: skip
+    m.append(Metric("gpu", f"{model}: frames/s, engine / plain loop",
+                    round(engine_fps / plain_fps, 3), "×",
+                    note=f"{what}; plain {plain_fps:.3g} frames/s, engine {engine_fps:.3g} "
+                    f"(batches {batches}, probes timed), a second job {warm_fps:.3g} "
+                    f"(batches {warm}, {warm_fps / plain_fps:.3g}×); outputs differ by at "
+                    f"most {r['max_difference_engine_vs_plain']:.2g}"))  # fmt: skip
+    _report_memory(m, model, r, device)
+    for item, f in r["fast"].items():
+        name = f"{model}: {item} / none, seconds per call"
+        if "skipped" in f:
+            m.append(Metric("gpu", name, None, note=f"skipped: {f['skipped']}"[:300]))
+            continue
+        m.append(Metric("gpu", name, round(f["seconds"] / r["plain_call_seconds"], 3), "×",
+                        note=f"first call {f['first_call_seconds']:.1f} s; max pixel "
+                        f"difference {f['max_difference']:.3g} (random weights: no measure "
+                        "of quality)"))  # fmt: skip
+
+
+def _report_memory(m: list, model: str, r: dict, device: str) -> None:
+    """The batch whose peak most exceeded the planner's prediction, after the probes where
+    any batch ran after them."""
+    from pipelines.batching import SAFETY
+
+    planned = [c for c in r["checks"] if c["after_probes"]] or r["checks"]
+    if not planned:
+        return
+    worst = max(planned, key=lambda c: c["measured"] / max(1, c["predicted"]))
+    gib = 2**30
+    note = (f"batch {worst['batch']}: {worst['measured'] / gib:.2f} GiB measured vs "
+            f"{worst['predicted'] / gib:.2f} GiB predicted (above the weights"
+            + (f", {r['weights_bytes'] / gib:.1f} GiB" if r["weights_bytes"] else "")
+            + (f"; peak of the run {r['peak_bytes'] / gib:.1f} GiB" if r["peak_bytes"]
+               else "") + ")")  # fmt: skip
+    name = f"{model}: peak memory / planner's prediction"
+    ratio = worst["measured"] / max(1, worst["predicted"])
+    if device == "cuda":  # the planner keeps 1 - SAFETY of free memory in reserve
+        note += f"; fits while ≤ 1/{SAFETY:g} of the prediction"
+        m.append(ratio_metric("gpu", name, ratio, "×", f"≤ {1 / SAFETY:g}", note=note))
+    else:  # a dry run: resident-set peaks of tiny models are mostly noise
+        m.append(Metric("gpu", name, round(ratio, 3), "×", note=f"{device} dry run; {note}"))
