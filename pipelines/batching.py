@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .device import free_memory, is_out_of_memory, release_memory
+from .events import BatchDone, emit
 from .files import write_json
 from .settings import Runtime
 
@@ -58,6 +59,10 @@ class Cost:
         if self.per_item <= 0:
             return 0
         return int((free * SAFETY - self.base) // self.per_item)
+
+    def predict(self, batch: int) -> int | None:
+        """The peak bytes a batch should take, or None before anything was measured."""
+        return self.base + self.per_item * batch if self.per_item > 0 else None
 
 
 @dataclass
@@ -291,7 +296,10 @@ def run_batched(
         if len(out) != len(batch):
             raise RuntimeError(f"batch call returned {len(out)} results for {len(batch)} items")
         sizes.append(len(batch))
+        known = planner.costs.get(key) or Cost()  # before it learns from this batch
+        predicted, probing = known.predict(len(batch)), known.max_ok < 2
         planner.observe(key, len(batch), peak[0])
+        emit(BatchDone(key, len(batch), elapsed, peak[0], predicted, probing))
         log.debug("batch of %d took %.2fs", len(batch), elapsed)
         for i, r in zip(batch, out, strict=True):
             results[i] = r

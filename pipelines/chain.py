@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import __version__, drift
+from . import __version__, drift, events
 from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipJob, generate_clips
 from .files import remove_partials
@@ -616,6 +617,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
 
 def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
     """Colour-match, blend the overlap, write the segment file and its tail, then the manifest."""
+    t0 = time.perf_counter()
     sb, run = ctx.sb, ctx.run
     frames = drift.to_uint8(clip[: len(clip) - seg.drop])  # a cut tail is never written
     anchor = load_png(run.keyframe(seg.shot))
@@ -639,6 +641,7 @@ def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
         w.write(keep)
     seg.status, seg.file, seg.drift = "done", run.rel(path), report
     ctx.save()
+    events.emit(events.SegmentWritten(seg.index, time.perf_counter() - t0))
     if ctx.on_segment:
         ctx.on_segment(seg, path)
 
@@ -653,7 +656,9 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
         parts.append(Part(files[0], shown, mine[-1].fade_out, tuple(files[1:])))
     audio = Path(sb.audio) if sb.audio else None
     video = run.root / f"video.{sb.format}"
+    t0 = time.perf_counter()
     result = stitch(parts, video, sb.fps, audio=audio, poster=run.root / "poster.jpg")
+    events.emit(events.Stitched(time.perf_counter() - t0))
     ctx.manifest.update(status="done", video=video.name, poster="poster.jpg")
     ctx.save()
     return VideoResult(run.root, video, result.poster, result.frames, result.fps,

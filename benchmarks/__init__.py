@@ -1,0 +1,1 @@
+"""Reelchain benchmarks: `python benchmarks/run.py`; see benchmarks/README.md."""
