@@ -31,6 +31,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -53,6 +54,7 @@ Loader = Callable[[ModelRef, str, Runtime], Any]  # `models.load`'s signature
 MAX_TRIES = 3  # deaths of its worker a job survives (a job may be what kills it)
 MAX_CHUNK = 32  # the most jobs one worker takes at a time (results stream back anyway)
 START_TIMEOUT = 300.0  # seconds for every worker to start (a cold node imports torch)
+FREE_WAIT = 3.0  # seconds to wait for CPUs/GPUs a closing pool is giving back
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before calling it unreachable
 POLL = 0.02  # seconds between looks at the workers while calls run
 CONTROL = "control"  # the actors' concurrency group that answers while a call runs
@@ -78,6 +80,10 @@ class WorkerShape:
     gpus: int  # 1: a GPU worker; 0: a CPU worker
     cpus: int
     threads: int | None  # torch threads per worker; None: as Ray leaves them
+
+    def needs(self) -> dict[str, float]:
+        """What all the workers hold together, in Ray's resource names."""
+        return {"CPU": self.cpus * self.count, "GPU": self.gpus * self.count}
 
 
 def check_address(address: str | None) -> str:
@@ -151,8 +157,8 @@ def worker_shape(
 def _check_free(free: dict[str, float], shape: WorkerShape) -> None:
     """Refuse workers the cluster has but cannot give now (other jobs hold them): they
     would wait for ever."""
-    for name, each in (("GPU", shape.gpus), ("CPU", shape.cpus)):
-        need, have = each * shape.count, int(free.get(name, 0) + 1e-9)
+    for name, need in shape.needs().items():
+        have = int(free.get(name, 0) + 1e-9)
         if need > have:
             raise ValueError(
                 f"workers: {shape.count} worker(s) need {need} {name}(s) but only {have} are "
@@ -326,9 +332,12 @@ class Pool:
     futures as results stream in. Start one with `Pool.start`; `close` it (or use `with`).
     """
 
-    def __init__(self, ray, slots: list[_Slot], *, own: bool, say, max_chunk: int) -> None:
+    def __init__(
+        self, ray, slots: list[_Slot], shape: WorkerShape, *, own: bool, say, max_chunk: int
+    ) -> None:
         self._ray = ray
         self._slots = slots
+        self._shape = shape
         self._own = own  # this pool connected to (or started) Ray, so it disconnects
         self._say_line = say or log.warning
         self._max_chunk = max_chunk
@@ -336,8 +345,6 @@ class Pool:
         # handles a result, so callbacks added to futures run under it: keep them short.
         self._lock = threading.RLock()
         self._wake = threading.Event()
-        self._new: list[_Task] = []  # submitted, not yet queued by the feeding thread
-        self._cancels: list[Future] = []  # futures to cancel that a call may be running
         self._pending: deque[_Task] = deque()
         self._calls: dict[int, _Call] = {}  # id(stream) → call
         self._probes: dict[Any, _Slot] = {}  # info() of a worker Ray is restarting
@@ -377,13 +384,13 @@ class Pool:
         own = _connect(ray, address)
         try:
             shape = worker_shape(ray.cluster_resources(), workers, runtime.device, threads)
-            _check_free(ray.available_resources(), shape)
+            _check_free(_wait_free(ray, shape.needs(), timeout=FREE_WAIT), shape)
             slots = _start_workers(ray, shape, runtime, load)
         except BaseException:
             if own:
                 ray.shutdown()
             raise
-        return cls(ray, slots, own=own, say=say, max_chunk=max(1, max_chunk))
+        return cls(ray, slots, shape, own=own, say=say, max_chunk=max(1, max_chunk))
 
     # -- what callers use ---------------------------------------------------------------
 
@@ -399,7 +406,8 @@ class Pool:
         with self._lock:
             if self._closing:
                 raise RuntimeError("pool: closed")
-            self._new.extend(tasks)
+            self._pending.extend(tasks)
+            self._dispatch()  # at once: a free worker starts now, not at the next look
         self._wake.set()
         return [t.future for t in tasks]
 
@@ -490,8 +498,7 @@ class Pool:
         running = [f for f in futures if not f.cancel() and not f.done()]
         if running:
             with self._lock:
-                self._cancels.extend(running)
-            self._wake.set()
+                self._cancel_running(set(running))
 
     @property
     def workers(self) -> list[WorkerInfo]:
@@ -511,12 +518,13 @@ class Pool:
         self._wake.set()
         self._thread.join(timeout=10)
         closed = RuntimeError("pool: closed before the job ran")
-        calls = (t for c in self._calls.values() for t in c.tasks)
-        for task in [*self._new, *self._pending, *calls]:
+        calls = [t for c in self._calls.values() for t in c.tasks]
+        for task in [*self._pending, *calls]:
             _settle(task.future, error=closed)
         for slot in self._slots:
             with contextlib.suppress(Exception):
                 self._ray.kill(slot.actor, no_restart=True)
+        _wait_free(self._ray, self._shape.needs(), timeout=10)
         if self._own:
             self._ray.shutdown()
 
@@ -534,9 +542,8 @@ class Pool:
         try:
             while not self._closing:
                 with self._lock:
-                    self._take_new()
                     self._dispatch()
-                waiting = [c.stream for c in self._calls.values()] + list(self._probes)
+                    waiting = [c.stream for c in self._calls.values()] + list(self._probes)
                 if not waiting:
                     self._wake.wait(0.5)
                     self._wake.clear()
@@ -555,18 +562,14 @@ class Pool:
             for task in [*self._pending, *(t for c in self._calls.values() for t in c.tasks)]:
                 _settle(task.future, error=exc)
 
-    def _take_new(self) -> None:
-        """Queue what was submitted; mark what was cancelled mid-call (under the lock)."""
-        self._pending.extend(self._new)
-        self._new.clear()
-        cancels, self._cancels = set(self._cancels), []
-        if not cancels:
-            return
+    def _cancel_running(self, cancels: set[Future]) -> None:
+        """Cancel futures that `Future.cancel` could not (under the lock): a retried job in
+        the queue, or a job in a call; a call left with nothing to do is stopped."""
         stopped = Cancelled("cancelled")
         for task in [t for t in self._pending if t.future in cancels]:
             self._pending.remove(task)
             _settle(task.future, error=stopped)
-        for call in self._calls.values():
+        for call in list(self._calls.values()):  # settling runs callbacks, which may submit
             left = call.unfinished()
             for task in left:
                 if task.future in cancels:
@@ -743,6 +746,19 @@ def _settle(future: Future, *, result: Any = None, error: BaseException | None =
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _wait_free(ray, need: dict[str, float], timeout: float) -> dict[str, float]:
+    """Ray's free resources once they cover `need`, or after `timeout` seconds: a killed
+    actor's CPUs and GPUs come back a moment after it is marked dead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        free = ray.available_resources()
+        if all(free.get(k, 0) + 1e-9 >= v for k, v in need.items()):
+            return free
+        if time.monotonic() >= deadline:
+            return free
+        time.sleep(0.1)
 
 
 def _model_for(model: ModelRef | str, jobs: Sequence[Job]) -> tuple[ModelRef, str]:
