@@ -222,8 +222,9 @@ class Worker:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Make `jobs` with `ref`, yielding (position in `jobs`, frames) as each exists, so a
         result the driver has received survives this process dying later in the call."""
-        self.call = call
-        self.stopping.clear()
+        if call != self.call:  # a stopped call stays stopped (Ray Client: a call per job)
+            self.call = call
+            self.stopping.clear()
         results: queue.SimpleQueue = queue.SimpleQueue()
         worker = threading.Thread(target=self._work, args=(ref, kind, jobs, results), daemon=True)
         worker.start()
@@ -232,6 +233,10 @@ class Worker:
                 raise item
             yield item
         worker.join()
+
+    def run_list(self, ref: ModelRef, kind: str, jobs: list[Job], call: int = 0) -> list:
+        """`run`, for Ray Client (which cannot stream): every result at the end."""
+        return [arr for _, arr in self.run(ref, kind, jobs, call)]
 
     def _work(self, ref: ModelRef, kind: str, jobs: list[Job], results: queue.SimpleQueue) -> None:
         """The engine call, on a thread: its `on_result` cannot yield, so it queues."""
@@ -312,12 +317,16 @@ class _Slot:
 
 @dataclass(eq=False)
 class _Call:
-    """One `Worker.run` in flight: the tasks it took and its stream of results."""
+    """One worker's share of the queue in flight: the tasks it took, and what brings their
+    results: one stream (`Worker.run`), or under Ray Client, which cannot stream, one
+    `Worker.run_list` call per task (the worker runs them in turn; no batching)."""
 
     slot: _Slot
     tasks: list[_Task]
-    stream: Any  # ray.ObjectRefGenerator
     number: int  # for `Worker.stop`
+    # Each open piece (a stream or an object ref; they hash by identity and by object id)
+    # → the position of its task, None for a stream (it carries the positions).
+    pieces: dict[Any, int | None] = field(default_factory=dict)
     finished: set[int] = field(default_factory=set)
 
     def unfinished(self) -> list[_Task]:
@@ -333,7 +342,15 @@ class Pool:
     """
 
     def __init__(
-        self, ray, slots: list[_Slot], shape: WorkerShape, *, own: bool, say, max_chunk: int
+        self,
+        ray,
+        slots: list[_Slot],
+        shape: WorkerShape,
+        *,
+        own: bool,
+        streams: bool,
+        say,
+        max_chunk: int,
     ) -> None:
         self._ray = ray
         self._slots = slots
@@ -346,7 +363,8 @@ class Pool:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._pending: deque[_Task] = deque()
-        self._calls: dict[int, _Call] = {}  # id(stream) → call
+        self._calls: dict[Any, _Call] = {}  # every open piece → its call
+        self._streams = streams  # False under Ray Client, which cannot stream results
         self._probes: dict[Any, _Slot] = {}  # info() of a worker Ray is restarting
         self._numbered = 0  # calls started
         self._closing = False
@@ -380,6 +398,7 @@ class Pool:
         address = check_address(address)
         check_counts(workers, threads)
         import ray
+        from ray.util.client import ray as client
 
         own = _connect(ray, address)
         try:
@@ -390,7 +409,10 @@ class Pool:
             if own:
                 ray.shutdown()
             raise
-        return cls(ray, slots, shape, own=own, say=say, max_chunk=max(1, max_chunk))
+        streams = not client.is_connected()
+        return cls(
+            ray, slots, shape, own=own, streams=streams, say=say, max_chunk=max(1, max_chunk)
+        )
 
     # -- what callers use ---------------------------------------------------------------
 
@@ -518,8 +540,7 @@ class Pool:
         self._wake.set()
         self._thread.join(timeout=10)
         closed = RuntimeError("pool: closed before the job ran")
-        calls = [t for c in self._calls.values() for t in c.tasks]
-        for task in [*self._pending, *calls]:
+        for task in [*self._pending, *self._running()]:
             _settle(task.future, error=closed)
         for slot in self._slots:
             with contextlib.suppress(Exception):
@@ -543,7 +564,7 @@ class Pool:
             while not self._closing:
                 with self._lock:
                     self._dispatch()
-                    waiting = [c.stream for c in self._calls.values()] + list(self._probes)
+                    waiting = [*self._calls, *self._probes]
                 if not waiting:
                     self._wake.wait(0.5)
                     self._wake.clear()
@@ -551,16 +572,20 @@ class Pool:
                 ready, _ = self._ray.wait(waiting, num_returns=1, timeout=POLL)
                 with self._lock:
                     for item in ready:
-                        if id(item) in self._calls:
-                            self._advance(self._calls[id(item)])
+                        if item in self._calls:
+                            self._advance(self._calls[item], item)
                         else:
                             self._probed(item, self._probes.pop(item))
         except BaseException as exc:  # noqa: BLE001 - handed to every caller
             log.exception("pool: the feeding thread failed")
             with self._lock:
                 self._closing = True
-            for task in [*self._pending, *(t for c in self._calls.values() for t in c.tasks)]:
+            for task in [*self._pending, *self._running()]:
                 _settle(task.future, error=exc)
+
+    def _running(self) -> list[_Task]:
+        calls = {id(c): c for c in self._calls.values()}.values()
+        return [t for c in calls for t in c.tasks]
 
     def _cancel_running(self, cancels: set[Future]) -> None:
         """Cancel futures that `Future.cancel` could not (under the lock): a retried job in
@@ -569,13 +594,14 @@ class Pool:
         for task in [t for t in self._pending if t.future in cancels]:
             self._pending.remove(task)
             _settle(task.future, error=stopped)
-        for call in list(self._calls.values()):  # settling runs callbacks, which may submit
+        calls = {id(c): c for c in self._calls.values()}.values()
+        for call in list(calls):  # settling runs callbacks, which may submit
             left = call.unfinished()
             for task in left:
                 if task.future in cancels:
                     _settle(task.future, error=stopped)
             if left and all(t.future.done() for t in left):
-                call.slot.actor.stop.options(concurrency_group=CONTROL).remote(call.number)
+                call.slot.actor.stop.remote(call.number)
 
     def _dispatch(self) -> None:
         """Give every free worker its share of the queue (under the lock)."""
@@ -618,9 +644,18 @@ class Pool:
         first = tasks[0]
         self._numbered += 1
         jobs = [t.job for t in tasks]
-        stream = slot.actor.run.remote(first.ref, first.kind, jobs, self._numbered)
+        call = _Call(slot, tasks, self._numbered)
+        if self._streams:
+            pieces = [(slot.actor.run.remote(first.ref, first.kind, jobs, call.number), None)]
+        else:
+            pieces = [
+                (slot.actor.run_list.remote(first.ref, first.kind, [job], call.number), pos)
+                for pos, job in enumerate(jobs)
+            ]
+        for piece, pos in pieces:
+            call.pieces[piece] = pos
+            self._calls[piece] = call
         slot.state = "busy"
-        self._calls[id(stream)] = _Call(slot, tasks, stream, self._numbered)
 
     def _fail_orphans(self) -> None:
         """Jobs no live worker can run fail now, with the reason (rather than wait)."""
@@ -635,16 +670,20 @@ class Pool:
                 why = "every worker died"
             _settle(task.future, error=NoWorker(f"{why}; see the lines above"))
 
-    def _advance(self, call: _Call) -> None:
-        """Take the next thing a call's stream holds: a result, its end, or its failure."""
+    def _advance(self, call: _Call, piece: Any) -> None:
+        """Take the next thing a piece of a call holds: a result, its end, or a failure."""
         death = (
             self._ray.exceptions.RayActorError,
             self._ray.exceptions.WorkerCrashedError,
             self._ray.exceptions.ObjectLostError,
         )
+        pos = call.pieces[piece]
         try:
-            ref = next(call.stream)
-            pos, arr = self._ray.get(ref)
+            if pos is None:  # a stream: (position, frames) pairs
+                pos, arr = self._ray.get(next(piece))
+            else:  # one `run_list` call of one job
+                (arr,) = self._ray.get(piece)
+                del call.pieces[piece], self._calls[piece]
         except StopIteration:
             for task in call.unfinished():  # the engine returns one result per job
                 _settle(task.future, error=RuntimeError("the worker returned no result for it"))
@@ -660,10 +699,14 @@ class Pool:
         call.slot.done += 1
         # A copy: writable, and the object store's copy is freed at once.
         _settle(call.tasks[pos].future, result=np.array(arr))
+        if not call.pieces:
+            self._end(call, requeue=[])
 
     def _end(self, call: _Call, requeue: list[_Task]) -> None:
         """A call is over: its worker is free again; `requeue` goes back to the front."""
-        del self._calls[id(call.stream)]
+        for piece in call.pieces:
+            del self._calls[piece]
+        call.pieces.clear()
         if call.slot.state == "busy":
             call.slot.state = "free"
         self._pending.extendleft(reversed([t for t in requeue if not t.future.done()]))
@@ -708,7 +751,7 @@ class Pool:
 
     def _probe(self, slot: _Slot) -> None:
         slot.probes += 1
-        self._probes[slot.actor.info.options(concurrency_group=CONTROL).remote()] = slot
+        self._probes[slot.actor.info.remote()] = slot
 
     def _probed(self, ref, slot: _Slot) -> None:
         """A restarting worker answered: back at work, still restarting, or gone."""
@@ -788,13 +831,28 @@ def _connect(ray, address: str) -> bool:
     try:
         ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"ray: cannot join {address!r} ({reason})") from None
+        raise ValueError(f"ray: cannot join {address!r} ({_why(exc)})") from None
     return True
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why joining failed; Ray's own message names only the address."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__cause__)
+    token = "set RAY_AUTH_MODE=token, with the cluster's token in RAY_AUTH_TOKEN"
+    if any("InvalidAuthToken" in str(e) or "AuthenticationError" in str(e) for e in chain):
+        return f"the cluster wants its token: {token}"
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        line += f"; if the cluster uses token authentication, {token}"
+    return line
 
 
 def _start_workers(ray, shape: WorkerShape, runtime: Runtime, load: Loader | None) -> list[_Slot]:
     """Start the actors and wait until each answers (it has imported torch)."""
+    for name in ("info", "stop"):  # these answer while `run` runs
+        ray.method(concurrency_group=CONTROL)(getattr(Worker, name))
     remote = ray.remote(concurrency_groups={CONTROL: 1})(Worker)
     actors = [
         remote.options(
@@ -802,7 +860,7 @@ def _start_workers(ray, shape: WorkerShape, runtime: Runtime, load: Loader | Non
         ).remote(runtime, shape.threads, load)
         for _ in range(shape.count)
     ]
-    infos = [a.info.options(concurrency_group=CONTROL).remote() for a in actors]
+    infos = [a.info.remote() for a in actors]
     ready, _ = ray.wait(infos, num_returns=len(infos), timeout=START_TIMEOUT)
     if len(ready) < len(infos):
         for actor in actors:
