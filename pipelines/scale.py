@@ -16,11 +16,23 @@ Why it is built this way:
   back to the queue for a live worker, or for the same one once Ray has restarted it.
 - Jobs are futures, so a caller submits more while others run: a shot's next clip as soon
   as its previous one has returned.
-- Plain `ray`, not `ray[data]`: the same actors serve a video's dependency-ordered clips and
-  a CSV's rows. Ray Data's `map_batches` cannot take jobs whose inputs are earlier results,
-  and on a small machine actors that hold the CPUs leave none for its tasks.
+- `ray[client]`, not `ray[data]`: the same actors serve a video's dependency-ordered clips
+  and a CSV's rows. Ray Data's `map_batches` cannot take jobs whose inputs are earlier
+  results, and on a small machine actors that hold the CPUs leave none for its tasks. The
+  client extra is for `ray://` addresses; Ray Client cannot stream a call's results, so
+  there each job is a call of its own (no batching inside a worker).
 
-Nothing here imports Ray until `Pool.start`.
+Use:
+
+    with Pool.start("local", workers=2, runtime=runtime) as pool:
+        images = pool.images("tiny", jobs, on_result=write)        # rows, keyframes
+        futures = pool.submit(video_ref, [first_clip_of_each_shot])  # a video's waves:
+        done, _ = concurrent.futures.wait(futures, return_when=FIRST_COMPLETED)
+        # ... write each finished clip, then submit the clips that continue from it
+
+Joining a cluster (`auto`, `HOST:PORT`, `ray://HOST:PORT`) needs the same Python packages on
+its nodes; this package itself travels with the job. Nothing here imports Ray until
+`Pool.start`.
 """
 
 from __future__ import annotations
