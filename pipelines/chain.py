@@ -172,6 +172,7 @@ class _Context:
     manifest: dict[str, Any]
     cancel: threading.Event | None
     on_segment: Callable[[Segment, Path], None] | None
+    pool: Any = None  # a `scale.Pool`: calls run on its Ray workers
     planner: Planner = field(init=False)
     # Finished clips are written (colour match, drift, encode, tails) on one writer thread
     # while the next call runs; `flush` waits for them.
@@ -208,11 +209,35 @@ class _Context:
             self._writer.shutdown()
             self._writer = None
 
+    def images(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
+        """Text-to-image or image-to-image items, here or on the Ray workers."""
+        if self.pool is not None:
+            self._record(ref, "text2img", self.pool.preload(ref, "image").placement)
+            return self.pool.images(ref, items, on_result=on_result, cancel=self.cancel)
+        loaded = self.load(ref, "text2img")
+        return generate(loaded, items, runtime=self.runtime, planner=self.planner,
+                        on_result=on_result)  # fmt: skip
+
+    def clips(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
+        """Clips, here or spread over the Ray workers (each batches its share)."""
+        if self.pool is not None:
+            self._record(ref, "video", self.pool.preload(ref, "video").placement)
+            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel)
+        loaded = self.load(ref, "video")
+        return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
+                              cancel=self.cancel, on_result=on_result)  # fmt: skip
+
     def load(self, ref: ModelRef, task: str):
-        """Load (or reuse) a model, and record where and how it runs in the manifest."""
+        """Load (or reuse) a model here, and record where and how it runs in the manifest."""
         loaded = load(ref, task, self.runtime)
-        self.manifest.setdefault("placement", {})[task] = loaded.placement.describe()
+        self._record(ref, task, loaded.placement.describe())
         return loaded
+
+    def _record(self, ref: ModelRef, task: str, placement: dict) -> None:
+        where = dict(placement)
+        if self.pool is not None:
+            where["workers"] = len(self.pool.workers)
+        self.manifest.setdefault("placement", {})[task] = where
 
     def save(self) -> None:
         with self._save_lock:  # the writer thread saves too
@@ -399,8 +424,6 @@ def _make_keyframes(ctx: _Context) -> None:
                  steps, guidance, sb.shots[k].seed)
         for k in missing
     ]  # fmt: skip
-    loaded = ctx.load(ref, "text2img")
-
     with tqdm(total=len(jobs), desc="keyframes", file=sys.stderr, leave=False) as bar:
 
         def deliver(i, arr):
@@ -410,7 +433,7 @@ def _make_keyframes(ctx: _Context) -> None:
             if ctx.cancel is not None and ctx.cancel.is_set():
                 raise Cancelled("cancelled")  # finished keyframes are on disk already
 
-        generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner, on_result=deliver)
+        ctx.images(ref, jobs, on_result=deliver)
 
 
 def keyframe_size(ref: ModelRef, width: int, height: int) -> tuple[int, int]:
@@ -554,15 +577,7 @@ def _generate(
                 video=tuple(cond) if len(cond) > 1 else None,
             )
         )
-    loaded = ctx.load(ctx.models.video, "video")
-    generate_clips(
-        loaded,
-        jobs,
-        runtime=ctx.runtime,
-        planner=ctx.planner,
-        cancel=ctx.cancel,
-        on_result=lambda i, clip: keep(segs[i], clip),
-    )
+    ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip))
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -583,7 +598,6 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
     p = ctx.models.image.preset
     steps = sb.steps or max(p.steps, 2)
     guidance = p.guidance if sb.guidance is None else sb.guidance
-    loaded = ctx.load(ctx.models.image, "text2img")
     prev = [_conditioning(ctx, s)[-1] for s in segs]
     out: list[list[np.ndarray]] = [[] for _ in segs]
     # Motion is per output frame; a generated frame spans the shot's stretch of them.
@@ -608,7 +622,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             )  # fmt: skip
         if ctx.cancel is not None and ctx.cancel.is_set():
             raise Cancelled("cancelled")
-        results = generate(loaded, jobs, runtime=ctx.runtime, planner=ctx.planner)
+        results = ctx.images(ctx.models.image, jobs)
         for i, arr in zip(active, results, strict=True):
             out[i].append(arr)
             prev[i] = drift.to_uint8(arr)
