@@ -23,8 +23,10 @@ from typing import Any
 from .device import Placement, apply_placement, plan_placement
 from .settings import Runtime
 from .traits import (
+    LTX2_0_CALL,
     LTX_DECODE,
     WAN22_BOUNDARY,
+    WAN22_GUIDANCE,
     WAN_FP32,
     Configs,
     config_traits,
@@ -102,6 +104,18 @@ FAMILIES: dict[str, Family] = {
             ("text", "first_frame"),
             "CogVideoX image-to-video",
         ),
+        Family(
+            name="hunyuanvideo15", kind="video",
+            pipeline_class="HunyuanVideo15ImageToVideoPipeline", twin="hunyuanvideo15",
+            size_multiple=16, frame_step=4, conditioning=("text", "first_frame"),
+            description="HunyuanVideo 1.5 image-to-video: its size from the picture's aspect",
+        ),
+        Family(
+            name="ltx2", kind="video", pipeline_class="LTX2ConditionPipeline", twin="ltx2",
+            size_multiple=32, frame_step=8, conditioning=("text", "first_frame", "video"),
+            description="LTX-2: video with its own soundtrack; continues from frames",
+            text_mask=True,
+        ),
     )
 }  # fmt: skip
 
@@ -121,6 +135,11 @@ CLASS_TO_FAMILY = {
     "StableVideoDiffusionPipeline": "svd",
     "CogVideoXPipeline": "cogvideox",
     "CogVideoXImageToVideoPipeline": "cogvideox",
+    "HunyuanVideo15Pipeline": "hunyuanvideo15",  # refused unless its transformer is i2v
+    "HunyuanVideo15ImageToVideoPipeline": "hunyuanvideo15",
+    "LTX2Pipeline": "ltx2",
+    "LTX2ImageToVideoPipeline": "ltx2",
+    "LTX2ConditionPipeline": "ltx2",
 }
 
 
@@ -133,6 +152,10 @@ WAN_NEGATIVE_PROMPT = (
     "misshapen limbs, fused fingers, still picture, messy background, three legs, many people "
     "in the background, walking backwards"
 )
+
+
+# The negative prompt of diffusers' LTX-2 examples.
+LTX2_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,9 @@ class Preset:
     variant: str | None = None  # a half-precision weight variant the repo ships ("fp16")
     largest_gb: float = 0.0  # the largest single component in 16-bit (sizes model offload)
     fp32: tuple[str, ...] = ()  # components kept in float32 whatever the dtype
+    # Makes one size per aspect ratio, about this many pixels a side, and picks it from the
+    # first frame (HunyuanVideo 1.5's buckets); 0: any size on its multiple.
+    aspect_target: int = 0
 
     @property
     def is_twin(self) -> bool:
@@ -197,6 +223,37 @@ PRESETS: dict[str, Preset] = {
         Preset("cogvideox-5b-i2v", "cogvideox", "THUDM/CogVideoX-5b-I2V", 720, 480, 49, 8, 50,
                6.0, 24, "image-to-video; 720x480 and 49 frames only", native_only=True,
                motion=(8, 8), fixed_frames=True, largest_gb=11.3),
+        # Wan 2.2's own configs (wan/configs/wan_ti2v_5B.py, wan_i2v_A14B.py); memory: bf16
+        # weights (VAE in float32) plus activations at the native size.
+        Preset(
+            name="wan2.2-ti2v-5b", family="wan", source="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            width=1280, height=704, frames=121, fps=24, steps=50, guidance=5.0, memory_gb=28,
+            note="720p at 24 fps; first frame only", conditioning=("text", "first_frame"),
+            motion=(24, 24), size_multiple=32, negative_prompt=WAN_NEGATIVE_PROMPT,
+            largest_gb=11.4, fp32=("vae",),
+        ),
+        Preset(
+            name="wan2.2-i2v-a14b", family="wan", source="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+            width=1280, height=720, frames=81, fps=16, steps=40, guidance=WAN22_GUIDANCE,
+            memory_gb=82, note="two 14B experts; first and last frame", motion=(16, 16),
+            negative_prompt=WAN_NEGATIVE_PROMPT, call=(("guidance_scale_2", WAN22_GUIDANCE),),
+            largest_gb=28.6, fp32=("vae",),
+        ),
+        # README of Tencent-Hunyuan/HunyuanVideo-1.5: 480p I2V, CFG 6, shift 5, 50 steps.
+        Preset(
+            name="hunyuanvideo-1.5-i2v", family="hunyuanvideo15",
+            source="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v", width=848,
+            height=480, frames=121, fps=24, steps=50, guidance=6.0, memory_gb=40,
+            note="size from the keyframe's aspect (one per aspect)", motion=(24, 24),
+            largest_gb=16.7, aspect_target=640,
+        ),
+        # diffusers' LTX-2 docs: 768x512, 121 frames, 24 fps, 30 steps, guidance 3.
+        Preset(
+            name="ltx-2", family="ltx2", source="Lightricks/LTX-2", width=768, height=512,
+            frames=121, fps=24, steps=30, guidance=3.0, memory_gb=70,
+            note="video with its own soundtrack; continues from frames", motion=(24, 50),
+            negative_prompt=LTX2_NEGATIVE_PROMPT, call=LTX2_0_CALL, largest_gb=37.8,
+        ),
     )
 }  # fmt: skip
 
@@ -223,7 +280,7 @@ def twin_presets() -> dict[str, Preset]:
         kind = FAMILIES[info.family].kind
         out[name] = dataclasses.replace(
             base, name=name, source=source, width=info.width, height=info.height,
-            frames=info.num_frames or 1, steps=info.steps,
+            frames=info.num_frames or 1, steps=info.steps, aspect_target=info.aspect_target,
             guidance=1.0 if kind == "image" else 3.0, memory_gb=0.05, largest_gb=0.01,
             variant=None, note=f"offline twin of {info.mirrors or info.pipeline_class}",
         )  # fmt: skip
