@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="a storyboard into one video (or --resume a run)")
     p.add_argument("storyboard", nargs="?", type=Path, help="YAML, JSON or TXT storyboard")
     p.add_argument("--out", type=Path, help="run folder")
-    p.add_argument("--model", default=None)
+    p.add_argument(
+        "--model",
+        default=None,
+        help="preset, auto (the best this GPU runs; the default on a GPU, ltx-video on a "
+        "CPU), tiny, random:<preset>, hub id or folder",
+    )
     p.add_argument("--mode", choices=("continue", "keyframes", "feedback"))
     p.add_argument("--image-model", help="keyframes model (default: sd-turbo, or the tiny twin)")
     p.add_argument("--clip-frames", type=int, help="frames per clip (default: the model's)")
@@ -121,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_thumbnails)
 
-    p = sub.add_parser("models", help="list the model presets")
+    p = sub.add_parser("models", help="list the model presets and which fit this machine")
+    add_runtime_flags(p)
     p.set_defaults(run=_cmd_models)
     return parser
 
@@ -204,11 +210,14 @@ def _cmd_thumbnails(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import table_rows
+    from .models import fits_here, table_rows
 
-    rows = table_rows()
-    cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory"]
+    here, machine = fits_here(runtime_from_args(args))
+    rows = [r | {"here": here.get(r["preset"], "yes")} for r in table_rows()]
+    cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory",
+            "here"]  # fmt: skip
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    print(machine)
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))

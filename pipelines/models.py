@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .device import Placement, apply_placement, plan_placement
+from .device import Placement, apply_placement, choose_offload, plan_placement
 from .settings import Runtime
 from .traits import (
     LTX2_0_CALL,
@@ -349,13 +349,18 @@ class ModelRef:
         return "any" if step <= 1 else f"{step}k+1"
 
 
-def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
-    """Resolve `--model`. `task` ("image" or "video") picks the default and checks the kind."""
+def resolve_model(
+    spec: str | None, task: str = "image", runtime: Runtime | None = None
+) -> ModelRef:
+    """Resolve `--model`. `task` ("image" or "video") picks the default and checks the kind.
+    `auto` (and no model at all for a video on a machine with a GPU) picks the best preset
+    that fits the device `runtime` names (`resolve_auto`)."""
     if task not in ("image", "video"):
         raise ValueError(f"task: unknown {task!r}")
-    spec = (spec or "").strip() or (
-        DEFAULT_IMAGE_PRESET if task == "image" else DEFAULT_VIDEO_PRESET
-    )
+    spec = (spec or "").strip()
+    if spec == AUTO or (not spec and task == "video" and _has_gpu(runtime)):
+        return resolve_auto(task, runtime)
+    spec = spec or (DEFAULT_IMAGE_PRESET if task == "image" else DEFAULT_VIDEO_PRESET)
     if spec == "tiny":
         spec = DEFAULT_TWIN[task]
     if spec == "tiny-sd":
@@ -396,6 +401,119 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
             "see `python -m pipelines models`)"
         )
     return ref
+
+
+# ---------------------------------------------------------------------------------------
+# `--model auto`: the best video preset this machine runs
+
+AUTO = "auto"
+# Video presets from best to least good: newest generation first, then size and what each
+# can be conditioned on (a judgement from the models' published comparisons).
+AUTO_ORDER = (
+    "wan2.2-i2v-a14b",
+    "hunyuanvideo-1.5-i2v",
+    "ltx-2",
+    "wan2.2-ti2v-5b",
+    "wan-flf2v-720p",
+    "wan-i2v-480p",
+    "ltx-video",
+    "cogvideox-5b-i2v",
+    "svd-xt",
+)
+# Offload modes `auto` accepts for each `--offload`: streaming layers (group, sequential)
+# runs anything, but many times slower, so `auto` does not choose it by itself.
+_ACCEPTS = {"auto": ("none", "model"), "none": ("none",), "model": ("none", "model"),
+            "group": ("none", "model", "group"), "sequential": ("none", "model", "group")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The preset `auto` picks, the offload it runs with, and the line that says why."""
+
+    preset: str
+    offload: str
+    line: str
+
+
+def offload_for(p: Preset, free: int, device, pref: str = "auto") -> str:
+    """The offload the engine gives preset `p` with `free` bytes on `device`."""
+    import torch
+
+    need, largest = int(p.memory_gb * GiB), int(p.largest_gb * GiB)
+    return choose_offload(need, free, pref, torch.device(device), largest)
+
+
+def choose_auto(free: int, device="cuda", pref: str = "auto") -> AutoChoice:
+    """The best preset of `AUTO_ORDER` that runs in `free` bytes whole or with model offload
+    (any, with group or sequential offload asked for); failing all, the lightest with group
+    offload."""
+    gb = f"{free / GiB:.0f} GB free on {device}"
+    for name in AUTO_ORDER:
+        p = PRESETS[name]
+        mode = offload_for(p, free, device)
+        if mode in _ACCEPTS[pref]:
+            mode = mode if pref == "auto" else pref
+            how = {"none": "it fits whole", "model": "with model offload: its largest part, "
+                   f"~{p.largest_gb:g} GB, on the GPU in turn"}.get(mode, f"with {mode} offload")  # fmt: skip
+            line = (f"model auto: {name}, the best video model for {gb} (~{p.memory_gb:g} GB "
+                    f"at {p.width}×{p.height}; {how})")  # fmt: skip
+            return AutoChoice(name, mode, line)
+    name = min(AUTO_ORDER, key=lambda n: PRESETS[n].memory_gb)
+    line = (f"model auto: {name} with group offload (slow): no video model fits {gb}, even with "
+            "model offload")  # fmt: skip
+    return AutoChoice(name, "group", line)
+
+
+def resolve_auto(task: str, runtime: Runtime | None = None) -> ModelRef:
+    """`--model auto` on this machine: on a CPU the tiny twins (real models need a GPU);
+    on a GPU the best video preset its free memory runs (`choose_auto`), or the default
+    image preset. Says which, and why, in one line on stderr."""
+    from .device import free_memory, pick_device
+
+    runtime = runtime or Runtime.from_options()
+    device = pick_device(runtime.device)
+    if device.type == "cpu":
+        name = DEFAULT_TWIN[task]
+        _say(f"model auto: {name}, the offline tiny twin: no GPU here, and real models need "
+             "one (their pictures are noise; name a preset to run a real model)")  # fmt: skip
+        return ModelRef(name, twin_presets()[name], "twin")
+    if task == "image":
+        _say(f"model auto: {DEFAULT_IMAGE_PRESET}, the default image model")
+        return ModelRef(DEFAULT_IMAGE_PRESET, PRESETS[DEFAULT_IMAGE_PRESET], "hub")
+    choice = choose_auto(free_memory(device, runtime.memory_budget), device.type, runtime.offload)
+    _say(choice.line)
+    return ModelRef(choice.preset, PRESETS[choice.preset], "hub")
+
+
+def fits_here(runtime: Runtime | None = None) -> tuple[dict[str, str], str]:
+    """For `python -m pipelines models`: how each real preset would run on this machine
+    (whole, model offload, group offload, or no GPU), and a line on the machine and what
+    `auto` picks on it."""
+    from .device import free_memory, pick_device
+
+    runtime = runtime or Runtime.from_options()
+    device = pick_device(runtime.device)
+    if device.type == "cpu":
+        return {n: "no GPU" for n in PRESETS}, "this machine: no GPU; auto means the tiny twins"
+    free = free_memory(device, runtime.memory_budget)
+    names = {"none": "whole", "model": "model offload", "group": "group offload (slow)"}
+    here = {n: names.get(offload_for(p, free, device.type), "?") for n, p in PRESETS.items()}
+    choice = choose_auto(free, device.type, runtime.offload)
+    here[choice.preset] += " ← auto"
+    return here, f"this machine: {device.type}, {free / GiB:.1f} GB free; {choice.line}"
+
+
+def _has_gpu(runtime: Runtime | None) -> bool:
+    from .device import pick_device
+
+    return pick_device((runtime or Runtime.from_options()).device).type != "cpu"
+
+
+def _say(line: str) -> None:
+    """One line on stderr that does not break a running progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _random_ref(spec: str) -> ModelRef:
