@@ -180,7 +180,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
             if not args.storyboard:
                 raise ValueError("storyboard: give a storyboard file to plan")
-            text = plan_text(args.storyboard, opts, as_json=args.json, fast=runtime.fast)
+            text = plan_text(
+                args.storyboard, opts, as_json=args.json, fast=runtime.fast, runtime=runtime
+            )
             if args.out:  # the run this plans could go there (nothing is written)
                 new_run_folder(args.out)
             print(text)
