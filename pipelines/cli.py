@@ -219,10 +219,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory",
             "here"]  # fmt: skip
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    print(machine)
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))
+    print(f"\n{machine}")
     print("\nsources: " + ", ".join(f"{r['preset']}={r['source']}" for r in rows))
     print("random:<preset>: the preset's full-size architecture with random weights (no "
           "download), for sizing a GPU")  # fmt: skip
