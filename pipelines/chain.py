@@ -85,37 +85,40 @@ class VideoResult:
 # 1. Resolving models and the storyboard
 
 
-def resolve_models(spec: str | None, mode: str, image_spec: str | None) -> Models:
+def resolve_models(
+    spec: str | None, mode: str, image_spec: str | None, runtime: Runtime | None = None
+) -> Models:
     if mode == "feedback":
-        ref = resolve_model(spec, "image")
+        ref = resolve_model(spec, "image", runtime)
         if ref.family.kind != "image":
             raise ValueError(
                 f"model: feedback mode needs an image model, {ref.label} is a video model "
                 "(use mode continue or keyframes, or an image model such as sd-turbo)"
             )
         return Models(None, ref)
-    ref = resolve_model(spec, "video")
+    ref = resolve_model(spec, "video", runtime)
     if ref.family.kind != "video":
         raise ValueError(
             f"model: {ref.label} is an image model; use mode feedback, or a video model "
             "such as ltx-video (see `python -m pipelines models`)"
         )
     default_image = "tiny-image" if ref.kind == "twin" else None
-    return Models(ref, resolve_model(image_spec or default_image, "image"))
+    return Models(ref, resolve_model(image_spec or default_image, "image", runtime))
 
 
 def read_storyboard(
-    source: str | Path, opts: VideoOptions, *, text: bool = False
+    source: str | Path, opts: VideoOptions, *, text: bool = False, runtime: Runtime | None = None
 ) -> tuple[Storyboard, Models]:
     """Load a storyboard (a file, or text when `text`), with the model's size and fps as
-    defaults, CLI options applied, and every model rule checked."""
+    defaults, CLI options applied, and every model rule checked. `runtime` names the
+    device `--model auto` is chosen for."""
     limits = opts.limits
     source = StoryboardSource(str(source), None, None) if text else read_storyboard_file(source)
     # The storyboard names the model, and the model gives the defaults for what the
     # storyboard leaves out (size, fps): read once, parse twice (microseconds).
     raw = source.parse(limits=limits)
     mode = opts.mode or raw.mode
-    models = resolve_models(opts.model or raw.model, mode, opts.image_model)
+    models = resolve_models(opts.model or raw.model, mode, opts.image_model, runtime)
     p = (models.video or models.image).preset
     defaults = {"width": p.width, "height": p.height, "fps": p.fps or 8}
     sb = source.parse(limits=limits, defaults=defaults)
@@ -252,11 +255,12 @@ def plan_text(
     text: bool = False,
     as_json: bool = False,
     fast: tuple[str, ...] = (),
+    runtime: Runtime | None = None,
 ) -> str:
     """Check a storyboard (a file, or YAML/JSON text when `text`) as a run with `fast`
     would, and return its plan as a creator reads it or (`as_json`) as `plan.plan_data`;
     nothing is loaded or written."""
-    sb, models = read_storyboard(storyboard, opts, text=text)
+    sb, models = read_storyboard(storyboard, opts, text=text, runtime=runtime)
     check_fast(models.video or models.image, fast)
     data = plan_data(sb, models, plan(sb, models, opts.clip_frames))
     return json.dumps(data, indent=2) if as_json else plan_summary(data)
@@ -287,7 +291,7 @@ def make_video(
     """Turn a storyboard (a file, or YAML/JSON text when `text`) into a run folder + video."""
     opts = opts or VideoOptions()
     runtime = runtime or Runtime()
-    sb, models = read_storyboard(storyboard, opts, text=text)
+    sb, models = read_storyboard(storyboard, opts, text=text, runtime=runtime)
     check_fast(models.video or models.image, runtime.fast)
     run = new_run_folder(out_dir)
     segments = plan(sb, models, opts.clip_frames)

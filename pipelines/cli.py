@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="a storyboard into one video (or --resume a run)")
     p.add_argument("storyboard", nargs="?", type=Path, help="YAML, JSON or TXT storyboard")
     p.add_argument("--out", type=Path, help="run folder")
-    p.add_argument("--model", default=None)
+    p.add_argument(
+        "--model",
+        default=None,
+        help="preset, auto (the best this GPU runs; the default on a GPU, ltx-video on a "
+        "CPU), tiny, random:<preset>, hub id or folder",
+    )
     p.add_argument("--mode", choices=("continue", "keyframes", "feedback"))
     p.add_argument("--image-model", help="keyframes model (default: sd-turbo, or the tiny twin)")
     p.add_argument("--clip-frames", type=int, help="frames per clip (default: the model's)")
@@ -121,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_thumbnails)
 
-    p = sub.add_parser("models", help="list the model presets")
+    p = sub.add_parser("models", help="list the model presets and which fit this machine")
+    add_runtime_flags(p)
     p.set_defaults(run=_cmd_models)
     return parser
 
@@ -174,7 +180,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
             if not args.storyboard:
                 raise ValueError("storyboard: give a storyboard file to plan")
-            text = plan_text(args.storyboard, opts, as_json=args.json, fast=runtime.fast)
+            text = plan_text(
+                args.storyboard, opts, as_json=args.json, fast=runtime.fast, runtime=runtime
+            )
             if args.out:  # the run this plans could go there (nothing is written)
                 new_run_folder(args.out)
             print(text)
@@ -204,14 +212,17 @@ def _cmd_thumbnails(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import table_rows
+    from .models import fits_here, table_rows
 
-    rows = table_rows()
-    cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory"]
+    here, machine = fits_here(runtime_from_args(args))
+    rows = [r | {"here": here.get(r["preset"], "yes")} for r in table_rows()]
+    cols = ["preset", "family", "size", "frames", "motion", "fps", "steps", "cfg", "memory",
+            "here"]  # fmt: skip
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))
+    print(f"\n{machine}")
     print("\nsources: " + ", ".join(f"{r['preset']}={r['source']}" for r in rows))
     print("random:<preset>: the preset's full-size architecture with random weights (no "
           "download), for sizing a GPU")  # fmt: skip

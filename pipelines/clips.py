@@ -20,7 +20,7 @@ from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .images import native_only_message
 from .lora import Lora, use_loras
-from .models import LoadedModel, preset_kwargs
+from .models import LoadedModel, call_parameters, preset_kwargs
 from .settings import Runtime
 
 
@@ -114,9 +114,11 @@ def _image_token_sets(pipe) -> int:
 
 
 def _takes_last(pipe) -> bool:
-    """False for Wan 2.1 image-to-video: the pipeline encodes the first and last frame as two
-    pictures' tokens, and its transformer reads one (the call fails)."""
-    return _image_token_sets(pipe) != 1
+    """False for Wan 2.1 image-to-video (the pipeline encodes the first and last frame as two
+    pictures' tokens, and its transformer reads one: the call fails) and for Wan 2.2 TI2V
+    (`expand_timesteps`: only the first frame is pinned; a last one is silently ignored)."""
+    expands = bool(getattr(pipe, "config", {}).get("expand_timesteps"))
+    return _image_token_sets(pipe) != 1 and not expands
 
 
 def _wan_kwargs(jobs: list[ClipJob]) -> dict:
@@ -163,13 +165,68 @@ def _cog_kwargs(jobs: list[ClipJob]) -> dict:
     return _text(jobs) | {"image": [j.first for j in jobs]}
 
 
+def _hunyuan15_kwargs(jobs: list[ClipJob]) -> dict:
+    """HunyuanVideo 1.5 takes no size: it makes the size of its aspect bucket for the first
+    frame, which the storyboard check holds to one the model makes (requested = written)."""
+    return _text(jobs) | {"image": jobs[0].first}
+
+
+@contextlib.contextmanager
+def _guider_scale(pipe, jobs: list[ClipJob]) -> Iterator[None]:
+    """HunyuanVideo 1.5 takes no guidance argument: classifier-free guidance is its guider's.
+    The job's guidance goes into a guider of the same kind for the call, then the loaded
+    one is put back."""
+    guider = pipe.guider
+    if guider.guidance_scale == jobs[0].guidance:
+        yield
+        return
+    pipe.guider = guider.new(guidance_scale=jobs[0].guidance)
+    try:
+        yield
+    finally:
+        pipe.guider = guider
+
+
+def _ltx2_kwargs(jobs: list[ClipJob]) -> dict:
+    """LTX-2 starts a clip from its first frame, or from the previous clip's last frames
+    (a video condition at latent index 0), and is told the rate its motion is made at."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+    job = jobs[0]
+    frames = list(job.video) if job.video else job.first
+    return _text(jobs) | {
+        "conditions": [LTX2VideoCondition(frames=frames, index=0)],
+        "frame_rate": job.fps,
+    }
+
+
 ADAPTERS: dict[str, Adapter] = {
     "ltx": Adapter(batchable=lambda pipe, j: True, kwargs=_ltx_kwargs),
     # Wan repeats one conditioning image over the batch: one clip per call.
     "wan": Adapter(batchable=lambda pipe, j: False, kwargs=_wan_kwargs, around=_wan_image_tokens),
     "svd": Adapter(batchable=lambda pipe, j: True, kwargs=_svd_kwargs),
     "cogvideox": Adapter(batchable=lambda pipe, j: True, kwargs=_cog_kwargs),
+    # One picture per call (HunyuanVideo 1.5 takes a single image; LTX-2 applies its
+    # conditions and a single generator to the whole batch).
+    "hunyuanvideo15": Adapter(
+        batchable=lambda pipe, j: False, kwargs=_hunyuan15_kwargs, around=_guider_scale
+    ),
+    "ltx2": Adapter(batchable=lambda pipe, j: False, kwargs=_ltx2_kwargs),
 }
+
+
+@dataclass(frozen=True)
+class ClipAudio:
+    """A clip's soundtrack, for families that make one (LTX-2): float32 samples in [-1, 1]
+    shaped (channels, samples), at `rate` samples a second, starting with the clip's
+    first frame."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[-1] / self.rate
 
 
 def check_job(loaded: LoadedModel, job: ClipJob) -> None:
@@ -179,7 +236,8 @@ def check_job(loaded: LoadedModel, job: ClipJob) -> None:
     if job.last is not None and not (ref.takes("last_frame") and _takes_last(loaded.pipe)):
         raise ValueError(
             f"model: {ref.label} cannot end a clip on a given last frame; use --mode "
-            "continue, or a first-and-last-frame model (wan-flf2v-720p, ltx-video)"
+            "continue, or a first-and-last-frame model (wan2.2-i2v-a14b, wan-flf2v-720p, "
+            "ltx-video)"
         )
     if job.last_index not in (None, job.num_frames - 1) and not ref.takes("frames_at_indices"):
         raise ValueError(f"model: {ref.label} ends a clip on a given frame at its end only")
@@ -213,11 +271,13 @@ def generate_clips(
     planner: Planner | None = None,
     cancel: threading.Event | None = None,
     on_result: Callable[[int, np.ndarray], None] | None = None,
+    on_audio: Callable[[int, ClipAudio], None] | None = None,
 ) -> list[np.ndarray]:
     """Make every clip; returns float32 (frames, H, W, 3) arrays in [0, 1], in job order.
 
     Compatible jobs (same size, frames, steps, conditioning) run together in batches
-    sized by the planner; `on_result` fires as each clip exists.
+    sized by the planner; `on_result` fires as each clip exists, and `on_audio` with its
+    soundtrack where the family makes one (LTX-2).
     """
     runtime = runtime or Runtime()
     planner = planner or Planner(runtime)
@@ -225,6 +285,7 @@ def generate_clips(
     for job in jobs:
         check_job(loaded, job)
     out: list[np.ndarray | None] = [None] * len(jobs)
+    index = {id(job): i for i, job in enumerate(jobs)}
     for idxs in group_indices(jobs, lambda job: job.batch_key):
         first = jobs[idxs[0]]
         key = cost_key(loaded, first.width, first.height, first.steps, first.num_frames)
@@ -232,7 +293,13 @@ def generate_clips(
         def call(batch: list[ClipJob]) -> list[np.ndarray]:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            return _call(loaded, batch, adapter, cancel)
+            if on_audio is None:
+                return _call(loaded, batch, adapter, cancel)
+
+            def hear(job: ClipJob, audio: ClipAudio) -> None:
+                on_audio(index[id(job)], audio)
+
+            return _call(loaded, batch, adapter, cancel, on_audio=hear)
 
         run_group(
             jobs,
@@ -250,12 +317,22 @@ def generate_clips(
     return out  # type: ignore[return-value]
 
 
+# Arguments not every pipeline takes: HunyuanVideo 1.5 makes its size from the image and
+# guides through its guider.
+_IF_TAKEN = ("height", "width", "guidance_scale")
+
+
 def _call(
-    loaded: LoadedModel, batch: list[ClipJob], adapter: Adapter, cancel: threading.Event | None
+    loaded: LoadedModel,
+    batch: list[ClipJob],
+    adapter: Adapter,
+    cancel: threading.Event | None,
+    on_audio: Callable[[ClipJob, ClipAudio], None] | None = None,
 ) -> list[np.ndarray]:
     import torch
 
     job = batch[0]
+    takes = call_parameters(type(loaded.pipe))
     gens = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
     kwargs = adapter.kwargs(batch) | preset_kwargs(loaded, [j.negative_prompt for j in batch])
     kwargs |= {
@@ -270,16 +347,31 @@ def _call(
     }
     if "max_guidance_scale" not in kwargs:
         kwargs["guidance_scale"] = job.guidance
-    if cancel is not None:
+    kwargs = {k: v for k, v in kwargs.items() if k not in _IF_TAKEN or k in takes}
+    stop = contextlib.nullcontext()
+    if cancel is not None and "callback_on_step_end" in takes:
         kwargs["callback_on_step_end"] = _stop_on(cancel)
+    elif cancel is not None:
+        stop = _stop_denoisers(loaded.pipe, cancel)
     use_loras(loaded, job.loras)
     around = adapter.around(loaded.pipe, batch) if adapter.around else contextlib.nullcontext()
-    with torch.inference_mode(), around:
-        frames = loaded.pipe(**kwargs).frames
-    frames = np.asarray(frames, dtype=np.float32)
-    if frames.ndim != 5 or frames.shape[0] != len(batch):
+    with torch.inference_mode(), around, stop:
+        output = loaded.pipe(**kwargs)
+    frames = np.asarray(output.frames, dtype=np.float32)
+    if frames.shape[:1] + frames.shape[2:4] != (len(batch), job.height, job.width):
         raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
+    if on_audio is not None and getattr(output, "audio", None) is not None:
+        for each, audio in zip(batch, _soundtracks(loaded.pipe, output.audio), strict=True):
+            on_audio(each, audio)
     return [frames[i] for i in range(len(batch))]
+
+
+def _soundtracks(pipe, audio) -> list[ClipAudio]:
+    """Each clip's soundtrack from a pipeline's (batch, channels, samples) waveform, at its
+    vocoder's output rate."""
+    rate = int(pipe.vocoder.config.output_sampling_rate)
+    waves = audio.float().cpu().numpy() if hasattr(audio, "cpu") else np.asarray(audio)
+    return [ClipAudio(np.clip(w, -1.0, 1.0).astype(np.float32), rate) for w in waves]
 
 
 def _stop_on(cancel: threading.Event) -> Callable:
@@ -293,3 +385,22 @@ def _stop_on(cancel: threading.Event) -> Callable:
         return callback_kwargs
 
     return on_step
+
+
+@contextlib.contextmanager
+def _stop_denoisers(pipe, cancel: threading.Event) -> Iterator[None]:
+    """Cancel for pipelines without step callbacks (HunyuanVideo 1.5): the next pass of a
+    denoiser after the user cancelled raises instead of running. Hooks on the modules, on
+    for this call only."""
+    from .device import denoisers
+
+    def check(module, args):
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+
+    hooks = [m.register_forward_pre_hook(check) for m in denoisers(pipe).values()]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

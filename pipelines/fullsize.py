@@ -23,10 +23,16 @@ preset                  denoiser               total     published
 ``wan-flf2v-720p``      transformer 16.396B    22.834B   as I2V, plus a 514-token position table
 ``svd-xt``              UNet 1.525B            2.254B    SVD UNet 1.52B
 ``cogvideox-5b-i2v``    transformer 5.570B     10.548B   CogVideoX "5B": 5.57B
+``wan2.2-ti2v-5b``      transformer 5.000B     11.385B   Wan2.2 "TI2V-5B"; VAE 0.705B
+``wan2.2-i2v-a14b``     2 x 14.289B            34.386B   Wan2.2 "A14B": 14B per expert
+``hunyuanvideo-1.5-i2v``  transformer 8.327B   17.304B   HunyuanVideo-1.5 "8.3B"
+``ltx-2``               transformer 18.876B    33.826B   LTX-2 "19B"; Gemma 3 12B text 12.187B
 ======================  =====================  ========  ========================================
 
-Measured 2026-11-29 with diffusers 0.42.1 and transformers 5.24.0; every component is within
-0.2% of its published size (the test allows 2%). CogVideoX-5B-I2V also carries a
+Measured 2026-11-29 with diffusers 0.42.1 and transformers 5.24.0 (the last four
+2026-11-30); every component is within 0.2% of its published size where that is given to
+the byte (the test allows 2%), and within the rounding of a model card's figure where only
+that is published ("14B": 13.5B to 14.5B). CogVideoX-5B-I2V also carries a
 54.6M-element learned positional table as a (checkpointed) buffer, which is not a parameter.
 
 Where the builds differ from the published checkpoints:
@@ -108,6 +114,10 @@ FULLSIZE_PRESETS: tuple[str, ...] = (
     "wan-flf2v-720p",
     "svd-xt",
     "cogvideox-5b-i2v",
+    "wan2.2-ti2v-5b",
+    "wan2.2-i2v-a14b",
+    "hunyuanvideo-1.5-i2v",
+    "ltx-2",
 )
 
 
@@ -532,6 +542,224 @@ def _cogvideox_5b_i2v(layers: int | None) -> _Recipe:
     )
 
 
+def _wan22_ti2v_5b(layers: int | None) -> _Recipe:
+    """Wan-AI/Wan2.2-TI2V-5B-Diffusers: a 5B transformer over the 48-channel latents of the
+    Wan 2.2 VAE (16x spatial with 2x2 patches, residual), the first frame as the clean first
+    latent frame (``expand_timesteps``), no image encoder."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    def vae() -> Any:
+        # Wan2.2_VAE: base 160 (decoder 256), 48 latents. The published per-channel latent
+        # statistics are not architecture: zeros and ones here.
+        return AutoencoderKLWan(
+            base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12, out_channels=12,
+            is_residual=True, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+            latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+        )  # fmt: skip
+
+    return _Recipe(
+        "WanImageToVideoPipeline",
+        modules={
+            "transformer": lambda: WanTransformer3DModel(
+                in_channels=48,
+                out_channels=48,
+                num_attention_heads=24,
+                ffn_dim=14336,
+                num_layers=_cap(30, layers),
+            ),  # fmt: skip
+            "vae": vae,
+            "text_encoder": lambda: _t5_xxl(layers, umt5=True),
+        },
+        parts={"tokenizer": _t5_tokenizer, "scheduler": lambda: _wan_scheduler(5.0)},
+        fixed={
+            "transformer_2": None,
+            "image_encoder": None,
+            "image_processor": None,
+            "expand_timesteps": True,
+        },  # fmt: skip
+    )
+
+
+def _wan22_i2v_a14b(layers: int | None) -> _Recipe:
+    """Wan-AI/Wan2.2-I2V-A14B-Diffusers: two 14B experts (high noise above the boundary,
+    low noise below), the image by channel concatenation (no CLIP), the Wan 2.1 VAE."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    def expert() -> Any:  # the 14B defaults; image-to-video's 36 input channels
+        return WanTransformer3DModel(in_channels=16 + 4 + 16, num_layers=_cap(40, layers))
+
+    return _Recipe(
+        "WanImageToVideoPipeline",
+        modules={
+            "transformer": expert,
+            "transformer_2": expert,
+            "vae": AutoencoderKLWan,
+            "text_encoder": lambda: _t5_xxl(layers, umt5=True),
+        },
+        # flow shift 3.0 as converted (Wan 2.2's own sampler uses 5.0).
+        parts={"tokenizer": _t5_tokenizer, "scheduler": lambda: _wan_scheduler(3.0)},
+        fixed={"image_encoder": None, "image_processor": None, "boundary_ratio": 0.9},
+    )
+
+
+def _qwen25_vl_7b_text(layers: int | None) -> Any:
+    """Qwen2.5-VL-7B-Instruct's language model (no vision tower, no LM head), HunyuanVideo
+    1.5's text encoder: 3584 wide, 28 layers, 28 heads over 4 key/value heads."""
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    return Qwen2_5_VLTextModel(
+        Qwen2_5_VLTextConfig(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+            num_hidden_layers=_cap(28, layers), num_attention_heads=28,
+            num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+            rope_scaling={"type": "mrope", "rope_type": "default",
+                          "mrope_section": [16, 24, 24]},
+            rope_theta=1000000.0, bos_token_id=None, eos_token_id=None,
+        )
+    )  # fmt: skip
+
+
+def _siglip_so400m(layers: int | None, image_size: int) -> Any:
+    """SigLIP so400m/14 vision tower (1152 wide, 27 layers) at `image_size` px."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    return SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=1152, intermediate_size=4304, num_hidden_layers=_cap(27, layers),
+            num_attention_heads=16, image_size=image_size, patch_size=14,
+        )
+    )  # fmt: skip
+
+
+def _hunyuanvideo15_i2v(layers: int | None) -> _Recipe:
+    """hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v: the 8.3B transformer
+    (task i2v, target size 640), the 16x/4x VAE, Qwen2.5-VL-7B text, byT5-small glyph text
+    (Glyph-SDXL-v2), SigLIP so400m/14 at 384 px (729 image tokens), CFG 6 through its guider."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import ByT5Tokenizer, SiglipImageProcessor, T5Config, T5EncoderModel
+
+    def byt5() -> Any:  # google/byt5-small's encoder
+        return T5EncoderModel(T5Config(
+            vocab_size=384, d_model=1472, d_kv=64, d_ff=3584, num_layers=_cap(12, layers),
+            num_heads=6, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        ))  # fmt: skip
+
+    from .twins import _qwen_tokenizer
+
+    return _Recipe(
+        "HunyuanVideo15ImageToVideoPipeline",
+        modules={
+            "transformer": lambda: HunyuanVideo15Transformer3DModel(
+                num_layers=_cap(54, layers), target_size=640, task_type="i2v"
+            ),
+            "vae": AutoencoderKLHunyuanVideo15,
+            "text_encoder": lambda: _qwen25_vl_7b_text(layers),
+            "text_encoder_2": byt5,
+            "image_encoder": lambda: _siglip_so400m(layers, 384),
+        },
+        parts={
+            "tokenizer": _qwen_tokenizer,
+            "tokenizer_2": ByT5Tokenizer,
+            "scheduler": lambda: FlowMatchEulerDiscreteScheduler(shift=5.0),
+            "guider": lambda: ClassifierFreeGuidance(guidance_scale=6.0),
+            "feature_extractor": lambda: SiglipImageProcessor(size={"height": 384, "width": 384}),
+        },
+    )
+
+
+def _gemma3_12b(layers: int | None) -> Any:
+    """google/gemma-3-12b: 3840 wide, 48 layers (16 heads of 256 over 8 key/value heads),
+    a 262k vocabulary, and its SigLIP so400m/14 vision tower at 896 px; LTX-2 reads the
+    hidden states of every layer as its prompt."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    text = Gemma3TextConfig(
+        vocab_size=262208, hidden_size=3840, intermediate_size=15360,
+        num_hidden_layers=_cap(48, layers), num_attention_heads=16, num_key_value_heads=8,
+        head_dim=256, query_pre_attn_scalar=256, sliding_window=1024,
+        max_position_embeddings=131072, rope_theta=1000000.0,
+    )  # fmt: skip
+    vision = SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=_cap(27, layers),
+        num_attention_heads=16, image_size=896, patch_size=14, vision_use_head=False,
+    )  # fmt: skip
+    return Gemma3ForConditionalGeneration(
+        Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=256)
+    )
+
+
+def _ltx_2(layers: int | None) -> _Recipe:
+    """Lightricks/LTX-2 (2.0): the 19B audio-video transformer (48 layers; video 32 heads of
+    128, audio 32 of 64), text connectors over Gemma 3 12B's 49 hidden states, the 32x/8x
+    video VAE, the audio VAE (16 kHz mels) and the vocoder (24 kHz stereo)."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
+
+    from .twins import _gemma_tokenizer
+
+    depth = _cap(48, layers)
+    return _Recipe(
+        "LTX2ConditionPipeline",
+        modules={
+            # Defaults are LTX-2.0's but for what diffusers' conversion sets.
+            "transformer": lambda: LTX2VideoTransformer3DModel(
+                num_layers=depth, gated_attn=False, cross_attn_mod=False,
+                audio_gated_attn=False, audio_cross_attn_mod=False, caption_channels=3840,
+                rope_double_precision=True, rope_type="split",
+            ),
+            "connectors": lambda: LTX2TextConnectors(
+                caption_channels=3840, text_proj_in_factor=depth + 1,
+                video_connector_num_attention_heads=30, video_connector_attention_head_dim=128,
+                video_connector_num_layers=2, video_connector_num_learnable_registers=128,
+                audio_connector_num_attention_heads=30, audio_connector_attention_head_dim=128,
+                audio_connector_num_layers=2, audio_connector_num_learnable_registers=128,
+                connector_rope_base_seq_len=4096, rope_double_precision=True,
+                rope_type="split", per_modality_projections=False, proj_bias=False,
+            ),
+            "vae": lambda: AutoencoderKLLTX2Video(
+                decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8
+            ),
+            "audio_vae": lambda: AutoencoderKLLTX2Audio(
+                base_channels=128, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=2,
+                attn_resolutions=None, in_channels=2, resolution=256, latent_channels=8,
+                norm_type="pixel", causality_axis="height", dropout=0.0,
+                mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160,
+                is_causal=True, mel_bins=64, double_z=True,
+            ),
+            "vocoder": lambda: LTX2Vocoder(
+                in_channels=128, hidden_channels=1024, out_channels=2,
+                upsample_kernel_sizes=[16, 15, 8, 4, 4], upsample_factors=[6, 5, 2, 2, 2],
+                resnet_kernel_sizes=[3, 7, 11], resnet_dilations=[[1, 3, 5]] * 3,
+                act_fn="leaky_relu", leaky_relu_negative_slope=0.1, antialias=False,
+                final_act_fn="tanh", final_bias=True, output_sampling_rate=24000,
+            ),
+            "text_encoder": lambda: _gemma3_12b(layers),
+        },
+        parts={
+            "tokenizer": _gemma_tokenizer,
+            "scheduler": lambda: FlowMatchEulerDiscreteScheduler(
+                use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1,
+            ),
+        },
+    )  # fmt: skip
+
+
 _RECIPES: dict[str, Callable[[int | None], _Recipe]] = {
     "sd-turbo": _sd_turbo,
     "sdxl-turbo": _sdxl_turbo,
@@ -541,6 +769,10 @@ _RECIPES: dict[str, Callable[[int | None], _Recipe]] = {
     "wan-flf2v-720p": _wan_flf2v_720p,
     "svd-xt": _svd_xt,
     "cogvideox-5b-i2v": _cogvideox_5b_i2v,
+    "wan2.2-ti2v-5b": _wan22_ti2v_5b,
+    "wan2.2-i2v-a14b": _wan22_i2v_a14b,
+    "hunyuanvideo-1.5-i2v": _hunyuanvideo15_i2v,
+    "ltx-2": _ltx_2,
 }
 
 

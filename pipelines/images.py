@@ -26,6 +26,7 @@ from .files import atomic_path, write_json
 from .lora import Lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
 from .settings import ImageRequest, Runtime
+from .traits import aspect_size
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,13 @@ def check_size(ref: ModelRef, width: int, height: int) -> None:
             raise ValueError(
                 f"{name}: {ref.label} needs a multiple of {m} (got {v}; use {lower} or {upper})"
             )
+    made = aspect_size(p.aspect_target, width, height, m) if p.aspect_target else None
+    if made and made != (width, height):  # the size it would pick from such a first frame
+        raise ValueError(
+            f"width: {ref.label} makes one size per aspect ratio, about {p.aspect_target}² "
+            f"pixels (got {width}×{height}, which it would make {made[0]}×{made[1]}); set "
+            f"width: {made[0]} and height: {made[1]}"
+        )
 
 
 def img2img_steps(steps: int, strength: float) -> int:

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .device import Placement, apply_placement, plan_placement
+from .device import Placement, apply_placement, choose_offload, plan_placement
 from .settings import Runtime
 from .traits import (
+    LTX2_0_CALL,
     LTX_DECODE,
     WAN22_BOUNDARY,
+    WAN22_GUIDANCE,
     WAN_FP32,
     Configs,
     config_traits,
@@ -102,6 +104,18 @@ FAMILIES: dict[str, Family] = {
             ("text", "first_frame"),
             "CogVideoX image-to-video",
         ),
+        Family(
+            name="hunyuanvideo15", kind="video",
+            pipeline_class="HunyuanVideo15ImageToVideoPipeline", twin="hunyuanvideo15",
+            size_multiple=16, frame_step=4, conditioning=("text", "first_frame"),
+            description="HunyuanVideo 1.5 image-to-video: its size from the picture's aspect",
+        ),
+        Family(
+            name="ltx2", kind="video", pipeline_class="LTX2ConditionPipeline", twin="ltx2",
+            size_multiple=32, frame_step=8, conditioning=("text", "first_frame", "video"),
+            description="LTX-2: video with its own soundtrack; continues from frames",
+            text_mask=True,
+        ),
     )
 }  # fmt: skip
 
@@ -121,6 +135,11 @@ CLASS_TO_FAMILY = {
     "StableVideoDiffusionPipeline": "svd",
     "CogVideoXPipeline": "cogvideox",
     "CogVideoXImageToVideoPipeline": "cogvideox",
+    "HunyuanVideo15Pipeline": "hunyuanvideo15",  # refused unless its transformer is i2v
+    "HunyuanVideo15ImageToVideoPipeline": "hunyuanvideo15",
+    "LTX2Pipeline": "ltx2",
+    "LTX2ImageToVideoPipeline": "ltx2",
+    "LTX2ConditionPipeline": "ltx2",
 }
 
 
@@ -133,6 +152,10 @@ WAN_NEGATIVE_PROMPT = (
     "misshapen limbs, fused fingers, still picture, messy background, three legs, many people "
     "in the background, walking backwards"
 )
+
+
+# The negative prompt of diffusers' LTX-2 examples.
+LTX2_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,9 @@ class Preset:
     variant: str | None = None  # a half-precision weight variant the repo ships ("fp16")
     largest_gb: float = 0.0  # the largest single component in 16-bit (sizes model offload)
     fp32: tuple[str, ...] = ()  # components kept in float32 whatever the dtype
+    # Makes one size per aspect ratio, about this many pixels a side, and picks it from the
+    # first frame (HunyuanVideo 1.5's buckets); 0: any size on its multiple.
+    aspect_target: int = 0
 
     @property
     def is_twin(self) -> bool:
@@ -197,6 +223,37 @@ PRESETS: dict[str, Preset] = {
         Preset("cogvideox-5b-i2v", "cogvideox", "THUDM/CogVideoX-5b-I2V", 720, 480, 49, 8, 50,
                6.0, 24, "image-to-video; 720x480 and 49 frames only", native_only=True,
                motion=(8, 8), fixed_frames=True, largest_gb=11.3),
+        # Wan 2.2's own configs (wan/configs/wan_ti2v_5B.py, wan_i2v_A14B.py); memory: bf16
+        # weights (VAE in float32) plus activations at the native size.
+        Preset(
+            name="wan2.2-ti2v-5b", family="wan", source="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            width=1280, height=704, frames=121, fps=24, steps=50, guidance=5.0, memory_gb=28,
+            note="720p at 24 fps; first frame only", conditioning=("text", "first_frame"),
+            motion=(24, 24), size_multiple=32, negative_prompt=WAN_NEGATIVE_PROMPT,
+            largest_gb=11.4, fp32=("vae",),
+        ),
+        Preset(
+            name="wan2.2-i2v-a14b", family="wan", source="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+            width=1280, height=720, frames=81, fps=16, steps=40, guidance=WAN22_GUIDANCE,
+            memory_gb=82, note="two 14B experts; first and last frame", motion=(16, 16),
+            negative_prompt=WAN_NEGATIVE_PROMPT, call=(("guidance_scale_2", WAN22_GUIDANCE),),
+            largest_gb=28.6, fp32=("vae",),
+        ),
+        # README of Tencent-Hunyuan/HunyuanVideo-1.5: 480p I2V, CFG 6, shift 5, 50 steps.
+        Preset(
+            name="hunyuanvideo-1.5-i2v", family="hunyuanvideo15",
+            source="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v", width=848,
+            height=480, frames=121, fps=24, steps=50, guidance=6.0, memory_gb=40,
+            note="size from the keyframe's aspect (one per aspect)", motion=(24, 24),
+            largest_gb=16.7, aspect_target=640,
+        ),
+        # diffusers' LTX-2 docs: 768x512, 121 frames, 24 fps, 30 steps, guidance 3.
+        Preset(
+            name="ltx-2", family="ltx2", source="Lightricks/LTX-2", width=768, height=512,
+            frames=121, fps=24, steps=30, guidance=3.0, memory_gb=70,
+            note="video with its own soundtrack; continues from frames", motion=(24, 50),
+            negative_prompt=LTX2_NEGATIVE_PROMPT, call=LTX2_0_CALL, largest_gb=37.8,
+        ),
     )
 }  # fmt: skip
 
@@ -223,7 +280,7 @@ def twin_presets() -> dict[str, Preset]:
         kind = FAMILIES[info.family].kind
         out[name] = dataclasses.replace(
             base, name=name, source=source, width=info.width, height=info.height,
-            frames=info.num_frames or 1, steps=info.steps,
+            frames=info.num_frames or 1, steps=info.steps, aspect_target=info.aspect_target,
             guidance=1.0 if kind == "image" else 3.0, memory_gb=0.05, largest_gb=0.01,
             variant=None, note=f"offline twin of {info.mirrors or info.pipeline_class}",
         )  # fmt: skip
@@ -292,13 +349,18 @@ class ModelRef:
         return "any" if step <= 1 else f"{step}k+1"
 
 
-def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
-    """Resolve `--model`. `task` ("image" or "video") picks the default and checks the kind."""
+def resolve_model(
+    spec: str | None, task: str = "image", runtime: Runtime | None = None
+) -> ModelRef:
+    """Resolve `--model`. `task` ("image" or "video") picks the default and checks the kind.
+    `auto` (and no model at all for a video on a machine with a GPU) picks the best preset
+    that fits the device `runtime` names (`resolve_auto`)."""
     if task not in ("image", "video"):
         raise ValueError(f"task: unknown {task!r}")
-    spec = (spec or "").strip() or (
-        DEFAULT_IMAGE_PRESET if task == "image" else DEFAULT_VIDEO_PRESET
-    )
+    spec = (spec or "").strip()
+    if spec == AUTO or (not spec and task == "video" and _has_gpu(runtime)):
+        return resolve_auto(task, runtime)
+    spec = spec or (DEFAULT_IMAGE_PRESET if task == "image" else DEFAULT_VIDEO_PRESET)
     if spec == "tiny":
         spec = DEFAULT_TWIN[task]
     if spec == "tiny-sd":
@@ -339,6 +401,119 @@ def resolve_model(spec: str | None, task: str = "image") -> ModelRef:
             "see `python -m pipelines models`)"
         )
     return ref
+
+
+# ---------------------------------------------------------------------------------------
+# `--model auto`: the best video preset this machine runs
+
+AUTO = "auto"
+# Video presets from best to least good: newest generation first, then size and what each
+# can be conditioned on (a judgement from the models' published comparisons).
+AUTO_ORDER = (
+    "wan2.2-i2v-a14b",
+    "hunyuanvideo-1.5-i2v",
+    "ltx-2",
+    "wan2.2-ti2v-5b",
+    "wan-flf2v-720p",
+    "wan-i2v-480p",
+    "ltx-video",
+    "cogvideox-5b-i2v",
+    "svd-xt",
+)
+# Offload modes `auto` accepts for each `--offload`: streaming layers (group, sequential)
+# runs anything, but many times slower, so `auto` does not choose it by itself.
+_ACCEPTS = {"auto": ("none", "model"), "none": ("none",), "model": ("none", "model"),
+            "group": ("none", "model", "group"), "sequential": ("none", "model", "group")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The preset `auto` picks, the offload it runs with, and the line that says why."""
+
+    preset: str
+    offload: str
+    line: str
+
+
+def offload_for(p: Preset, free: int, device, pref: str = "auto") -> str:
+    """The offload the engine gives preset `p` with `free` bytes on `device`."""
+    import torch
+
+    need, largest = int(p.memory_gb * GiB), int(p.largest_gb * GiB)
+    return choose_offload(need, free, pref, torch.device(device), largest)
+
+
+def choose_auto(free: int, device="cuda", pref: str = "auto") -> AutoChoice:
+    """The best preset of `AUTO_ORDER` that runs in `free` bytes whole or with model offload
+    (any, with group or sequential offload asked for); failing all, the lightest with group
+    offload."""
+    gb = f"{free / GiB:.0f} GB free on {device}"
+    for name in AUTO_ORDER:
+        p = PRESETS[name]
+        mode = offload_for(p, free, device)
+        if mode in _ACCEPTS[pref]:
+            mode = mode if pref == "auto" else pref
+            how = {"none": "it fits whole", "model": "with model offload: its largest part, "
+                   f"~{p.largest_gb:g} GB, on the GPU in turn"}.get(mode, f"with {mode} offload")  # fmt: skip
+            line = (f"model auto: {name}, the best video model for {gb} (~{p.memory_gb:g} GB "
+                    f"at {p.width}×{p.height}; {how})")  # fmt: skip
+            return AutoChoice(name, mode, line)
+    name = min(AUTO_ORDER, key=lambda n: PRESETS[n].memory_gb)
+    line = (f"model auto: {name} with group offload (slow): no video model fits {gb}, even with "
+            "model offload")  # fmt: skip
+    return AutoChoice(name, "group", line)
+
+
+def resolve_auto(task: str, runtime: Runtime | None = None) -> ModelRef:
+    """`--model auto` on this machine: on a CPU the tiny twins (real models need a GPU);
+    on a GPU the best video preset its free memory runs (`choose_auto`), or the default
+    image preset. Says which, and why, in one line on stderr."""
+    from .device import free_memory, pick_device
+
+    runtime = runtime or Runtime.from_options()
+    device = pick_device(runtime.device)
+    if device.type == "cpu":
+        name = DEFAULT_TWIN[task]
+        _say(f"model auto: {name}, the offline tiny twin: no GPU here, and real models need "
+             "one (their pictures are noise; name a preset to run a real model)")  # fmt: skip
+        return ModelRef(name, twin_presets()[name], "twin")
+    if task == "image":
+        _say(f"model auto: {DEFAULT_IMAGE_PRESET}, the default image model")
+        return ModelRef(DEFAULT_IMAGE_PRESET, PRESETS[DEFAULT_IMAGE_PRESET], "hub")
+    choice = choose_auto(free_memory(device, runtime.memory_budget), device.type, runtime.offload)
+    _say(choice.line)
+    return ModelRef(choice.preset, PRESETS[choice.preset], "hub")
+
+
+def fits_here(runtime: Runtime | None = None) -> tuple[dict[str, str], str]:
+    """For `python -m pipelines models`: how each real preset would run on this machine
+    (whole, model offload, group offload, or no GPU), and a line on the machine and what
+    `auto` picks on it."""
+    from .device import free_memory, pick_device
+
+    runtime = runtime or Runtime.from_options()
+    device = pick_device(runtime.device)
+    if device.type == "cpu":
+        return {n: "no GPU" for n in PRESETS}, "this machine: no GPU; auto means the tiny twins"
+    free = free_memory(device, runtime.memory_budget)
+    names = {"none": "whole", "model": "model offload", "group": "group offload (slow)"}
+    here = {n: names.get(offload_for(p, free, device.type), "?") for n, p in PRESETS.items()}
+    choice = choose_auto(free, device.type, runtime.offload)
+    here[choice.preset] += " ← auto"
+    return here, f"this machine: {device.type}, {free / GiB:.1f} GB free; {choice.line}"
+
+
+def _has_gpu(runtime: Runtime | None) -> bool:
+    from .device import pick_device
+
+    return pick_device((runtime or Runtime.from_options()).device).type != "cpu"
+
+
+def _say(line: str) -> None:
+    """One line on stderr that does not break a running progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _random_ref(spec: str) -> ModelRef:

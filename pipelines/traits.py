@@ -22,7 +22,11 @@ LTX_DECODE = (("decode_timestep", 0.05), ("decode_noise_scale", 0.025))
 WAN_FP32 = ("vae", "image_encoder")  # diffusers' Wan docs keep these in float32
 WAN22_GUIDANCE = 3.5  # Wan 2.2 I2V A14B: both experts' guidance (Wan 2.2's own config)
 WAN22_BOUNDARY = 0.9  # Wan 2.2 A14B image-to-video: where the experts hand over
-_COMPONENTS = ("transformer", "vae", "scheduler", "unet")
+# LTX-2.0 (no cross-attention modulation): the pipeline's defaults are LTX-2.3's; 2.0 takes
+# the legacy timestep for cross-modal attention and guides with block 29 (its docstring).
+LTX2_0_CALL = (("use_cross_timestep", False), ("spatio_temporal_guidance_blocks", (29,)))
+_COMPONENTS = ("transformer", "vae", "scheduler", "unet", "guider")
+_CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json"}
 
 
 def has(configs: Configs, name: str) -> bool:
@@ -34,7 +38,8 @@ def has(configs: Configs, name: str) -> bool:
 def config_traits(family: str, configs: Configs, label: str) -> dict[str, Any]:
     """Preset fields a model's configs decide, for a model of `family`. Raises ValueError
     (one line naming `model`) for a model the engine cannot run right."""
-    derive = {"image": _image, "ltx": _ltx, "wan": _wan, "cogvideox": _cogvideox}.get(family)
+    derive = {"image": _image, "ltx": _ltx, "wan": _wan, "cogvideox": _cogvideox,
+              "hunyuanvideo15": _hunyuanvideo15, "ltx2": _ltx2}.get(family)  # fmt: skip
     return derive(configs, label) if derive else {}
 
 
@@ -64,7 +69,8 @@ def _wan(configs: Configs, label: str) -> dict[str, Any]:
     one_picture = has(configs, "image_encoder") and not transformer.get("pos_embed_seq_len")
     out["conditioning"] = ("text", "first_frame") if one_picture else None
     if configs.get("vae", {}).get("z_dim") == 48:  # Wan 2.2 TI2V-5B: 16x VAE, 24 fps
-        out.update(size_multiple=32, motion=(24, 24), fps=24)
+        out.update(size_multiple=32, motion=(24, 24), fps=24, width=1280, height=704,
+                   frames=121, steps=50, guidance=5.0)  # fmt: skip
     if configs.get("model_index", {}).get("expand_timesteps"):  # TI2V: the first frame only
         out["conditioning"] = ("text", "first_frame")
     if has(configs, "transformer_2"):  # Wan 2.2 A14B: two experts, two guidance scales
@@ -88,12 +94,51 @@ def _cogvideox(configs: Configs, label: str) -> dict[str, Any]:
     return out
 
 
+def _hunyuanvideo15(configs: Configs, label: str) -> dict[str, Any]:
+    transformer = configs.get("transformer", {})
+    if transformer.get("task_type", "i2v") != "i2v":
+        raise ValueError(
+            f"model: {label} is a text-to-video HunyuanVideo 1.5 (task_type "
+            f"{transformer['task_type']}); use an image-to-video checkpoint (480p_i2v, 720p_i2v)"
+        )
+    target = transformer.get("target_size", 640)
+    multiple = configs.get("vae", {}).get("spatial_compression_ratio", 16)
+    width, height = aspect_size(target, 1280, 720, multiple)  # its 16:9 size
+    out: dict[str, Any] = {"aspect_target": target, "width": width, "height": height}
+    guidance = configs.get("guider", {}).get("guidance_scale")
+    if guidance is not None:  # 6, or 1 for the CFG-distilled checkpoints
+        out["guidance"] = float(guidance)
+    if transformer.get("use_meanflow"):  # 480p step-distilled: 8 steps, no CFG (README)
+        out.update(steps=8, guidance=1.0)
+    return out
+
+
+def _ltx2(configs: Configs, label: str) -> dict[str, Any]:
+    cross_modulation = configs.get("transformer", {}).get("cross_attn_mod")
+    return {"call": LTX2_0_CALL if cross_modulation is False else ()}
+
+
+def aspect_size(target: int, width: int, height: int, multiple: int) -> tuple[int, int]:
+    """The (width, height) a model that makes one size per aspect ratio, about `target` px
+    a side on `multiple`, makes from a width × height picture: diffusers' own choice for
+    HunyuanVideo 1.5 (its buckets' ratios are rounded, so a bucket may map to a neighbour)."""
+    import numpy as np
+    from diffusers.pipelines.hunyuan_video1_5.image_processor import (
+        generate_crop_size_list,
+        get_closest_ratio,
+    )
+
+    buckets = generate_crop_size_list(target, multiple)
+    ratios = np.array([round(h / w, 5) for h, w in buckets])
+    (made_h, made_w), _ = get_closest_ratio(height, width, ratios, buckets)
+    return made_w, made_h
+
+
 def folder_configs(path: Path) -> Configs:
     """The configs of a diffusers folder (missing or unreadable ones are left out)."""
     out: Configs = {}
     files = {"model_index": "model_index.json"}
-    files |= {c: f"{c}/{'scheduler_config' if c == 'scheduler' else 'config'}.json"
-              for c in _COMPONENTS}  # fmt: skip
+    files |= {c: f"{c}/{_CONFIG_FILES.get(c, 'config.json')}" for c in _COMPONENTS}
     for name, rel in files.items():
         try:
             data = json.loads((path / rel).read_text())
@@ -112,7 +157,7 @@ def hub_configs(repo_id: str, model_index: dict) -> Configs:
     for name in _COMPONENTS:
         if not has(out, name):
             continue
-        rel = f"{name}/{'scheduler_config' if name == 'scheduler' else 'config'}.json"
+        rel = f"{name}/{_CONFIG_FILES.get(name, 'config.json')}"
         try:
             data = json.loads(Path(hf_hub_download(repo_id, rel)).read_text())
         except Exception:  # noqa: BLE001 - offline or absent: the family's defaults stand

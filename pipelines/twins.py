@@ -10,9 +10,11 @@ anything.
 Each twin mirrors one registry preset (``TwinInfo.mirrors``) wherever a published config
 switch changes which code runs: the VAE compression ratios (hence the size and frame rules),
 LTX 0.9.5's timestep-conditioned VAE, CogVideoX-5B's learned position table over 49 frames,
-Wan 2.1's CLIP image encoder (one picture's tokens for I2V, two for FLF2V), Wan 2.2's two
-experts and their boundary, SVD's temporal decoder, FLUX-schnell's guidance-free
-transformer. ``tests/test_faithful.py`` holds the table of switches and checks both the
+Wan 2.1's CLIP image encoder (one picture's tokens for I2V, two for FLF2V), Wan 2.2 A14B's
+two experts and their boundary, Wan 2.2 TI2V's 16x VAE and expanded timesteps, HunyuanVideo
+1.5's image-to-video transformer and its aspect buckets, LTX-2.0's transformer (no
+cross-attention modulation) and its audio path, SVD's temporal decoder, FLUX-schnell's
+guidance-free transformer. ``tests/test_faithful.py`` holds the table of switches and checks both the
 published layout (``pipelines.fullsize``) and the twin against it.
 
 How each twin is called (the real pipelines' argument names):
@@ -27,6 +29,16 @@ How each twin is called (the real pipelines' argument names):
   ``last_image=``; ``wan-flf2v`` reads two pictures' tokens, so a call without a last frame
   fails unless the first frame is given twice (the engine's adapter does).
 - ``cogvideox``: ``image=`` (first frame), ``prompt=``; 49 frames at 32x32.
+- ``wan22-ti2v``: ``image=``, ``prompt=``; sizes on multiples of 32 (``last_image=`` is
+  accepted and ignored, as by the published model).
+- ``hunyuanvideo15``: ``image=`` (a PIL picture), ``prompt=``; no ``height``/``width`` (the
+  size is the aspect bucket of the picture: 32x32 for a square one) and no
+  ``guidance_scale`` (``pipe.guider = pipe.guider.new(guidance_scale=...)``); no step
+  callbacks.
+- ``ltx2``: ``conditions=[LTX2VideoCondition(frames=image | [frames], index=0)]`` and
+  ``frame_rate=``; 64x64 by default (its 32x VAE's reflect-padded decoder needs 2x2
+  latents); the output has ``.audio``, a (batch, 2, samples) waveform at the vocoder's
+  ``output_sampling_rate``. One generator and one set of conditions serve a whole batch.
 
 Save/load: ``save_pretrained`` then ``from_pretrained`` restores every weight and config
 exactly, offline (reloaded outputs can differ in the last float bits: memory-mapped weights
@@ -65,12 +77,15 @@ class TwinInfo:
     - ``wan*``: ``4 * (n // 4) + 1`` with a logged warning unless ``n`` is already 4k+1. Not a
       plain round-down: 4k rounds *up* (8 -> 9, 12 -> 13) while 4k+2 and 4k+3 round down
       (10 -> 9, 11 -> 9).
+    - ``hunyuanvideo15``: ``4 * ((n - 1) // 4) + 1``, silently; ``ltx2``:
+      ``8 * ((n - 1) // 8) + 1``, silently.
     - ``cogvideox``: with ``L = (n - 1) // 4 + 1`` latent frames, ``4 * L - 3`` when ``L`` is
       odd and ``4 * L`` when ``L`` is even (the VAE decoder keeps the first latent frame apart
       only for odd counts). Its learned position table (CogVideoX-5B image-to-video) is only
       used at its own 49 frames and 32x32; other counts silently get a sin-cos table.
 
-    ``size_multiple`` is the step both width and height must be multiples of.
+    ``size_multiple`` is the step both width and height must be multiples of;
+    ``aspect_target`` (HunyuanVideo 1.5) the side its aspect buckets are sized around.
     """
 
     name: str
@@ -82,6 +97,7 @@ class TwinInfo:
     size_multiple: int
     mirrors: str | None
     steps: int = 2
+    aspect_target: int = 0  # makes one size per aspect ratio, about this many px a side
 
 
 TWINS: dict[str, TwinInfo] = {
@@ -93,9 +109,18 @@ TWINS: dict[str, TwinInfo] = {
         TwinInfo("ltx", "ltx", "LTXConditionPipeline", 32, 32, 9, 32, "ltx-video"),
         TwinInfo("wan", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, "wan-i2v-480p"),
         TwinInfo("wan-flf2v", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, "wan-flf2v-720p"),
-        TwinInfo("wan22", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, None),
+        TwinInfo("wan22", "wan", "WanImageToVideoPipeline", 32, 32, 9, 16, "wan2.2-i2v-a14b"),
         TwinInfo("cogvideox", "cogvideox", "CogVideoXImageToVideoPipeline", 32, 32, 49, 16,
                  "cogvideox-5b-i2v"),
+        TwinInfo(name="wan22-ti2v", family="wan", pipeline_class="WanImageToVideoPipeline",
+                 width=32, height=32, num_frames=9, size_multiple=32, mirrors="wan2.2-ti2v-5b"),
+        TwinInfo(name="hunyuanvideo15", family="hunyuanvideo15",
+                 pipeline_class="HunyuanVideo15ImageToVideoPipeline", width=32, height=32,
+                 num_frames=9, size_multiple=16, mirrors="hunyuanvideo-1.5-i2v",
+                 aspect_target=32),
+        # 64 px: the 32x VAE's latents must be at least 2x2 for its reflect-padded decoder.
+        TwinInfo(name="ltx2", family="ltx2", pipeline_class="LTX2ConditionPipeline", width=64,
+                 height=64, num_frames=9, size_multiple=32, mirrors="ltx-2"),
     )
 }  # fmt: skip
 
@@ -181,14 +206,14 @@ def _t5_tokenizer() -> Any:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
-def _t5_encoder(vocab_size: int, *, umt5: bool = False) -> Any:
-    """A two-layer T5 (or UMT5, as Wan uses) encoder producing ``_TEXT_DIM``-wide states."""
+def _t5_encoder(vocab_size: int, *, umt5: bool = False, d_model: int = _TEXT_DIM) -> Any:
+    """A two-layer T5 (or UMT5, as Wan uses) encoder producing ``d_model``-wide states."""
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
     config = config_cls(
         vocab_size=vocab_size,
-        d_model=_TEXT_DIM,
+        d_model=d_model,
         d_kv=8,
         d_ff=64,
         num_layers=2,
@@ -483,20 +508,24 @@ def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
       pictures, the first and the last frame;
     - ``a14b`` (Wan 2.2 I2V A14B): no image encoder, two experts split at ``boundary_ratio``
       of the training timesteps (``transformer`` above it, ``transformer_2`` below), so even
-      a 2-step call runs both; first and last frame reach it through the condition latents.
+      a 2-step call runs both; first and last frame reach it through the condition latents;
+    - ``ti2v`` (Wan 2.2 TI2V 5B): one transformer over the 48-channel latents of a 16x VAE
+      with 2x2 patches (sizes on multiples of 32), ``expand_timesteps``: the first frame's
+      latents replace the first latent frame at timestep 0 (a last frame is ignored).
     """
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
 
     tokenizer = _t5_tokenizer()
     image_kv = layout in ("i2v", "flf2v")
+    channels = (48, 48) if layout == "ti2v" else (16 + 4 + 16, 16)  # in: latents, mask, cond
 
     def transformer() -> Any:
         return WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=12,
-            in_channels=16 + 4 + 16,  # noisy latents, frame mask, condition latents
-            out_channels=16,
+            in_channels=channels[0],
+            out_channels=channels[1],
             text_dim=_TEXT_DIM,
             freq_dim=32,
             ffn_dim=32,
@@ -508,25 +537,28 @@ def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
             pos_embed_seq_len=2 * _WAN_IMAGE_TOKENS if layout == "flf2v" else None,
         )
 
-    vae = _seeded(
-        seed,
-        lambda: AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        ),
-    )
+    vae_config: dict[str, Any] = dict(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    if layout == "ti2v":  # Wan 2.2's VAE: 2x2 pixel patches in, 48 latent channels
+        vae_config |= dict(
+            z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+            scale_factor_spatial=16, scale_factor_temporal=4, latents_mean=[0.0] * 48,
+            latents_std=[1.0] * 48,
+        )  # fmt: skip
+    vae = _seeded(seed, lambda: AutoencoderKLWan(**vae_config))
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer), umt5=True))
     parts: dict[str, Any] = {"transformer": _seeded(seed, transformer)}
     if image_kv:
         parts["image_encoder"] = _seeded(seed, _wan_image_encoder)
         parts["image_processor"] = _clip_image_processor(224)
-    else:
+    elif layout == "a14b":
         parts["transformer_2"] = _seeded(seed + 1, transformer)
         parts["boundary_ratio"] = 0.9
-    shift = {"i2v": 3.0, "flf2v": 16.0, "a14b": 5.0}[layout]
+    else:
+        parts["expand_timesteps"] = True
+    shift = {"i2v": 3.0, "flf2v": 16.0, "a14b": 5.0, "ti2v": 5.0}[layout]
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -602,6 +634,188 @@ def _build_cogvideox(seed: int) -> diffusers.DiffusionPipeline:
     )
 
 
+def _qwen_tokenizer() -> Any:
+    """A Qwen2 byte-level BPE tokenizer (256 byte symbols, no merges) with a ChatML template,
+    which HunyuanVideo 1.5 applies to every prompt before its text encoder reads it."""
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    marks = ["<|im_start|>", "<|im_end|>"]
+    vocab = {token: i for i, token in enumerate([*alphabet, "<|endoftext|>", *marks])}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=2048)
+    tokenizer.add_special_tokens({"additional_special_tokens": marks})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tokenizer
+
+
+def _build_hunyuanvideo15(seed: int) -> diffusers.DiffusionPipeline:
+    """HunyuanVideo 1.5 image-to-video (480p) layout: the i2v transformer (condition latents
+    and a mask beside the noisy ones, SigLIP image tokens), a 16x spatial / 4x temporal VAE,
+    Qwen2.5-VL text and byT5 glyph text, classifier-free guidance through its guider. The
+    pipeline takes no size: it picks the bucket of the image's aspect ratio near its
+    transformer's ``target_size`` (here 32 px: 32x32 for a square picture)."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15ImageToVideoPipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    tokenizer, tokenizer_2 = _qwen_tokenizer(), ByT5Tokenizer()
+    text_config = Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+        rope_scaling={"type": "default", "rope_type": "default", "mrope_section": [1, 1, 2]},
+        bos_token_id=None, eos_token_id=None,
+    )  # fmt: skip
+    vision = SiglipVisionConfig(hidden_size=12, intermediate_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=16, patch_size=4)  # fmt: skip
+    transformer = _seeded(seed, lambda: HunyuanVideo15Transformer3DModel(
+        in_channels=4 + 4 + 1, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        num_layers=1, num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16,
+        text_embed_2_dim=32, image_embed_dim=12, rope_axes_dim=(2, 2, 4),
+        target_size=TWINS["hunyuanvideo15"].aspect_target, task_type="i2v",
+    ))  # fmt: skip
+    vae = _seeded(seed, lambda: AutoencoderKLHunyuanVideo15(
+        latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1,
+        spatial_compression_ratio=16, temporal_compression_ratio=4,
+        downsample_match_channel=False, upsample_match_channel=False,
+    ))  # fmt: skip
+    return HunyuanVideo15ImageToVideoPipeline(
+        text_encoder=_seeded(seed, lambda: Qwen2_5_VLTextModel(text_config)),
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        text_encoder_2=_seeded(seed, lambda: _t5_encoder(len(tokenizer_2), d_model=32)),
+        tokenizer_2=tokenizer_2,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0),
+        image_encoder=_seeded(seed, lambda: SiglipVisionModel(vision)),
+        feature_extractor=SiglipImageProcessor(size={"height": 16, "width": 16}),
+    )
+
+
+def _gemma_tokenizer() -> Any:
+    """A Gemma tokenizer over printable ASCII, one token a character (no merges)."""
+    from transformers import GemmaTokenizer
+
+    chars = [chr(code) for code in range(32, 127)]
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    vocab = {token: i for i, token in enumerate([*specials, *chars, "\u2581"])}
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def _gemma3(vocab_size: int, layers: int) -> Any:
+    """Gemma 3 (text and its SigLIP vision tower), as LTX-2's text encoder, at toy width."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    text = Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=_LTX2_TEXT_DIM, intermediate_size=32,
+        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        max_position_embeddings=1024, sliding_window=64, pad_token_id=0, eos_token_id=1,
+        bos_token_id=2,
+    )  # fmt: skip
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=28, patch_size=14)  # fmt: skip
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          image_token_index=vocab_size - 1)  # fmt: skip
+    return Gemma3ForConditionalGeneration(config)
+
+
+_LTX2_TEXT_DIM = 16  # Gemma's width; LTX-2's connectors read all its layers' states at once
+_LTX2_TEXT_LAYERS = 2
+
+
+def _ltx2_audio() -> dict[str, Any]:
+    """LTX-2's audio path: a mel VAE (16 kHz, hop 160) and a vocoder whose upsampling (160x)
+    turns mel frames back into 16 kHz samples, so a clip's audio lasts as long as its video."""
+    from diffusers import AutoencoderKLLTX2Audio
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    return {
+        "audio_vae": lambda: AutoencoderKLLTX2Audio(
+            base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1,
+            attn_resolutions=None, in_channels=2, resolution=32, latent_channels=2,
+            norm_type="pixel", causality_axis="height", dropout=0.0,
+            mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160,
+            is_causal=True, mel_bins=8,
+        ),
+        "vocoder": lambda: LTX2Vocoder(
+            in_channels=2 * 8, hidden_channels=32, out_channels=2,
+            upsample_kernel_sizes=[16, 10, 8], upsample_factors=[8, 5, 4],
+            resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+            leaky_relu_negative_slope=0.1, output_sampling_rate=16000,
+        ),
+    }  # fmt: skip
+
+
+def _build_ltx2(seed: int) -> diffusers.DiffusionPipeline:
+    """LTX-2.0 layout: the audio-video transformer without LTX-2.3's gated attention and
+    cross-attention modulation, a 32x spatial / 8x temporal video VAE that is not
+    timestep-conditioned, text connectors over every Gemma 3 layer, and the audio VAE and
+    vocoder (each call returns a soundtrack with its frames)."""
+    from diffusers import (
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2ConditionPipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    tokenizer = _gemma_tokenizer()
+    dim, layers = _LTX2_TEXT_DIM, _LTX2_TEXT_LAYERS
+    factories: dict[str, Callable[[], Any]] = {
+        "transformer": lambda: LTX2VideoTransformer3DModel(
+            in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+            cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+            audio_num_attention_heads=2, audio_attention_head_dim=4,
+            audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
+            caption_channels=dim, rope_double_precision=False, rope_type="split",
+            gated_attn=False, cross_attn_mod=False, audio_gated_attn=False,
+            audio_cross_attn_mod=False,
+        ),
+        "connectors": lambda: LTX2TextConnectors(
+            caption_channels=dim, text_proj_in_factor=layers + 1,
+            video_connector_num_attention_heads=4, video_connector_attention_head_dim=4,
+            video_connector_num_layers=1, video_connector_num_learnable_registers=None,
+            audio_connector_num_attention_heads=4, audio_connector_attention_head_dim=4,
+            audio_connector_num_layers=1, audio_connector_num_learnable_registers=None,
+            connector_rope_base_seq_len=32, rope_double_precision=False, rope_type="split",
+        ),
+        "vae": lambda: AutoencoderKLLTX2Video(
+            latent_channels=4, block_out_channels=(8, 16, 32, 64),
+            decoder_block_out_channels=(8, 16, 32), layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1), decoder_inject_noise=(False,) * 4,
+            timestep_conditioning=False, decoder_causal=False, spatial_compression_ratio=32,
+            temporal_compression_ratio=8,
+        ),
+        "text_encoder": lambda: _gemma3(len(tokenizer), layers),
+        **_ltx2_audio(),
+    }  # fmt: skip
+    modules = {name: _seeded(seed, factory) for name, factory in factories.items()}
+    return LTX2ConditionPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), tokenizer=tokenizer, **modules
+    )
+
+
 def _build_flux(seed: int) -> diffusers.DiffusionPipeline:
     """FLUX.1-schnell layout: CLIP (pooled) and T5 text, a 16-channel-packed transformer with
     no guidance embedding (schnell is distilled), 8x VAE with a shift factor."""
@@ -656,6 +870,9 @@ _BUILDERS: dict[str, Callable[[int], diffusers.DiffusionPipeline]] = {
     "wan": lambda seed: _build_wan(seed, "i2v"),
     "wan-flf2v": lambda seed: _build_wan(seed, "flf2v"),
     "wan22": lambda seed: _build_wan(seed, "a14b"),
+    "wan22-ti2v": lambda seed: _build_wan(seed, "ti2v"),
+    "hunyuanvideo15": lambda seed: _build_hunyuanvideo15(seed),
+    "ltx2": lambda seed: _build_ltx2(seed),
     "cogvideox": _build_cogvideox,
 }
 

@@ -49,6 +49,46 @@ SWITCHES = {
         "transformer.patch_size_t?": False,
         "transformer.ofs_embed_dim?": False,
     },
+    "wan2.2-ti2v-5b": {
+        "class": "WanImageToVideoPipeline",
+        "model_index.expand_timesteps": True,  # the first frame as latent frame 0, no last
+        "vae.z_dim": 48,  # 16x VAE with 2x2 patches: sizes on multiples of 32
+        "vae.patch_size": 2,
+        "vae.scale_factor_spatial": 16,
+        "image_encoder": False,
+        "transformer_2": False,
+        "transformer.in_channels": 48,
+    },
+    "wan2.2-i2v-a14b": {
+        "class": "WanImageToVideoPipeline",
+        "transformer_2": True,
+        "model_index.boundary_ratio": 0.9,
+        "image_encoder": False,
+        "transformer.image_dim?": False,
+        "transformer.in_channels": 36,  # noisy latents, mask, first (and last) frame
+        "model_index.expand_timesteps": False,
+    },
+    "hunyuanvideo-1.5-i2v": {
+        "class": "HunyuanVideo15ImageToVideoPipeline",
+        "transformer.task_type": "i2v",
+        "transformer.use_meanflow": False,
+        "vae.spatial_compression_ratio": 16,
+        "vae.temporal_compression_ratio": 4,
+        "guider.class": "ClassifierFreeGuidance",
+        "image_encoder.class": "SiglipVisionModel",
+        "text_encoder.class": "Qwen2_5_VLTextModel",
+    },
+    "ltx-2": {
+        "class": "LTX2ConditionPipeline",
+        "transformer.cross_attn_mod": False,  # LTX-2.0: its own cross-timestep and STG block
+        "transformer.gated_attn": False,
+        "vae.timestep_conditioning": False,
+        "vae.spatial_compression_ratio": 32,
+        "vae.temporal_compression_ratio": 8,
+        "text_encoder.class": "Gemma3ForConditionalGeneration",  # image condition CRF 33
+        "audio_vae": True,
+        "vocoder": True,
+    },
 }
 
 MIRRORS = {info.mirrors: name for name, info in TWINS.items() if info.mirrors}
@@ -59,6 +99,8 @@ def switch(configs: dict, name: str):
     if name == "class":
         return index["_class_name"]
     component, _, key = name.partition(".")
+    if component == "model_index":
+        return bool(index.get(key)) if key == "expand_timesteps" else index.get(key)
     if not key:
         entry = index.get(component)
         return bool(entry) and entry[0] is not None
@@ -86,7 +128,28 @@ def test_the_twin_has_the_switches(preset):
     assert {name: switch(configs, name) for name in SWITCHES[preset]} == SWITCHES[preset]
 
 
-def test_the_wan_22_twin_has_two_experts_and_a_boundary():
-    configs = twin_configs("wan22")
-    assert switch(configs, "transformer_2") and not switch(configs, "image_encoder")
-    assert configs["model_index"]["boundary_ratio"] == 0.9
+def test_the_hunyuanvideo_15_twin_picks_its_size_as_the_preset_does():
+    """The twin's buckets are sized around its own small target; the rule is the same."""
+    from pipelines.traits import aspect_size
+
+    configs = twin_configs("hunyuanvideo15")
+    assert configs["transformer"]["target_size"] == TWINS["hunyuanvideo15"].aspect_target
+    assert aspect_size(32, 32, 32, 16) == (32, 32)
+    assert aspect_size(640, 1280, 720, 16) == (848, 480) == (
+        PRESETS["hunyuanvideo-1.5-i2v"].width, PRESETS["hunyuanvideo-1.5-i2v"].height)  # fmt: skip
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_ltx_2s_vocoder_says_its_rate_truly(published):
+    """Mel frames a second times the vocoder's upsampling is the rate it declares, in the
+    published layout and the twin alike: a clip's soundtrack lasts as long as its frames."""
+    import math
+
+    configs = (
+        pipe_configs(build_fullsize("ltx-2", device="meta", dtype=torch.bfloat16))
+        if published
+        else twin_configs("ltx2")
+    )
+    audio, vocoder = configs["audio_vae"], configs["vocoder"]
+    mels_a_second = audio["sample_rate"] / audio["mel_hop_length"]
+    assert mels_a_second * math.prod(vocoder["upsample_factors"]) == vocoder["output_sampling_rate"]

@@ -75,6 +75,37 @@ PUBLISHED: dict[str, dict[str, float]] = {
     },
 }
 
+
+def rounded(figure: float, step: float) -> tuple[float, float]:
+    """A model card's figure given to `step` (\"14B\": 14e9 to the nearest 1e9): the
+    tolerance is half a step."""
+    return figure, step / 2 / figure
+
+
+# Published only as a model card's rounded figure: (figure, relative tolerance).
+ROUNDED: dict[str, dict[str, tuple[float, float]]] = {
+    "wan2.2-ti2v-5b": {
+        "transformer": rounded(5 * B, 1 * B),  # "TI2V-5B"
+    },
+    "wan2.2-i2v-a14b": {  # "A14B": 14B active a step, one expert at a time
+        "transformer": rounded(14 * B, 1 * B),
+        "transformer_2": rounded(14 * B, 1 * B),
+    },
+    "hunyuanvideo-1.5-i2v": {
+        "transformer": rounded(8.3 * B, 0.1 * B),  # HunyuanVideo-1.5 README: "8.3B"
+    },
+    "ltx-2": {
+        "transformer": rounded(19 * B, 1 * B),  # checkpoint "ltx-2-19b-dev"
+        "text_encoder": rounded(12 * B, 1 * B),  # Gemma 3 "12B", vision tower included
+    },
+}
+PUBLISHED |= {
+    "wan2.2-ti2v-5b": {"text_encoder": 5.68 * B},  # UMT5-XXL encoder, as for Wan 2.1
+    "wan2.2-i2v-a14b": {"vae": 127.0 * M, "text_encoder": 5.68 * B},  # the Wan 2.1 VAE
+    "hunyuanvideo-1.5-i2v": {},
+    "ltx-2": {},
+}
+
 PIPELINES = {
     "sd-turbo": "StableDiffusionPipeline",
     "sdxl-turbo": "StableDiffusionXLPipeline",
@@ -84,6 +115,10 @@ PIPELINES = {
     "wan-flf2v-720p": "WanImageToVideoPipeline",
     "svd-xt": "StableVideoDiffusionPipeline",
     "cogvideox-5b-i2v": "CogVideoXImageToVideoPipeline",
+    "wan2.2-ti2v-5b": "WanImageToVideoPipeline",
+    "wan2.2-i2v-a14b": "WanImageToVideoPipeline",
+    "hunyuanvideo-1.5-i2v": "HunyuanVideo15ImageToVideoPipeline",
+    "ltx-2": "LTX2ConditionPipeline",
 }
 
 
@@ -113,7 +148,8 @@ def test_unknown_preset_names_the_choices():
         build_fullsize("sd-tubro")
     assert str(excinfo.value) == (
         "unknown full-size preset 'sd-tubro'; choose one of: sd-turbo, sdxl-turbo, "
-        "flux-schnell, ltx-video, wan-i2v-480p, wan-flf2v-720p, svd-xt, cogvideox-5b-i2v"
+        "flux-schnell, ltx-video, wan-i2v-480p, wan-flf2v-720p, svd-xt, cogvideox-5b-i2v, "
+        "wan2.2-ti2v-5b, wan2.2-i2v-a14b, hunyuanvideo-1.5-i2v, ltx-2"
     )
     with pytest.raises(ValueError, match="unknown full-size preset"):
         parameter_counts("tiny-ltx")
@@ -139,6 +175,8 @@ def test_parameter_counts_match_the_published_models(preset):
     assert set(PUBLISHED[preset]) <= set(counts)
     for component, published in PUBLISHED[preset].items():
         assert counts[component] == pytest.approx(published, rel=0.02), component
+    for component, (figure, rel) in ROUNDED.get(preset, {}).items():
+        assert counts[component] == pytest.approx(figure, rel=rel), component
 
 
 def test_layers_caps_depth_and_keeps_widths():
@@ -178,7 +216,8 @@ def test_meta_build_is_the_real_pipeline_in_bfloat16(preset):
         # Only Wan keeps some parameters (time embedder, norms) in float32 at half precision.
         kept = [p for p in params if p.dtype == torch.float32]
         assert all(p.dtype == torch.bfloat16 for p in params if p.dtype != torch.float32)
-        assert bool(kept) == (preset.startswith("wan") and name == "transformer"), name
+        wan = preset.startswith("wan") and name in ("transformer", "transformer_2")
+        assert bool(kept) == wan, name
 
 
 def test_half_precision_keeps_what_from_pretrained_keeps_in_float32():

@@ -120,7 +120,9 @@ def test_ltx_ends_a_cut_clip_on_the_next_keyframe_at_its_last_kept_frame(tmp_pat
 
 
 IMAGE_TWINS = ["tiny-image", "tiny-flux"]
-VIDEO_TWINS = ["tiny-ltx", "tiny-wan", "tiny-wan-flf2v", "tiny-wan22", "tiny-svd", "tiny-cogvideox"]
+VIDEO_TWINS = ["tiny-ltx", "tiny-wan", "tiny-wan-flf2v", "tiny-wan22", "tiny-svd", "tiny-cogvideox",
+               "tiny-wan22-ti2v", "tiny-hunyuanvideo15", "tiny-ltx2"]  # fmt: skip
+WIDE_TWINS = ("tiny-flux", "tiny-ltx2")  # 64 px at least (LTX-2: two latent rows)
 
 
 def component_dtypes(pipe) -> dict[str, torch.dtype]:
@@ -183,7 +185,7 @@ BF16_RUNS = [
 def test_every_family_runs_the_whole_chain_in_bfloat16(tmp_path, spec, mode):
     runtime = Runtime(dtype="bfloat16")
     text = TWO_SHOTS
-    if spec == "tiny-flux":
+    if spec in WIDE_TWINS:
         text = text.replace("width: 32\nheight: 32", "width: 64\nheight: 64")
     result = make_video(story(tmp_path, text, mode), tmp_path / "run", VideoOptions(model=spec),
                         runtime=runtime)  # fmt: skip
@@ -500,7 +502,8 @@ def test_attention_backends_that_cannot_take_ltxs_mask_are_refused(tmp_path, cli
 # 12: cancel reaches every family
 
 
-@pytest.mark.parametrize("spec", ["tiny-svd", "tiny-ltx", "tiny-wan", "tiny-cogvideox"])
+@pytest.mark.parametrize("spec", ["tiny-svd", "tiny-ltx", "tiny-wan", "tiny-cogvideox",
+                                  "tiny-wan22-ti2v", "tiny-hunyuanvideo15", "tiny-ltx2"])  # fmt: skip
 def test_cancel_stops_a_call_at_the_end_of_a_step(spec):
     import threading
 
@@ -515,13 +518,16 @@ def test_cancel_stops_a_call_at_the_end_of_a_step(spec):
         cancel.set()
 
     hook = denoiser.register_forward_hook(step)
-    job = ClipJob("a", Image.new("RGB", (32, 32)), ref.preset.frames, 32, 32, 6, 3.0, 0)
+    side = ref.preset.width  # HunyuanVideo 1.5 has no step callbacks: a hook stops it
+    job = ClipJob("a", Image.new("RGB", (side, side)), ref.preset.frames, side, side, 6, 3.0, 0)
     try:
         with pytest.raises(clips.Cancelled):
             generate_clips(loaded, [job], cancel=cancel)
     finally:
         hook.remove()
-    assert 0 < len(calls) <= 2  # one step (with and without guidance), not six
+    # One step's denoiser passes (LTX-2 runs three: text, spatio-temporal and modality
+    # guidance), not six steps' worth.
+    assert 0 < len(calls) <= 3
 
 
 # ---------------------------------------------------------------------------------------
@@ -623,7 +629,7 @@ def test_twin_rules_derived_from_their_own_configs_match_the_presets_they_mirror
         preset = models.PRESETS[info.mirrors]
         derived = config_traits(info.family, models.twin_configs(info.name), info.name)
         for key, value in derived.items():
-            if key in ("width", "height", "frames"):  # the twin's own small size
+            if key in ("width", "height", "frames", "aspect_target"):  # the twin's small size
                 continue
             assert getattr(preset, key) == value, (info.name, key)
 

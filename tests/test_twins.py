@@ -55,6 +55,13 @@ def _run(pipe, family: str, *, seed: int = 0, **overrides) -> np.ndarray:
         kwargs["image"] = _image(width, height)
     if family == "wan-flf2v":  # it reads the tokens of two pictures, first and last
         kwargs["last_image"] = _image(width, height, (0, 0, 255))
+    if family == "hunyuanvideo15":  # its size is the first frame's aspect bucket
+        del kwargs["width"], kwargs["height"]
+    if family == "ltx2":  # its first frame is a condition; told the rate of its motion
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+        kwargs["conditions"] = [LTX2VideoCondition(frames=kwargs.pop("image"), index=0)]
+        kwargs["frame_rate"] = 24
     kwargs.update(overrides)
     out = pipe(**kwargs)
     return np.asarray(out.images if info.num_frames is None else out.frames)
@@ -81,7 +88,8 @@ def _reload(pipe, path):
 
 
 def test_registry_covers_every_family():
-    assert TWIN_FAMILIES == ("sd", "flux", "svd", "ltx", "wan", "wan-flf2v", "wan22", "cogvideox")
+    assert TWIN_FAMILIES == ("sd", "flux", "svd", "ltx", "wan", "wan-flf2v", "wan22", "cogvideox",
+                             "wan22-ti2v", "hunyuanvideo15", "ltx2")  # fmt: skip
     assert tuple(TWINS) == TWIN_FAMILIES
     for name, info in TWINS.items():
         assert isinstance(info, TwinInfo)
@@ -99,6 +107,9 @@ def test_registry_covers_every_family():
         "wan-flf2v": 16,
         "wan22": 16,
         "cogvideox": 16,
+        "wan22-ti2v": 32,
+        "hunyuanvideo15": 16,
+        "ltx2": 32,
     }
 
 
@@ -112,7 +123,7 @@ def test_unknown_family_names_the_choices():
         build_twin("x")
     assert str(excinfo.value) == (
         "unknown twin family 'x'; choose one of: sd, flux, svd, ltx, wan, wan-flf2v, wan22, "
-        "cogvideox"
+        "cogvideox, wan22-ti2v, hunyuanvideo15, ltx2"
     )
 
 
@@ -195,6 +206,11 @@ def test_generator_seed_changes_the_output(family):
         ("cogvideox", 12, 9),
         ("cogvideox", 13, 16),
         ("cogvideox", 17, 17),
+        ("wan22-ti2v", 10, 9),
+        ("hunyuanvideo15", 10, 9),  # floored to 4k+1, silently
+        ("hunyuanvideo15", 13, 13),
+        ("ltx2", 10, 9),  # floored to 8k+1, silently
+        ("ltx2", 17, 17),
     ],
 )
 def test_returned_frame_count(family, requested, returned):
@@ -205,8 +221,10 @@ def test_returned_frame_count(family, requested, returned):
 @pytest.mark.parametrize("family", [f for f in VIDEO_FAMILIES if f != "cogvideox"])
 def test_non_square_size(family):
     step = TWINS[family].size_multiple
-    frames = _run(build_twin(family), family, width=2 * step, height=step, num_frames=9)
-    assert frames.shape[2:] == (step, 2 * step, 3)
+    # LTX-2's reflect-padded decoder needs two latent rows at least: 64 px of its 32x VAE.
+    height = 2 * step if family == "ltx2" else step
+    frames = _run(build_twin(family), family, width=2 * height, height=height, num_frames=9)
+    assert frames.shape[2:] == (height, 2 * height, 3)
 
 
 def test_a_learned_position_table_holds_cogvideox_to_its_size():
@@ -274,6 +292,37 @@ def test_wan_first_and_last_frame():
     first_and_last = _run(wan, "wan22", last_image=_image(32, 32, (0, 0, 255)))
     assert first_and_last.shape == first_only.shape == (1, 9, 32, 32, 3)
     assert not np.array_equal(first_only, first_and_last)
+
+
+def test_wan_22_ti2v_ignores_a_last_frame_as_published():
+    """Why the preset takes the first frame only: `last_image` changes nothing."""
+    ti2v = build_twin("wan22-ti2v")
+    assert ti2v.config.expand_timesteps
+    first_only = _run(ti2v, "wan22-ti2v")
+    assert np.array_equal(
+        first_only, _run(ti2v, "wan22-ti2v", last_image=_image(32, 32, (0, 0, 9)))
+    )
+
+
+def test_hunyuanvideo_15_makes_the_size_of_the_pictures_aspect_bucket():
+    pipe = build_twin("hunyuanvideo15")
+    for (w, h), made in (((32, 32), (32, 32)), ((64, 32), (32, 16)), ((40, 40), (32, 32))):
+        frames = _run(pipe, "hunyuanvideo15", image=_image(w, h))
+        assert frames.shape[2:4] == made[::-1]
+
+
+def test_ltx_2_returns_a_soundtrack_with_its_frames():
+    pipe = build_twin("ltx2")
+    kwargs = dict(prompt="a bell", height=64, width=64, num_frames=17, frame_rate=24,
+                  num_inference_steps=2, output_type="np")  # fmt: skip
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+    out = pipe(conditions=[LTX2VideoCondition(frames=_image(64, 64), index=0)], **kwargs,
+               generator=torch.Generator("cpu").manual_seed(0))  # fmt: skip
+    assert np.asarray(out.frames).shape == (1, 17, 64, 64, 3)
+    rate = pipe.vocoder.config.output_sampling_rate
+    assert tuple(out.audio.shape[:2]) == (1, 2)
+    assert abs(out.audio.shape[-1] / rate - 17 / 24) < 0.05  # its 25 latents a second, rounded
 
 
 def test_wan_runs_both_experts():
