@@ -287,8 +287,10 @@ def make_video(
     text: bool = False,
     cancel: threading.Event | None = None,
     on_segment: Callable[[Segment, Path], None] | None = None,
+    pool: Any = None,
 ) -> VideoResult:
-    """Turn a storyboard (a file, or YAML/JSON text when `text`) into a run folder + video."""
+    """Turn a storyboard (a file, or YAML/JSON text when `text`) into a run folder + video;
+    with a `scale.Pool`, the keyframes and clips are made on its Ray workers."""
     opts = opts or VideoOptions()
     runtime = runtime or Runtime()
     sb, models = read_storyboard(storyboard, opts, text=text, runtime=runtime)
@@ -310,11 +312,12 @@ def make_video(
         "batch_size": runtime.batch_size,  # a fixed size is kept on resume: same batches, same bits
         "fast": list(runtime.fast),
         "fps": sb.fps,
+        "gen_fps": gen_rate(sb, models),  # the motion rate every clip is made at
         "frames": sb.total_frames,
         "video": None,
         "segments": [],
     }
-    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
+    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment, pool)
     ctx.save()
     return _execute(ctx)
 

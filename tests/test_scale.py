@@ -211,3 +211,36 @@ def test_nothing_imports_ray_without_a_pool():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+STORY = """fps: 8
+width: 32
+height: 32
+seed: 5
+shots:
+  - prompt: a paper boat on a rainy street
+    seconds: 1
+    transition: crossfade
+    transition_seconds: 0.25
+  - prompt: a lighthouse at dusk
+    seconds: 1
+  - prompt: a red kite over the dunes
+    seconds: 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["continue", "keyframes", "feedback"])
+def test_a_video_made_on_two_workers_is_frame_identical_to_a_local_one(pool, tmp_path, mode):
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.video_io import read_frames
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY)
+    spec = "tiny-image" if mode == "feedback" else "tiny-wan22"
+    opts = VideoOptions(model=spec, mode=mode)
+    here = make_video(story, tmp_path / "here", opts, runtime=RUNTIME)
+    there = make_video(story, tmp_path / "there", opts, runtime=RUNTIME, pool=pool)
+    a, b = (np.stack(list(read_frames(r.video))) for r in (here, there))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    manifest = (tmp_path / "there" / "manifest.json").read_text()
+    assert '"workers": 2' in manifest
