@@ -35,6 +35,7 @@ from benchmarks.encoding import bench_encoding
 from benchmarks.fast import bench_fast
 from benchmarks.gpu import GPU_MODELS, bench_gpu
 from benchmarks.report import ROOT, Config, Report, machine_info, markdown, save_report
+from benchmarks.scale import bench_scale
 from benchmarks.video import SHORT_RUN, bench_video
 
 
@@ -45,7 +46,8 @@ def bench_video_and_economy(cfg: Config, report: Report, tmp: Path) -> None:
 
 
 SECTIONS = {"batching": bench_batching, "video": bench_video_and_economy,
-            "encoding": bench_encoding, "fast": bench_fast, "gpu": bench_gpu}  # fmt: skip
+            "encoding": bench_encoding, "fast": bench_fast, "scale": bench_scale,
+            "gpu": bench_gpu}  # fmt: skip
 
 
 def quiet_progress_bars() -> None:

@@ -1,102 +1,101 @@
-"""Scale-out on a local Ray instance: the same jobs on 1 worker and on 2, one torch thread each.
+"""Scale-out: the same work on 1 Ray worker and on 2, side by side on a local instance.
 
-    python benchmarks/scale.py [--rounds 2] [--repeats 3] [--cpus 2] [--batch-size 1|auto]
+Workloads on the tiny twins, one torch thread per worker: 48 thumbnail-sized images
+(a CSV's rows, tiny-image at 64 px) and a 12-shot `continue` storyboard (tiny-ltx,
+`make_video` with the pool, 12 steps at 64 px). Each pool is started and its models loaded before the clock
+runs (workers keep their models); the pools take turns and the best time of each is kept
+(timing on a shared machine is noisy). Outputs are compared: with a fixed batch size of 1
+they are the same on any number of workers.
 
-Workloads: 24 tiny-image ImageJobs (64 px, 2 steps) and 12 tiny-ltx first-frame ClipJobs
-(32 px, 9 frames, 2 steps). Each pool is started and its models loaded before the clock
-runs (steady state: workers keep their models); the pools take turns for `--rounds`
-rounds of `--repeats` runs each, and the best time of each is kept, since timing on a shared machine is noisy. The
-outputs of the two pools are compared (exactly with a fixed batch size). Prints a table;
-nothing is asserted. `benchmarks/run.py` can call `measure` for its scale section.
+    python benchmarks/run.py --only scale
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .report import Config, Metric, Report, ratio_metric
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+WORKERS = (1, 2)
 
 
-def workloads():
-    from PIL import Image
+def _storyboard(shots: int) -> str:
+    # 12 steps at 64 px: each call costs about what the driver spends writing its segment,
+    # so the run is not all driver work (which no number of workers shortens).
+    lines = ["mode: continue", "fps: 8", "width: 64", "height: 64", "steps: 12", "seed: 3",
+             "shots:"]  # fmt: skip
+    for k in range(shots):
+        lines += [f"  - prompt: a paper boat, scene {k}", "    seconds: 1"]
+    return "\n".join(lines) + "\n"
 
-    from pipelines.clips import ClipJob
+
+def _rows(n: int):
     from pipelines.images import ImageJob
 
-    images = [ImageJob(f"a lighthouse at dusk, take {i}", "", 64, 64, 2, 1.0, i) for i in range(24)]
-    firsts = [Image.new("RGB", (32, 32), (20 * i, 90, 200 - 15 * i)) for i in range(12)]
-    clips = [ClipJob(f"a paper boat, shot {i}", im, 9, 32, 32, 2, 3.0, i) for i, im in enumerate(firsts)]  # fmt: skip
-    return {"images": ("tiny-image", images), "clips": ("tiny-ltx", clips)}
+    return [ImageJob(f"a lighthouse at dusk, row {i}", "", 64, 64, 2, 1.0, i) for i in range(n)]
 
 
-def measure(rounds: int = 2, repeats: int = 3, batch_size: int | None = 1) -> dict[str, dict]:
-    """{workload: {"1": best seconds, "2": best seconds, "ratio", "same", "max_diff"}}."""
+def _run_video(pool, tmp: Path, tag: str, runtime):
+    import numpy as np
+
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.video_io import read_frames
+
+    result = make_video(_storyboard(12), tmp / tag, VideoOptions(model="tiny-ltx"),
+                        runtime=runtime, text=True, pool=pool)  # fmt: skip
+    return np.stack(list(read_frames(result.video)))
+
+
+def measure(tmp: Path, repeats: int) -> dict[str, dict]:
+    """{workload: {"1": best seconds, "2": best seconds, "same": outputs equal}}."""
     import numpy as np
 
     from pipelines.scale import Pool
     from pipelines.settings import Runtime
 
-    runtime = Runtime(batch_size=batch_size)
-    work = workloads()
+    runtime = Runtime(batch_size=1)
+    rows = _rows(48)
     best: dict[tuple[str, int], float] = {}
-    outputs: dict[tuple[str, int], list] = {}
-    for _ in range(rounds):
-        for n in (1, 2):
+    out: dict[tuple[str, int], object] = {}
+    for turn in range(repeats):
+        for n in WORKERS:
             with Pool.start("local", n, runtime, threads=1) as pool:
-                for spec, jobs in work.values():
-                    pool.preload(spec, "video" if spec == "tiny-ltx" else "image")
-                    pool.run(spec, jobs[: 2 * n])  # warm: every worker has made one
-                for _ in range(repeats):
-                    for name, (spec, jobs) in work.items():
-                        t0 = time.perf_counter()
-                        outputs[name, n] = pool.run(spec, jobs)
-                        took = time.perf_counter() - t0
-                        best[name, n] = min(best.get((name, n), took), took)
+                pool.preload("tiny-image", "image")
+                pool.preload("tiny-ltx", "video")
+                for name, work in (
+                    ("thumbnail rows", lambda p=pool: p.images("tiny-image", rows)),
+                    ("12-shot storyboard",
+                     lambda p=pool, n=n, t=turn: _run_video(p, tmp, f"v{n}-{t}", runtime)),
+                ):  # fmt: skip
+                    t0 = time.perf_counter()
+                    out[name, n] = work()
+                    best[name, n] = min(best.get((name, n), 1e9), time.perf_counter() - t0)
     table = {}
-    for name in work:
-        a, b = outputs[name, 1], outputs[name, 2]
-        diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
-        table[name] = {
-            "1": best[name, 1],
-            "2": best[name, 2],
-            "ratio": best[name, 1] / best[name, 2],
-            "same": all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)),
-            "max_diff": diff,
-        }
+    for name in ("thumbnail rows", "12-shot storyboard"):
+        a, b = out[name, 1], out[name, 2]
+        same = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        table[name] = {"1": best[name, 1], "2": best[name, 2], "same": same}
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="turns of each pool")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each workload a turn")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
-    parser.add_argument("--batch-size", default="1", help="1 (exact comparison) or auto")
-    args = parser.parse_args(argv)
-    import ray
-
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
+def bench_scale(cfg: Config, report: Report, tmp: Path) -> None:
+    """1 vs 2 Ray workers (a local instance with 2 CPUs) on the same work."""
     try:
-        batch = None if args.batch_size == "auto" else int(args.batch_size)
-        table = measure(args.rounds, args.repeats, batch)
+        import ray
+    except ImportError:
+        report.metrics.append(Metric("scale", "2 workers / 1", None, note="skipped: no ray"))
+        return
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        table = measure(tmp, repeats=cfg.repeats)
     finally:
         ray.shutdown()
-    print(
-        f"| workload | 1 worker (s) | 2 workers (s) | speed-up | same output | batch {args.batch_size} |"
-    )
-    print("|---|---|---|---|---|---|")
     for name, row in table.items():
-        same = "yes" if row["same"] else f"max diff {row['max_diff']:.1e}"
-        print(f"| {name} | {row['1']:.2f} | {row['2']:.2f} | {row['ratio']:.2f}× | {same} | |")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        speed = row["1"] / row["2"]
+        note = (f"{row['1']:.2f} s on 1 worker, {row['2']:.2f} s on 2; outputs "
+                f"{'identical' if row['same'] else 'DIFFER'}; one torch thread per worker, "
+                "batch size 1")  # fmt: skip
+        report.metrics.append(ratio_metric("scale", f"{name}: 2 workers / 1", speed, "×",
+                                           "≥ 1.6", note=note))  # fmt: skip
+    report.details["scale"] = table
