@@ -48,6 +48,7 @@ from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .settings import Limits, Runtime
 from .stitch import Part, stitch
 from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_storyboard_file
+from .timeline import write_timelines
 from .video_io import VideoWriter, audio_duration
 
 log = logging.getLogger(__name__)
@@ -681,6 +682,9 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
     result = stitch(parts, video, sb.fps, audio=audio, poster=run.root / "poster.jpg")
     events.emit(events.Stitched(time.perf_counter() - t0))
     ctx.manifest.update(status="done", video=video.name, poster="poster.jpg")
+    ctx.save()
+    # The cut for an editor: the segment files with their in/out points and dissolves.
+    ctx.manifest["timelines"] = [p.name for p in write_timelines(run.root)]
     ctx.save()
     return VideoResult(run.root, video, result.poster, result.frames, result.fps,
                        result.width, result.height, len(ctx.segments), generated)  # fmt: skip

@@ -225,3 +225,21 @@ def test_a_real_tiny_run(tmp_path):
     assert dissolve.out_offset.value == 4  # 0.5 s at 8 fps
     (audio,) = tl.audio_tracks()[0].find_clips()
     assert audio.duration().value == 16 and audio.name == "music"
+
+
+def test_every_run_writes_its_timeline(tmp_path):
+    """A finished run folder holds timeline.otio (and the EDL), named in its manifest."""
+    import json
+
+    import opentimelineio as otio
+
+    from pipelines.chain import VideoOptions, make_video
+
+    story = tmp_path / "story.yaml"
+    story.write_text("fps: 8\nwidth: 32\nheight: 32\nshots:\n  - prompt: a\n    seconds: 1\n"
+                     "    transition: crossfade\n  - prompt: b\n    seconds: 1\n")  # fmt: skip
+    result = make_video(story, tmp_path / "run", VideoOptions(model="tiny-wan22"))
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["timelines"][:2] == ["timeline.otio", "timeline.edl"]
+    timeline = otio.adapters.read_from_file(str(result.run_dir / "timeline.otio"))
+    assert timeline.duration().to_frames() == result.frames == 16
