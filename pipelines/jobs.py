@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import sqlite3
@@ -1140,7 +1139,7 @@ def prepare_thumbnails(
         raise ValueError(
             f"preset: {width}x{height} is over the limit of {limits.max_side} px a side"
         )
-    report = make_thumbnails(Path(rows_file), Path(os.devnull), opts, say=lambda line: None)
+    report = make_thumbnails(Path(rows_file), None, opts, say=lambda line: None)
     if report.rows and len(report.failed) >= report.rows:
         n, why = report.failed[0]
         raise ValueError(f"rows: no usable row (line {n}: {why})")

@@ -230,3 +230,89 @@ def test_damaged_tails_and_segments_are_made_again_on_resume(tmp_path):
         assert kill["signal"] == 9, f"{name}: {kill}"
         assert resume["code"] == 0, f"{name}: {resume['err']}"
         assert np.array_equal(frames_of(tmp_path / f"damaged{i}" / "video.mp4"), reference), name
+
+
+# --------------------------------------------------------------------------- 3. thumbnails
+
+ROWS = "a lighthouse\na harbour\na forest\na desert\na glacier\n"
+SMALL = ("--model", "tiny", "--preset", "64x64")
+
+
+def test_a_killed_thumbnails_batch_keeps_its_finished_rows_and_no_partial_file(tmp_path):
+    """Issue 16, item 5: killed while writing row 4 (the manifest is saved at most once a
+    second, so it still calls rows 1-3 pending), a batch run again makes rows 4 and 5 only:
+    rows 1-3 are on disk, carrying their fingerprints; row 4's `.partial-` file is gone."""
+    rows = tmp_path / "rows.txt"
+    rows.write_text(ROWS)
+    out = tmp_path / "out"
+    argv = ["thumbnails", str(rows), "--out", str(out), *SMALL]
+    at = {"replace": "4-1-a-desert.jpg", "when": "before"}
+    kill, again = harness([{"kind": "kill", "argv": argv, "at": at}, {"kind": "run", "argv": argv}])
+    assert kill["signal"] == 9, kill
+    assert again["code"] == 0, again["err"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generated"] == 2  # rows 4 and 5; before the fix, all five again
+    assert [r["status"] for r in manifest["rows"]] == ["skipped-existing"] * 3 + ["done"] * 2
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
+
+
+def test_a_refused_from_video_run_leaves_a_rows_folder_as_it_was(cli, tmp_path):
+    """Issue 16, item 2: `--from-video` into a folder that holds a finished rows batch: a
+    refused run (a 0-byte video) changes nothing, a good one keeps the rows in the manifest,
+    and the rows batch run again makes nothing."""
+    rows = tmp_path / "rows.txt"
+    rows.write_text("a lighthouse\na harbour\n")
+    out = tmp_path / "out"
+    assert cli("thumbnails", rows, "--out", out, *SMALL)[0] == 0
+    before = tree(tmp_path)
+    manifest = (out / "manifest.json").read_bytes()
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    before = tree(tmp_path)
+    for dry in ((), ("--dry-run",)):  # item 17: the dry run refuses it too
+        code, _, err = cli("thumbnails", "--from-video", empty, "--out", out, "--preset", "64x64",
+                           *dry)  # fmt: skip
+        assert code == 2 and "from-video: cannot read 'empty.mp4'" in one_line(err), err
+        assert tree(tmp_path) == before and (out / "manifest.json").read_bytes() == manifest
+    video = make_video_file(tmp_path / "clip.mp4")
+    code, _, err = cli("thumbnails", "--from-video", video, "--out", out, "--preset", "64x64")
+    assert code == 0, err
+    entries = json.loads((out / "manifest.json").read_text())["rows"]
+    assert [e["line"] for e in entries if "video" not in e] == [1, 2]
+    code, _, err = cli("thumbnails", rows, "--out", out, *SMALL)
+    assert code == 0, err
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["generated"] == 0 and any("video" in e for e in data["rows"])
+
+
+def make_video_file(path: Path, frames: int = 12) -> Path:
+    from pipelines.stitch import VideoWriter
+
+    with VideoWriter(path, 8, 64, 48) as writer:
+        for i in range(frames):
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[:, : 16 + 4 * i] = (200, 60 + 10 * i, 40)
+            img[::8, ::8] = 255
+            writer.write(img)
+    return path
+
+
+def test_two_thumbnails_batches_into_one_folder_at_once_one_is_refused(tmp_path):
+    """Issue 16, item 1, for thumbnails: two batches into one --out released together,
+    twice: one runs, the other is refused with one line (exit 2); the manifest is one's."""
+    rows_a, rows_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    rows_a.write_text("a lighthouse\na harbour\n")
+    rows_b.write_text("a forest\n")
+    argvs = lambda out: [["thumbnails", str(rows), "--out", str(out), *SMALL]  # noqa: E731
+                         for rows in (rows_a, rows_b)]  # fmt: skip
+    outs = [tmp_path / "out0", tmp_path / "out1"]
+    for out, race in zip(outs, harness([{"kind": "race", "argvs": argvs(o)} for o in outs]),
+                         strict=True):  # fmt: skip
+        runs = race["runs"]
+        assert sorted(r["code"] for r in runs) == [0, 2], runs
+        line = one_line(next(r for r in runs if r["code"])["err"])
+        assert "being written by another run" in line and str(out) in line, line
+        manifest = json.loads((out / "manifest.json").read_text())
+        winner = rows_a if len(manifest["rows"]) == 2 else rows_b
+        assert manifest["input"] == winner.name
+        assert all(r["status"] == "done" for r in manifest["rows"])
