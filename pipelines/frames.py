@@ -65,6 +65,8 @@ class _Sample:
 
 
 def _error(path: Path, reason: object) -> ValueError:
+    """One line naming the video (never its folder): an FFmpeg error's own words only."""
+    reason = getattr(reason, "strerror", None) or reason
     return ValueError(f"from-video: cannot read '{path.name}': {reason}")
 
 
