@@ -189,13 +189,16 @@ def folder_busy(path: str | os.PathLike[str]) -> bool:
 
 def _try_lock(fd: int, fcntl: Any, key: tuple[int, int]) -> bool:
     """Lock `fd` without waiting. A claim of this process that is only waiting to be
-    collected (its run is over, a traceback kept it alive) is collected first."""
+    collected (its run is over, a traceback kept it alive) is collected first. A file system
+    that has no locks (some network mounts) claims nothing, as on Windows."""
     for attempt in range(2):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or attempt or key not in _HELD:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                return True  # no locks here: one writer per folder is up to the user
+            if attempt or key not in _HELD:
                 return False
             gc.collect()
     return False

@@ -1011,3 +1011,18 @@ def test_a_full_disk_stops_a_thumbnails_batch_and_the_rerun_finishes_it(cli, tmp
     manifest = json.loads((mnt / "out" / "manifest.json").read_text())
     assert manifest["generated"] == 20 - len(made)  # the rows on disk are not made again
     assert all(r["status"] in ("done", "skipped-existing") for r in manifest["rows"])
+
+
+def test_a_file_system_without_locks_still_runs(cli, tmp_path, monkeypatch):
+    """Some network mounts refuse flock (ENOLCK): runs go on unclaimed, as on Windows,
+    instead of every run being told another one is writing its folder."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    (tmp_path / "s.yaml").write_text(STORY)
+    code, out, err = cli("video", tmp_path / "s.yaml", "--out", tmp_path / "run", "--model", "tiny")
+    assert code == 0 and out.strip().endswith("video.mp4"), err
