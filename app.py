@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import inspect
 import json
+import math
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -39,7 +42,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.cli import add_runtime_flags, runtime_from_args
+from pipelines.cli import OneLineParser, add_runtime_flags, runtime_from_args
 from pipelines.jobs import (
     AUDIO_SUFFIXES,
     ROWS_SUFFIXES,
@@ -165,6 +168,96 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class Blocks(gr.Blocks):
+    """gr.Blocks whose events refuse inputs they cannot read with one line naming the input.
+
+    Gradio answers a raw API call with too few inputs, or with text, NaN or Infinity in a
+    number field, with `"error": null` and a server traceback (the failure is in its own
+    processing, before a handler runs), and its own refusals (a value not among a
+    dropdown's choices, over a slider's maximum, a file of the wrong type) name no input
+    and print a traceback too. `validate_inputs` is where Gradio checks a request before
+    processing it, so the checks go there (Gradio 6; tests/test_web_hardening.py fails if a
+    new Gradio stops calling it). Null means an input's default, for every input.
+    """
+
+    def validate_inputs(self, block_fn, inputs: list[Any]) -> None:
+        names = _input_names(block_fn)
+        if len(inputs) < len(block_fn.inputs):
+            raise gr.Error(
+                f"inputs: {block_fn.api_name or block_fn.name} takes {len(names)} values "
+                f"({', '.join(names)}), got {len(inputs)}; send null for any left at its default",
+                print_exception=False,
+            )
+        for i, (name, block) in enumerate(zip(names, block_fn.inputs, strict=False)):
+            if inputs[i] is None and isinstance(block, gr.Slider):
+                inputs[i] = block.value  # a slider cannot take null: its default instead
+            problem = _input_problem(block, inputs[i])
+            if problem:
+                raise gr.Error(f"{name}: {problem}", print_exception=False)
+        super().validate_inputs(block_fn, inputs)
+
+
+def _input_names(block_fn) -> list[str]:
+    """An event's inputs by the handler's parameter names (what an API caller sees), or by
+    the components' labels where the handler takes other arguments too."""
+    n = len(block_fn.inputs)
+    try:
+        params = [
+            p.name for p in inspect.signature(block_fn.fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]  # fmt: skip
+    except (TypeError, ValueError):
+        params = []
+    if len(params) >= n:
+        return params[len(params) - n :]
+    return [str(getattr(b, "label", None) or f"input {i}") for i, b in enumerate(block_fn.inputs)]
+
+
+def _input_problem(block: Any, value: Any) -> str | None:
+    """What is wrong with a raw input value for its component, in words that name the fix
+    (None: nothing). Null is always allowed: it means the default."""
+    if value is None:
+        return None
+    if isinstance(block, gr.Number | gr.Slider):
+        return _number_problem(block, value)
+    if _takes_text(block):
+        return None if isinstance(value, str) else f"must be text (got {type(value).__name__})"
+    if isinstance(block, gr.Dropdown | gr.Radio):
+        allowed = [c[1] if isinstance(c, tuple | list) else c for c in block.choices or []]
+        if allowed and value not in allowed:  # (no choices yet: filled in by the page)
+            shown = ", ".join(str(a) or "''" for a in allowed)
+            return f"{value!r:.60} is not in the list of choices ({shown})"
+        return None
+    if isinstance(block, gr.File):
+        if not isinstance(value, dict):
+            return "must be an uploaded file (gradio_client: handle_file(path))"
+        name = str(value.get("orig_name") or value.get("path") or "")
+        suffix = Path(name).suffix.lower()
+        if block.file_types and suffix not in block.file_types:
+            return f"{suffix or 'no'} file type is not accepted (use {', '.join(block.file_types)})"
+    return None
+
+
+def _number_problem(block: Any, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number (got {value!r:.60})"
+    if not math.isfinite(value):
+        return f"must be a finite number (got {value!r})"
+    low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
+    if high is not None and value > high:
+        return f"{value:g} is over the maximum value {high:g}"
+    if low is not None and value < low:
+        return f"{value:g} is under the minimum value {low:g}"
+    return None
+
+
+def _takes_text(block: Any) -> bool:
+    """A text box, or a dropdown that takes any text (a preset as WxH)."""
+    return isinstance(block, gr.Textbox) or (
+        isinstance(block, gr.Dropdown) and bool(block.allow_custom_value)
+    )
+
+
 def shots_to_storyboard(rows: list[list[Any]] | None) -> str:
     """The shots table as storyboard JSON (empty prompts are skipped)."""
     shots = []
@@ -233,7 +326,7 @@ class Actions:
         self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
     ) -> tuple[dict, dict]:
         """A video job's checked params and uploaded files (what Generate and Plan check)."""
-        from pipelines.jobs import check_upload, prepare_video
+        from pipelines.jobs import check_audio, prepare_video
 
         model = check_model(model, "video", default_model("video", self.server_model))
         params = prepare_video(
@@ -242,8 +335,8 @@ class Actions:
             negative_prompt=negative, limits=self.limits,
         )  # fmt: skip
         files = {}
-        if audio:
-            name = "audio" + check_upload(audio, AUDIO_SUFFIXES, self.limits, "audio")
+        if audio:  # checked now, also by Plan: a file that is not music fails here
+            name = "audio" + check_audio(audio, self.limits)
             params["audio"], files[name] = name, audio
         return params, files
 
@@ -411,10 +504,12 @@ class Actions:
                 raise ValueError("rows: paste CSV with a 'prompt' column, or upload a file")
             if len(text.encode("utf-8")) > self.limits.max_upload_bytes:
                 raise ValueError(f"rows: over the limit of {self.limits.max_upload_bytes} bytes")
-            staging = self.jobs.root / ".staging"
-            staging.mkdir(exist_ok=True)
-            source = staged = staging / f"{secrets.token_hex(8)}.csv"
-            staged.write_text(text, encoding="utf-8")
+            # Each paste gets its own folder, and the file the name messages show: a line
+            # such as "no rows in 'rows.csv'" names no internal staging file.
+            staged = self.jobs.root / ".staging" / secrets.token_hex(8)
+            staged.mkdir(parents=True)
+            source = staged / "rows.csv"
+            source.write_text(text, encoding="utf-8")
         try:
             params = prepare_thumbnails(
                 source, model=model, preset=preset or "youtube", variants=variants or 1,
@@ -423,7 +518,7 @@ class Actions:
             job = self._submit("thumbnails", params, {params["input"]: source})
         finally:
             if staged is not None:
-                staged.unlink(missing_ok=True)
+                shutil.rmtree(staged, ignore_errors=True)
         job = self._finished(job)
         images = [str(p) for p in job.files("images")]
         archive = job.files("zip")
@@ -435,19 +530,24 @@ class Actions:
 
     # -- jobs -------------------------------------------------------------------------
 
+    @user_errors
     def list_jobs(self, limit: int = 50) -> list[dict]:
         """Every job, newest first: id, kind, status, progress, message, params, outputs."""
-        return [j.as_dict() for j in self.jobs.list(max(1, min(int(limit), 1000)))]
+        if limit is None:
+            limit = 50
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit != limit:
+            raise ValueError(f"limit: must be a whole number from 1 to 1000 (got {limit!r})")
+        return [j.as_dict() for j in self.jobs.list(int(max(1, min(limit, 1000))))]
 
     @user_errors
     def job(self, job_id: str) -> dict:
         """One job's row."""
-        return self.jobs.get(job_id).as_dict()
+        return self.jobs.get(_job_id(job_id)).as_dict()
 
     @user_errors
     def cancel(self, job_id: str) -> dict:
         """Cancel a job: a waiting one at once, a running one after its current step."""
-        return self.jobs.cancel(job_id).as_dict()
+        return self.jobs.cancel(_job_id(job_id)).as_dict()
 
     def history_rows(self) -> list[list[Any]]:
         return [
@@ -506,6 +606,13 @@ class Actions:
         return job.id
 
 
+def _job_id(value: Any) -> str:
+    """A job id from an API call (which may send anything): text, or one line saying so."""
+    if not isinstance(value, str):
+        raise ValueError(f"job: no job {value!r:.60} (a job id is text, as /jobs lists them)")
+    return value
+
+
 def _number(label: str, info: str, value: int = 0, **kw) -> gr.Number:
     """A whole number whose "use the default" value (0, or -1 for seeds) says so in `info`."""
     return gr.Number(value=value, label=label, info=info, precision=0, **kw)
@@ -527,7 +634,7 @@ def create_demo(
     limits = limits or jobs.limits
     app = Actions(jobs, limits, model, max_waiting)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nStoryboards into long videos, one short generation at a time; "
             "images and batch thumbnails. Jobs run on the server: close the tab and come "
@@ -785,7 +892,7 @@ class Refused(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=f"{TITLE} web UI and API")
+    p = OneLineParser(description=f"{TITLE} web UI and API")
     p.add_argument("--model", default=None, help="default preset (tiny works offline)")
     p.add_argument("--host", default=None, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -799,6 +906,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_runtime_flags(p)
     return p
+
+
+def env_count(name: str, default: int, env: dict[str, str]) -> int:
+    """A whole number ≥ 1 from an environment variable; `Refused` names the variable."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise Refused(f"{name}: must be a whole number ≥ 1 (got {raw!r})")
+    return value
+
+
+def runs_folder(path: Path) -> Path:
+    """The runs folder, made if needed; `Refused` (one line) where it cannot be: a file, a
+    path through a file, a read-only file system, no permission, an unknown `~user`."""
+    from pipelines.files import check_writable_folder
+
+    try:
+        runs = path.expanduser()
+    except RuntimeError:  # `~someone/` of a user this machine does not have
+        raise Refused(
+            f"--runs: no such user's home folder in '{path}'; write the full path"
+        ) from None
+    try:
+        check_writable_folder(runs, "--runs")
+        runs.mkdir(parents=True, exist_ok=True)
+        return check_writable_folder(runs, "--runs").resolve()
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    except OSError as exc:
+        raise Refused(f"--runs: cannot make {str(runs)!r} ({exc.strerror or exc})") from None
 
 
 def exposure(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, tuple[str, str] | None]:
@@ -832,15 +974,21 @@ def private_paths(runs: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the server. Every refusal is one line: exit 2 for settings, 1 when the port
+    or the runs folder is taken. Jobs start only once the web server is up."""
     args = build_parser().parse_args(argv)
+    env = dict(os.environ)
     try:
-        host, auth = exposure(args, dict(os.environ))
+        host, auth = exposure(args, env)
+        if not 1 <= args.port <= 65535:
+            raise Refused(f"--port: must be from 1 to 65535 (got {args.port})")
         if args.model:
             check_model(args.model, "video", args.model)
         limits = Limits.from_env()
         runtime = runtime_from_args(args)
-        queue_size = int(os.environ.get("REELCHAIN_QUEUE_SIZE", QUEUE_SIZE))
-        max_waiting = int(os.environ.get("REELCHAIN_MAX_WAITING_JOBS", MAX_WAITING_JOBS))
+        queue_size = env_count("REELCHAIN_QUEUE_SIZE", QUEUE_SIZE, env)
+        max_waiting = env_count("REELCHAIN_MAX_WAITING_JOBS", MAX_WAITING_JOBS, env)
+        runs = runs_folder(args.runs)
     except (Refused, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -851,29 +999,40 @@ def main(argv: list[str] | None = None) -> int:
             "only people with the password can use it, and jobs run on this machine",
             file=sys.stderr,
         )
-    runs = args.runs.expanduser().resolve()
-    runs.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GRADIO_TEMP_DIR", str(runs / ".gradio"))  # uploads stay in runs
     from pipelines.jobs import RUNNERS
 
     runners = {kind: on_gpu(fn, GPU_SECONDS[kind]) for kind, fn in RUNNERS.items()}
     try:
-        jobs = JobManager(runs, runtimes=[runtime], limits=limits, runners=runners).start()
-    except (JobError, ValueError) as exc:
+        jobs = JobManager(runs, runtimes=[runtime], limits=limits, runners=runners).lock()
+    except (JobError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-    def stop(signum: int, frame: Any) -> None:
-        """Ctrl-C or SIGTERM: running jobs stop after their current step (and continue on
-        the next start), waiting API calls return, then the web server closes."""
-        jobs.stop()
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
     try:
         demo = create_demo(jobs, limits=limits, model=args.model, max_waiting=max_waiting)
-        demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY).launch(
+        if not serve(demo, args, host, auth, runs, limits, queue_size):
+            return 1
+        jobs.start()  # the server is up: now queued and interrupted jobs run
+
+        def stop(signum: int, frame: Any) -> None:
+            """Ctrl-C or SIGTERM: running jobs stop after their current step (and continue
+            on the next start), waiting API calls return, then the web server closes."""
+            jobs.stop()
+            raise KeyboardInterrupt
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+        demo.block_thread()
+    finally:
+        jobs.stop()
+    return 0
+
+
+def serve(demo: gr.Blocks, args, host: str, auth, runs: Path, limits: Limits, queue: int) -> bool:
+    """Bind and start the web server without blocking; False (one line said) when the port
+    cannot be bound (in use, or not on this machine)."""
+    try:
+        demo.queue(max_size=queue, default_concurrency_limit=CONCURRENCY).launch(
             server_name=host,
             server_port=args.port,
             auth=auth,
@@ -884,10 +1043,18 @@ def main(argv: list[str] | None = None) -> int:
             footer_links=["api"],
             ssr_mode=False,
             css=CSS,
+            prevent_thread_lock=True,
         )
-    finally:
-        jobs.stop()
-    return 0
+    except OSError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(
+            f"error: --port {args.port}: cannot serve on {host}:{args.port} ({reason}); stop "
+            "what uses the port or choose another --port",
+            file=sys.stderr,
+        )
+        demo.close()
+        return False
+    return True
 
 
 if __name__ == "__main__":

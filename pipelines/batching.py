@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -65,6 +65,17 @@ class Cost:
         return self.base + self.per_item * batch if self.per_item > 0 else None
 
 
+def _cost(key: str, raw: object) -> Cost:
+    """A cache entry as a `Cost`: Cost's fields, whole numbers ≥ 0 (anything else is damage)."""
+    names = [f.name for f in fields(Cost)]
+    if not isinstance(raw, dict) or not set(raw) <= set(names):
+        raise ValueError(f"entry {key!r} is not an object with {', '.join(names)}")
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"entry {key!r}: {name} {value!r} is not a whole number ≥ 0")
+    return Cost(**raw)
+
+
 @dataclass
 class Planner:
     """Chooses batch sizes from free memory and measured costs.
@@ -85,9 +96,32 @@ class Planner:
                 os.environ.get("REELCHAIN_CACHE", Path.home() / ".cache" / "reelchain")
             )
             self.cache_file = Path(base) / "planner.json"
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            raw = json.loads(self.cache_file.read_text())
-            self.costs = {k: Cost(**v) for k, v in raw.items()}
+        self.costs = self._load_cache()
+
+    def _load_cache(self) -> dict[str, Cost]:
+        """The measured costs in the cache file. A cache that does not read (damaged, hand
+        edited, from another version) is only an optimisation: it is ignored with a warning
+        naming it, and rewritten, instead of breaking every generating command."""
+        try:
+            raw = json.loads(self.cache_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        else:
+            try:
+                if not isinstance(raw, dict):
+                    raise ValueError("not a JSON object")
+                return {k: _cost(k, v) for k, v in raw.items()}
+            except ValueError as exc:
+                problem = str(exc)
+        log.warning(
+            "planner cache %s does not read (%s); ignoring it and starting afresh",
+            self.cache_file,
+            problem.splitlines()[0] if problem else "damaged",
+        )
+        self._save()
+        return {}
 
     def size_for(self, key: str, device, remaining: int) -> int:
         """The batch size for the next batch of `key` with `remaining` items left."""

@@ -208,10 +208,12 @@ class _Context:
             log.error("writing a segment failed: %s", exc)
 
     def close(self) -> None:
+        """Finish the writes, stop the writer, and give up the run folder's claim."""
         self.flush(raising=False)
         if self._writer is not None:
             self._writer.shutdown()
             self._writer = None
+        self.run.release()
 
     def images(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
         """Text-to-image or image-to-image items, here or on the Ray workers."""
@@ -267,15 +269,26 @@ def plan_text(
     return json.dumps(data, indent=2) if as_json else plan_summary(data)
 
 
-def new_run_folder(out_dir: str | Path) -> RunFolder:
-    """The folder a new run goes into; refused (one line) if it is a file or holds a run."""
-    run = RunFolder(Path(out_dir))
-    if run.root.exists() and not run.root.is_dir():
-        raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the run")
-    if run.manifest_path.exists():
-        raise ValueError(
-            f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
-        )
+def new_run_folder(out_dir: str | Path, *, claim: bool = True) -> RunFolder:
+    """The folder a new run goes into, claimed for the run's life (made if needed); refused
+    with one line if it is a file, holds a run or other work, or another run is writing
+    into it. Without `claim` (a dry run) the same checks, and nothing is written."""
+    from .files import check_writable_folder, folder_busy
+
+    run = RunFolder(check_writable_folder(out_dir))
+    _check_free_folder(run)
+    if not claim:
+        if folder_busy(run.root):
+            raise ValueError(_busy_message(run))
+        return run
+    if not run.claim():
+        raise ValueError(_busy_message(run))
+    try:
+        _check_free_folder(run)  # a run that ended just before the claim may have left one
+    except ValueError:
+        run.release()
+        raise
+    _remove_leftovers(run)  # of a run killed before its manifest existed
     return run
 
 
@@ -332,62 +345,30 @@ def resume_video(
     opts: VideoOptions | None = None,
     cancel: threading.Event | None = None,
     on_segment: Callable[[Segment, Path], None] | None = None,
+    pool: Any = None,
 ) -> VideoResult:
     """Finish an interrupted run; with `reroll`, make segment K (and what continues from
     it) again with a new seed, keep everything else, and stitch again."""
     run = RunFolder(Path(run_dir))
     if not run.root.is_dir():
         raise ValueError(f"resume: no such run folder {str(run_dir)!r}")
-    manifest = run.load_manifest()
-    opts = opts or VideoOptions()
-    opts = dataclasses.replace(
-        opts,
-        model=manifest["model"] or manifest["image_model"],
-        image_model=manifest["image_model"],
-        clip_frames=manifest.get("clip_frames"),
-    )
-    from .files import read_json
-
-    data = read_json(run.storyboard_path)
-    sb = Storyboard.from_dict(data, limits=opts.limits)
-    models = resolve_models(opts.model, sb.mode, opts.image_model)
-    segments = [Segment.from_dict(d) for d in manifest["segments"]]
-    for s in segments:  # a finished segment whose file is gone is made again
-        if s.status == "done" and not (s.file and (run.root / s.file).is_file()):
-            s.status = "pending"
-    if reroll is not None:
-        if not 0 <= reroll < len(segments):
-            raise ValueError(f"reroll: segment {reroll} does not exist (0 to {len(segments) - 1})")
-        if seed is not None and not 0 <= seed < 2**32:
-            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {seed})")
-        target = segments[reroll]
-        target.seed = seed if seed is not None else (target.seed + 1) % 2**32
-        redo = {reroll}
-        for s in segments:  # everything that continues from a rerolled segment
-            if s.depends in redo:
-                redo.add(s.index)
-        for i in redo:
-            segments[i].status = "pending"
-            segments[i].tries = 0
-    elif seed is not None:
-        raise ValueError("seed: use it with --reroll K")
-    runtime = runtime or Runtime()
-    if runtime.batch_size is None and manifest.get("batch_size"):
-        runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])
-    if not runtime.fast and manifest.get("fast"):  # the same fast paths, the same frames
-        runtime = dataclasses.replace(runtime, fast=tuple(manifest["fast"]))
-    check_fast(models.video or models.image, runtime.fast)
-    _remove_leftovers(run)
-    manifest["status"] = "running"
-    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment)
-    ctx.save()
-    return _execute(ctx)
+    if not run.claim():  # nothing is written to claim a folder that exists
+        raise ValueError(
+            f"resume: {run.root} is being run by another process right now; wait for it to "
+            "end (resume it then if it did not finish)"
+        )
+    try:
+        return _resume_claimed(run, reroll, seed, runtime, opts, cancel, on_segment, pool)
+    finally:
+        run.release()
 
 
 def _remove_leftovers(run: RunFolder) -> None:
-    """Temporary files of writes a killed run never finished (never at a final path)."""
+    """Temporary files of writes a killed run never finished (never at a final path). Only
+    the run that holds the folder's claim calls this, so no other run's files are touched."""
     for folder in (run.root, run.root / "segments", run.root / "keyframes"):
-        remove_partials(folder)
+        if folder.is_dir():
+            remove_partials(folder)
 
 
 def _execute(ctx: _Context) -> VideoResult:
@@ -688,3 +669,168 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
     ctx.save()
     return VideoResult(run.root, video, result.poster, result.frames, result.fps,
                        result.width, result.height, len(ctx.segments), generated)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Checking a run folder before a run starts or resumes
+
+
+def _check_free_folder(run: RunFolder) -> None:
+    """Refuse a folder that already holds work: a run (resume it), thumbnails, or another
+    tool's manifest.json. The advice differs, so the kind of manifest is read."""
+    from .files import read_json
+    from .runs import THUMBNAILS_KIND
+
+    if not run.manifest_path.exists():
+        return
+    try:
+        data = read_json(run.manifest_path)
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and data.get("kind") == THUMBNAILS_KIND:
+        raise ValueError(f"out: {run.root} holds thumbnails; choose another --out for the video")
+    if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION and "segments" in data:
+        raise ValueError(
+            f"out: {run.root} already holds a run; use --resume {run.root} or another --out"
+        )
+    raise ValueError(
+        f"out: {run.root} holds a manifest.json that is not a video run's; choose another --out"
+    )
+
+
+def _busy_message(run: RunFolder) -> str:
+    return (
+        f"out: {run.root} is being written by another run right now; wait for it to end, "
+        "or choose another --out"
+    )
+
+
+def _saved_storyboard(run: RunFolder, opts: VideoOptions) -> Storyboard:
+    """storyboard.json of a run, or one line saying the run cannot continue without it."""
+    from .files import read_json
+
+    try:
+        return Storyboard.from_dict(read_json(run.storyboard_path), limits=opts.limits)
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError) as exc:
+        problem = f"is damaged ({exc})"
+    raise ValueError(
+        f"resume: storyboard.json {problem}; the run cannot continue (start it again with "
+        "another --out)"
+    )
+
+
+def _saved_segments(manifest: dict[str, Any]) -> list[Segment]:
+    """The manifest's segments, or one line naming the first that does not read."""
+    segments = []
+    for k, d in enumerate(manifest["segments"]):
+        try:
+            seg = Segment.from_dict(d)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"resume: manifest.json is damaged (segment {k}: {exc!r})") from None
+        if seg.index != k or (seg.depends is not None and not 0 <= seg.depends < k):
+            raise ValueError(f"resume: manifest.json is damaged (segment {k} is out of order)")
+        segments.append(seg)
+    if not segments:
+        raise ValueError("resume: manifest.json is damaged (it lists no segments)")
+    return segments
+
+
+def _recheck_segments(run: RunFolder, segments: list[Segment]) -> None:
+    """A segment the manifest calls done is made again (with its own seed, so with the same
+    frames) when its file is gone or does not decode to its frames (truncated, damaged)."""
+    from .runs import decoded_frames
+
+    for seg in segments:
+        if seg.status != "done":
+            continue
+        path = run.segment(seg.index)  # where the run writes it: a manifest names no other file
+        if seg.file != run.rel(path) or not path.is_file():
+            problem = "is missing"
+        elif decoded_frames(path) != seg.frames - seg.holdback:
+            problem = "is damaged"
+        else:
+            continue
+        log.warning("segment %d: its file %s; making it again", seg.index, problem)
+        seg.status = "pending"
+
+
+def _recheck_conditioning(run: RunFolder, segments: list[Segment]) -> None:
+    """What the segments left to make start from must read whole. A finished segment whose
+    tail PNGs are gone or damaged is made again with its own seed (its frames, so its tails,
+    come out the same), and so on up the chain; a damaged keyframe is removed so that it is
+    made again like a missing one."""
+    from .runs import readable_png
+
+    changed = True
+    while changed:
+        changed = False
+        todo = [s for s in segments if s.status != "done"]
+        for dep in {s.depends for s in todo if s.depends is not None}:
+            prev = segments[dep]
+            tails = [run.tail(prev.index, i) for i in range(prev.holdback or 1)]
+            if prev.status == "done" and not all(readable_png(t) for t in tails):
+                log.warning("segment %d: its last frames are gone; making it again", dep)
+                prev.status, changed = "pending", True
+    todo = [s for s in segments if s.status != "done"]
+    shots = {s.shot for s in todo} | {s.last_keyframe for s in todo if s.last_keyframe is not None}
+    for shot in shots:
+        path = run.keyframe(shot)
+        if path.is_file() and not readable_png(path):
+            log.warning("keyframe %d is damaged; making it again", shot)
+            path.unlink()
+
+
+def _resume_claimed(
+    run: RunFolder,
+    reroll: int | None,
+    seed: int | None,
+    runtime: Runtime | None,
+    opts: VideoOptions | None,
+    cancel: threading.Event | None,
+    on_segment: Callable[[Segment, Path], None] | None,
+    pool: Any = None,
+) -> VideoResult:
+    """`resume_video` once the folder is claimed: the manifest and what is on disk decide
+    what is made again."""
+    manifest = run.load_manifest()
+    opts = opts or VideoOptions()
+    opts = dataclasses.replace(
+        opts,
+        model=manifest["model"] or manifest["image_model"],
+        image_model=manifest["image_model"],
+        clip_frames=manifest.get("clip_frames"),
+    )
+    sb = _saved_storyboard(run, opts)
+    models = resolve_models(opts.model, sb.mode, opts.image_model)
+    segments = _saved_segments(manifest)
+    _recheck_segments(run, segments)  # a finished segment that is gone or damaged: again
+    if reroll is not None:
+        if not 0 <= reroll < len(segments):
+            raise ValueError(f"reroll: segment {reroll} does not exist (0 to {len(segments) - 1})")
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {seed})")
+        target = segments[reroll]
+        target.seed = seed if seed is not None else (target.seed + 1) % 2**32
+        redo = {reroll}
+        for s in segments:  # everything that continues from a rerolled segment
+            if s.depends in redo:
+                redo.add(s.index)
+        for i in redo:
+            segments[i].status = "pending"
+            segments[i].tries = 0
+    elif seed is not None:
+        raise ValueError("seed: use it with --reroll K")
+    _recheck_conditioning(run, segments)  # what the segments left to make start from
+    runtime = runtime or Runtime()
+    if runtime.batch_size is None and manifest.get("batch_size"):
+        runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])
+    if not runtime.fast and manifest.get("fast"):  # the same fast paths, the same frames
+        runtime = dataclasses.replace(runtime, fast=tuple(manifest["fast"]))
+    check_fast(models.video or models.image, runtime.fast)
+    _remove_leftovers(run)
+    manifest["status"] = "running"
+    ctx = _Context(run, sb, models, opts, runtime, segments, manifest, cancel, on_segment, pool)
+    ctx.save()
+    return _execute(ctx)

@@ -18,7 +18,7 @@ from pathlib import Path
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -62,12 +62,12 @@ def runtime_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m pipelines",
         description="Reelchain: long videos from short generations, images and thumbnails.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("image", help="text-to-image or image-to-image")
     p.add_argument("prompt")
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
+    from .files import check_writable_folder
     from .images import make_images
     from .settings import ImageRequest, Limits
 
@@ -149,7 +150,9 @@ def _cmd_image(args: argparse.Namespace) -> int:
         strength=args.strength,
         limits=Limits.from_env(),
     )
-    for r in make_images(req, args.out, model=args.model, runtime=runtime_from_args(args)):
+    runtime = runtime_from_args(args)
+    check_writable_folder(args.out)  # before a model is loaded, not after
+    for r in make_images(req, args.out, model=args.model, runtime=runtime):
         print(r.path)
     return EXIT_OK
 
@@ -173,6 +176,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
             raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
         result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
     else:
+        _check_image_model(args.image_model)
         opts = VideoOptions(model=args.model, mode=args.mode, image_model=args.image_model,
                             clip_frames=args.clip_frames, seed=args.seed)  # fmt: skip
         if args.dry_run:
@@ -184,7 +188,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
                 args.storyboard, opts, as_json=args.json, fast=runtime.fast, runtime=runtime
             )
             if args.out:  # the run this plans could go there (nothing is written)
-                new_run_folder(args.out)
+                new_run_folder(args.out, claim=False)
             print(text)
             return EXIT_OK
         if not args.storyboard or not args.out:
@@ -192,6 +196,20 @@ def _cmd_video(args: argparse.Namespace) -> int:
         result = make_video(args.storyboard, args.out, opts, runtime=runtime)
     print(result.video)
     return EXIT_OK
+
+
+def _check_image_model(spec: str | None) -> None:
+    """Keyframes are text-to-image: a video model given as --image-model cannot make them."""
+    if spec is None:
+        return
+    from .models import resolve_model
+
+    ref = resolve_model(spec, "image")
+    if ref.family.kind != "image":
+        raise ValueError(
+            f"image-model: {ref.label} is a video model; keyframes need an image model such "
+            "as sd-turbo or tiny"
+        )
 
 
 def _cmd_thumbnails(args: argparse.Namespace) -> int:
@@ -269,8 +287,10 @@ def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> i
             "interrupted: finished work is kept; resume with `python -m pipelines video --resume DIR`"
         )
         return 130
-    except OSError as exc:
-        _say(f"error: {exc.strerror or exc} ({exc.filename or type(exc).__name__})")
+    except OSError as exc:  # the file as the user knows it, never a temporary name
+        from .files import describe_os_error
+
+        _say(f"error: {describe_os_error(exc)}")
         return EXIT_FAILED
     except Exception as exc:  # a bug or a library failure: one line, details with -v
         logging.getLogger(__name__).debug("failure", exc_info=True)

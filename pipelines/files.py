@@ -8,9 +8,13 @@ disk leaves the old file (or nothing) at the final path, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import json
 import os
+import re
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,4 +80,154 @@ def write_json(final: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's value; ValueError (never RecursionError) for one that does not read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Naming files in messages
+
+
+_PARTIAL_NAME = re.compile(rf"\.(?P<stem>.*?){re.escape(TMP_MARK)}[^/]*?(?P<suffix>\.[^./]*)?$")
+
+
+def final_name(path: str | os.PathLike[str]) -> str:
+    """The file a user knows for `path`: a temporary `.seg-001.partial-x8k.mp4` is reported as
+    the `seg-001.mp4` it was about to become (its folder kept), any other path as it is."""
+    path = Path(path)
+    m = _PARTIAL_NAME.fullmatch(path.name)
+    if m is None:
+        return str(path)
+    return str(path.with_name(m["stem"] + (m["suffix"] or "")))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed read or write: what went wrong and on which file, the way the
+    user names it (`No space left on device (run/segments/seg-003.mp4)`)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{what} ({final_name(exc.filename)})" if exc.filename else what
+
+
+# ---------------------------------------------------------------------------------------
+# One writer per folder
+
+
+class FolderClaim:
+    """An exclusive claim on an output folder for one run's life.
+
+    It is `fcntl.flock` on the folder itself, not an exclusive-create lock file: the kernel
+    drops the lock when the process ends, however it ends (SIGKILL, out of memory), so a
+    killed run never leaves a stale lock that would block `--resume`, and nothing extra is
+    written into the folder. The claim goes with `release()`, or when the object is garbage
+    (the run that held it is over). A folder the claim created is removed again if nothing
+    was put in it, so a run refused after its claim leaves no trace.
+    """
+
+    def __init__(self, path: Path, fd: int | None, created: bool) -> None:
+        self.path = path
+        self._release = weakref.finalize(self, _unlock, fd, path, created)
+
+    def release(self) -> None:
+        self._release()
+
+
+_HELD: weakref.WeakValueDictionary[tuple[int, int], FolderClaim] = (
+    weakref.WeakValueDictionary()
+)  # claims this process holds, by folder identity
+
+
+def claim_folder(path: str | os.PathLike[str]) -> FolderClaim | None:
+    """Create `path` (and its parents) if needed and claim it; None while another process,
+    or another run in this one, holds it. Where `fcntl` is missing (Windows) every claim
+    succeeds: one writer per folder is then up to the user."""
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return FolderClaim(path, None, False)
+    for _ in range(3):  # the folder was removed and made again between open and lock: again
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if not _try_lock(fd, fcntl, key):
+            os.close(fd)
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == key:
+                claim = FolderClaim(path, fd, created)
+                _HELD[key] = claim
+                return claim
+        os.close(fd)
+    return None
+
+
+def folder_busy(path: str | os.PathLike[str]) -> bool:
+    """Whether a run holds `path` right now (a check that writes nothing: for dry runs)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        st = os.fstat(fd)
+        if not _try_lock(fd, fcntl, (st.st_dev, st.st_ino)):
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int, fcntl: Any, key: tuple[int, int]) -> bool:
+    """Lock `fd` without waiting. A claim of this process that is only waiting to be
+    collected (its run is over, a traceback kept it alive) is collected first. A file system
+    that has no locks (some network mounts) claims nothing, as on Windows."""
+    for attempt in range(2):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                return True  # no locks here: one writer per folder is up to the user
+            if attempt or key not in _HELD:
+                return False
+            gc.collect()
+    return False
+
+
+def _unlock(fd: int | None, path: Path, created: bool) -> None:
+    if created:  # before the lock goes, so no other run can have claimed it meanwhile
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only when empty
+    if fd is not None:
+        os.close(fd)
+
+
+def check_writable_folder(path: str | os.PathLike[str], field: str = "out") -> Path:
+    """Refuse (one line naming `field`) a folder that cannot be written: a file, a path
+    through a file, or a place without write access. Writes nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{field}: {str(path)!r} is a file; give a folder")
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{field}: {str(parent)!r} is a file, so {str(path)!r} cannot be made")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{field}: cannot write in {str(parent)!r} (no permission, or a read-only file "
+            "system); choose another folder"
+        )
+    return path

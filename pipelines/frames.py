@@ -67,6 +67,8 @@ class _Sample:
 
 
 def _error(path: Path, reason: object) -> ValueError:
+    """One line naming the video (never its folder): an FFmpeg error's own words only."""
+    reason = getattr(reason, "strerror", None) or reason
     return ValueError(f"from-video: cannot read '{path.name}': {reason}")
 
 
@@ -116,11 +118,7 @@ def _sample(path: Path, sample_every: int | None) -> tuple[list[_Sample], float]
         raise _error(path, exc) from exc
     samples: list[_Sample] = []
     with container:
-        if not container.streams.video:
-            raise _error(path, "no video stream")
-        stream = container.streams.video[0]
-        if stream.codec_context.name in _TEXT_CODECS:
-            raise _error(path, f"text, not video (FFmpeg reads it as {stream.codec_context.name})")
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
@@ -152,6 +150,38 @@ def _sample(path: Path, sample_every: int | None) -> tuple[list[_Sample], float]
     if not samples:
         raise _error(path, "no decodable frames")
     return samples, rate / step
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The first video stream; refused when there is none or it is text posing as video."""
+    if not container.streams.video:
+        raise _error(path, "no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context.name in _TEXT_CODECS:
+        raise _error(path, f"text, not video (FFmpeg reads it as {stream.codec_context.name})")
+    return stream
+
+
+def check_video(video_path: str | Path) -> None:
+    """Refuse, with `best_frames`' own one line, a file it would refuse; reads one frame.
+
+    `best_frames` keeps the frames before any damage, so a video whose first frame decodes
+    is one it accepts: a dry run checks this much and no more."""
+    path = Path(video_path)
+    if not path.is_file():
+        raise _error(path, "no such file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise _error(path, exc) from exc
+    with container:
+        stream = _video_stream(container, path)
+        try:
+            frame = next(iter(container.decode(stream)), None)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise _error(path, exc) from exc
+    if frame is None:
+        raise _error(path, "no decodable frames")
 
 
 def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:

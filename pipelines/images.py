@@ -135,12 +135,28 @@ def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, in
 
 
 def read_init_image(path: Path, width: int, height: int) -> Image.Image:
+    """The `--init` image at the generation size; one `init:` line for a file that is not an
+    image, or one whose pixel count is a decompression bomb's (checked from the header,
+    before anything is decoded; PIL's own bomb warning is not passed on to the user)."""
+    import warnings
+
+    most = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's threshold for its bomb warning
+    name = Path(path).name
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"init: cannot read image {Path(path).name!r} ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > most:
+                    raise Image.DecompressionBombError(name)
+                im.load()
+                img = im.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ValueError(
+            f"init: {name!r} has more than {most} pixels (the limit; a decompression bomb?); "
+            "use a smaller image"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"init: cannot read image {name!r} ({exc})") from None
     if img.size != (width, height):
         img = img.resize((width, height), Image.Resampling.LANCZOS)
     return img

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import sqlite3
@@ -670,8 +669,16 @@ class JobManager:
     def root(self) -> Path:
         return self.store.root
 
+    def lock(self) -> JobManager:
+        """Claim the runs folder for this server (`JobError` while another server has it);
+        `start` does it too. A server locks before it binds its port and starts only once
+        the port is bound, so a server that cannot come up never runs a queued job."""
+        if self._lock_file is None:
+            self._lock_runs_folder()
+        return self
+
     def start(self) -> JobManager:
-        self._lock_runs_folder()
+        self.lock()
         for job_id in self.store.recover():
             log.warning("job %s was interrupted; it will continue", job_id)
         self._stop.clear()
@@ -901,7 +908,10 @@ class JobManager:
         )
 
     def _failed(self, job: Job, ctx: JobContext, exc: Exception) -> None:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        from .files import describe_os_error
+
+        text = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        text = text.splitlines()[0] if text else type(exc).__name__
         if ctx.cancel.is_set() and self._stop.is_set():
             # A server stopping in good order is no crash: the attempt does not count.
             self.store.update(
@@ -963,6 +973,20 @@ def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name
     size = path.stat().st_size
     if size > limits.max_upload_bytes:
         raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
+    return suffix
+
+
+def check_audio(path: str | Path, limits: Limits) -> str:
+    """A music upload's suffix, once its type and size pass and it decodes as audio: a text
+    file named `.mp3` is refused with the request, not when its job runs."""
+    from .stitch import audio_duration
+
+    suffix = check_upload(path, AUDIO_SUFFIXES, limits, "audio")
+    try:
+        audio_duration(Path(path))
+    except ValueError as exc:  # "audio: cannot read '<upload name>': no audio stream"
+        reason = str(exc).rpartition(": ")[2]
+        raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
     return suffix
 
 
@@ -1140,7 +1164,7 @@ def prepare_thumbnails(
         raise ValueError(
             f"preset: {width}x{height} is over the limit of {limits.max_side} px a side"
         )
-    report = make_thumbnails(Path(rows_file), Path(os.devnull), opts, say=lambda line: None)
+    report = make_thumbnails(Path(rows_file), None, opts, say=lambda line: None)
     if report.rows and len(report.failed) >= report.rows:
         n, why = report.failed[0]
         raise ValueError(f"rows: no usable row (line {n}: {why})")

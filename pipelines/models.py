@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -373,20 +374,46 @@ def resolve_model(
     elif spec in PRESETS:
         ref = ModelRef(spec, PRESETS[spec], "hub")
     elif spec.endswith(".safetensors"):
-        path = Path(spec).expanduser()
+        path = Path(os.path.expanduser(spec))  # os.path: `~nobody/` stays as it is
         if not path.is_file():
             raise ValueError(f"model: file not found: {spec!r}")
+        # The header (8-byte length, then JSON naming each tensor's byte range) must read,
+        # and the data it names be there, or loading fails deep in a library.
+        try:
+            with open(path, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                size = path.stat().st_size
+                header = json.loads(fh.read(n)) if 2 <= n <= min(size - 8, 2**27) else None
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            if 8 + n + max(ends, default=0) > size:
+                header = None  # truncated
+        except (OSError, ValueError, RecursionError, AttributeError, TypeError, KeyError,
+                IndexError):  # fmt: skip
+            header = None
+        if not isinstance(header, dict):
+            raise ValueError(
+                f"model: {path.name!r} is not a safetensors checkpoint (its header does not "
+                "read: damaged or another format); give a .safetensors file or a diffusers folder"
+            )
         ref = ModelRef(
             str(path.resolve()), _inherit("image", path.stem, str(path.resolve()), {}), "file"
         )
-    elif Path(spec).expanduser().is_dir():
-        path = Path(spec).expanduser().resolve()
+    elif Path(os.path.expanduser(spec)).is_dir():  # os.path: `~nobody/` stays as it is
+        path = Path(os.path.expanduser(spec)).resolve()
         index = path / "model_index.json"
         if not index.is_file():
             raise ValueError(
                 f"model: {spec!r} is a folder without model_index.json (not a diffusers model)"
             )
-        family = _family_from_index(json.loads(index.read_text()), spec)
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise ValueError(
+                f"model: {spec!r} has a model_index.json that does not read ({reason}); "
+                "download the model again"
+            ) from None
+        family = _family_from_index(data, spec)
         configs = folder_configs(path)
         ref = ModelRef(str(path), _inherit(family, path.name, str(path), configs), "local")
     elif _looks_like_repo_id(spec):
@@ -550,12 +577,23 @@ def _looks_like_repo_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 
 
-def _family_from_index(index: dict, spec: str) -> str:
+def _family_from_index(index: object, spec: str) -> str:
+    """The family a `model_index.json` names; one line naming `model` when it names none."""
+    if not isinstance(index, dict):
+        raise ValueError(
+            f"model: {spec!r} has a model_index.json that is not a JSON object "
+            "(download the model again)"
+        )
     cls = index.get("_class_name", "")
+    if not isinstance(cls, str):
+        raise ValueError(
+            f"model: {spec!r} has a model_index.json whose _class_name is not a name "
+            f"(got {type(cls).__name__}); download the model again"
+        )
     if cls not in CLASS_TO_FAMILY:
         raise ValueError(
-            f"model: {spec!r} is a {cls or 'unknown'} pipeline, which Reelchain does not run "
-            f"(supported: {', '.join(sorted(CLASS_TO_FAMILY))})"
+            f"model: {spec!r} is a {cls[:80] or 'unknown'} pipeline, which Reelchain does not "
+            f"run (supported: {', '.join(sorted(CLASS_TO_FAMILY))})"
         )
     return CLASS_TO_FAMILY[cls]
 

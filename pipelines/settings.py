@@ -14,6 +14,7 @@ that names the field and the fix; the CLI turns it into exit code 2, the UI into
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -126,19 +127,29 @@ class Runtime:
         fast: str | tuple[str, ...] | None = None,
         env: dict[str, str] | None = None,
     ) -> Runtime:
-        """Options win over `REELCHAIN_*` environment variables, which win over defaults."""
+        """Options win over `REELCHAIN_*` environment variables, which win over defaults. A
+        bad variable is one line naming the variable (the flag was never typed)."""
         env = os.environ if env is None else env
 
-        def pick(value, key, default):
-            return value if value is not None else env.get(f"REELCHAIN_{key}", default)
+        def pick(value, key, parse):
+            if value is not None:
+                return parse(value)
+            raw = env.get(f"REELCHAIN_{key}")
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (from REELCHAIN_{key})") from None
+
+        def choice(name, choices):
+            return lambda v: _choice(name, "auto" if v is None else v, choices)
 
         return cls(
-            device=pick(device, "DEVICE", "auto"),
-            dtype=pick(dtype, "DTYPE", "auto"),
-            offload=pick(offload, "OFFLOAD", "auto"),
-            batch_size=parse_batch_size(pick(batch_size, "BATCH_SIZE", None)),
-            memory_budget=parse_size(pick(memory_budget, "MEMORY_BUDGET", None)),
-            fast=parse_fast(pick(fast, "FAST", None)),
+            device=pick(device, "DEVICE", choice("device", DEVICE_CHOICES)),
+            dtype=pick(dtype, "DTYPE", choice("dtype", DTYPE_CHOICES)),
+            offload=pick(offload, "OFFLOAD", choice("offload", OFFLOAD_CHOICES)),
+            batch_size=pick(batch_size, "BATCH_SIZE", parse_batch_size),
+            memory_budget=pick(memory_budget, "MEMORY_BUDGET", parse_size),
+            fast=pick(fast, "FAST", parse_fast),
         )
 
 
@@ -171,19 +182,24 @@ class Limits:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        """Caps from `REELCHAIN_MAX_*` variables; a bad value is one line naming the variable
+        (an operator reads which variable to fix, not which dataclass field it fills)."""
         env = os.environ if env is None else env
         changes = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f"REELCHAIN_{f.name.upper()}")
+            name = f"REELCHAIN_{f.name.upper()}"
+            raw = env.get(name)
             if raw is None:
                 continue
-            kind = float if f.type in ("float", float) else int
+            whole = f.type not in ("float", float)
             try:
-                changes[f.name] = kind(raw)
+                value = int(raw) if whole else float(raw)
             except ValueError:
-                raise ValueError(
-                    f"REELCHAIN_{f.name.upper()}: must be a number (got {raw!r})"
-                ) from None
+                value = None
+            if value is None or not math.isfinite(value) or value <= 0:
+                kind = "a whole number" if whole else "a number"
+                raise ValueError(f"{name}: must be {kind} > 0 (got {raw!r})")
+            changes[f.name] = value
         return dataclasses.replace(cls(), **changes)
 
     def check_prompt(self, prompt: str, name: str = "prompt") -> str:

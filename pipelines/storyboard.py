@@ -80,6 +80,8 @@ MAX_GUIDANCE = 100.0
 MAX_PAN = 512.0
 MAX_ROTATE = 180.0
 MAX_MODEL_CHARS = 200
+MAX_DEPTH = 20  # nesting a storyboard may have (it needs 4: settings, shots, a shot, motion)
+_TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels; a storyboard needs 4)"
 
 
 class StoryboardError(ValueError):
@@ -280,6 +282,39 @@ def parse_storyboard(
 
 
 def _load_data(text: str, fmt: str | None) -> Any:
+    """The document's data, refused (one line) when it does not read or is nested past
+    `MAX_DEPTH` (the parsers recurse per level: 100,000 levels would exhaust the stack)."""
+    try:
+        data = _parse_text(text, fmt)
+    except RecursionError:
+        raise StoryboardError("", _TOO_DEEP) from None
+    if _depth(data) > MAX_DEPTH:
+        raise StoryboardError("", _TOO_DEEP)
+    return data
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and mappings nest in `data`. Iterative (no recursion to exhaust) and
+    once per object: YAML aliases share objects, and walking every path through nine levels
+    of nine aliases ("billion laughs") would take 9**9 steps."""
+    depth: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        value, children_done = stack.pop()
+        if not isinstance(value, Mapping | list | tuple) or id(value) in depth:
+            continue
+        children = list(value.values()) if isinstance(value, Mapping) else list(value)
+        if children_done:
+            depth[id(value)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
+            if depth[id(value)] > MAX_DEPTH:
+                return depth[id(value)]
+        else:
+            stack.append((value, True))
+            stack.extend((c, False) for c in children)
+    return depth.get(id(data), 0)
+
+
+def _parse_text(text: str, fmt: str | None) -> Any:
     if not text.strip():
         raise StoryboardError("", "is empty (expected a mapping with 'shots', or a list of shots)")
     if fmt == "json" or (fmt is None and text.lstrip()[0] in "{["):
@@ -308,7 +343,18 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (YAML's default keeps the last)."""
+    """SafeLoader that rejects duplicate mapping keys (YAML's default keeps the last) and
+    reads numbers the way people write them: YAML 1.1 wants a dot in a float, so `1e9`
+    would be the string '1e9'; here, as in YAML 1.2 and JSON, it is the number 1e9."""
+
+
+# YAML 1.2's float syntax (the core schema) next to SafeLoader's own (YAML 1.1): exponents
+# without a dot, an optional sign on the exponent.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -436,6 +482,11 @@ def _num(value: float | int) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _quote_hint(value: Any) -> str:
+    """For text that YAML read as a number or a boolean (`- 1984`, `prompt: yes`)."""
+    return "; put it in quotes to make it text" if isinstance(value, bool | int | float) else ""
+
+
 def _did_you_mean(value: Any, options: tuple[str, ...] | list[str]) -> str:
     if not isinstance(value, str):
         return ""
@@ -505,7 +556,7 @@ def _text(*, required: bool = False, max_chars: Bound = "max_prompt_chars") -> C
     def check(value: Any, site: _Site) -> str:
         if not isinstance(value, str) or (required and not value.strip()):
             kind = "a non-empty string" if required else "a string"
-            raise _Invalid(f"must be {kind} (got {_show(value)})")
+            raise _Invalid(f"must be {kind} (got {_show(value)}){_quote_hint(value)}")
         value = value.strip()
         limit = _limit_value(max_chars, site.env.limits)
         if limit is not None and len(value) > limit:
@@ -537,7 +588,10 @@ def _audio(value: Any, site: _Site) -> str:
     so the resolved storyboard no longer depends on where it was read from."""
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"must be a file path (got {_show(value)})")
-    path = Path(value.strip()).expanduser()
+    try:
+        path = Path(value.strip()).expanduser()
+    except RuntimeError:  # `~someone/...` for a user this machine does not have
+        raise _Invalid(f"no such user's home folder in {value!r}; write the full path") from None
     if not path.is_absolute():
         path = site.env.base_dir / path
     if not path.exists():
@@ -568,7 +622,9 @@ def _shots(value: Any, site: _Site) -> tuple[Shot, ...]:
         if isinstance(item, str):
             item = {"prompt": item}
         elif not isinstance(item, Mapping):
-            raise StoryboardError(path, f"must be a mapping or a prompt string (got {_show(item)})")
+            raise StoryboardError(
+                path, f"must be a mapping or a prompt string (got {_show(item)}){_quote_hint(item)}"
+            )
         inherited = {
             "index": index,
             "storyboard_seed": site.scope["seed"],

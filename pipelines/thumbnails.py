@@ -37,7 +37,15 @@ from tqdm import tqdm
 
 from . import __version__, frames, images, models, overlay
 from .batching import Planner
-from .files import read_json, write_json
+from .files import (
+    FolderClaim,
+    check_writable_folder,
+    claim_folder,
+    folder_busy,
+    read_json,
+    remove_partials,
+    write_json,
+)
 from .settings import Limits, Runtime
 
 FORMATS = ("jpg", "png")
@@ -103,7 +111,7 @@ class ThumbnailReport:
 
 def make_thumbnails(
     input_path: str | Path | None,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     opts: ThumbnailOptions | None = None,
     *,
     runtime: Runtime | None = None,
@@ -115,11 +123,15 @@ def make_thumbnails(
     Whole-command problems (missing input, unknown preset, a video model) raise ValueError;
     a bad row is reported through `say` (one line each, default stderr) and in the report.
     With `from_video`, an optional input file supplies the title (and preset) from its row.
+    A dry run refuses what the run would, `out_dir` included (None: no folder to check).
+    The run claims `out_dir` for its life: a second batch into it at once is refused.
     """
     opts = opts or ThumbnailOptions()
     say = say or _say
     input_path = Path(input_path) if input_path is not None else None
-    out = Path(out_dir)
+    if out_dir is None and not opts.dry_run:
+        raise ValueError("out: give a folder for the thumbnails")
+    out = Path(out_dir) if out_dir is not None else None
     if opts.from_video is not None:
         return _from_video(input_path, out, opts, say)
     if input_path is None:
@@ -297,6 +309,9 @@ def _jsonl_entries(lines: list[tuple[int, str | None]]) -> list[tuple[int, dict[
         except json.JSONDecodeError as exc:
             entries.append((n, f"not valid JSON ({exc.msg} at column {exc.colno})"))
             continue
+        except RecursionError:  # one bad row, not the end of the batch
+            entries.append((n, 'nested too deeply; a row is one object such as {"prompt": "..."}'))
+            continue
         if not isinstance(value, dict):
             entries.append((n, 'must be a JSON object such as {"prompt": "..."}'))
             continue
@@ -383,45 +398,92 @@ class _Work:
 
 def _from_rows(
     input_path: Path,
-    out: Path,
+    out: Path | None,
     opts: ThumbnailOptions,
     *,
     runtime: Runtime | None,
     planner: Planner | None,
     say: Callable[[str], None],
 ) -> ThumbnailReport:
-    # 1. Check the model and the input; report bad rows at once.
+    """Check the model, the rows and the folder (bad rows reported at once), then make the
+    thumbnails in the claimed folder; a dry run stops after the checks."""
     ref = _image_model(opts.model)
     rows, bad = read_rows(input_path, opts)
+    previous = _previous(out) if out is not None else []
     for b in bad:
         say(f"line {b.line}: {b.error}")
-    failed = [(b.line, b.error) for b in bad]
     preset = ref.preset
     base = round(math.sqrt(preset.width * preset.height))  # the pixel count it was made for
     work = [_plan_row(row, opts, ref, base) for row in rows]
     if opts.dry_run:
+        _check_free(out)
         for w in work:
             say(_summary(w, opts))
         say(f"dry run: {len(rows) + len(bad)} rows, {len(rows)} ok, {len(bad)} bad")
+        failed = [(b.line, b.error) for b in bad]
         return ThumbnailReport([], failed, None, None, len(rows) + len(bad), 0)
+    assert out is not None
+    claim = _claim(out)
+    try:
+        previous = _previous(out)  # again, now that no other batch can write it
+        return _make_rows(input_path, out, opts, ref, work, bad, previous, runtime, planner, say)
+    finally:
+        claim.release()
 
-    # 2. Manifest: every row, bad ones included; finished rows of an earlier run are kept.
-    out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_rows(out)
-    entries = [w.entry for w in work] + [_bad_entry(b) for b in bad]
+
+def _make_rows(
+    input_path: Path,
+    out: Path,
+    opts: ThumbnailOptions,
+    ref: models.ModelRef,
+    work: list[_Work],
+    bad: list[BadRow],
+    previous: list[dict[str, Any]],
+    runtime: Runtime | None,
+    planner: Planner | None,
+    say: Callable[[str], None],
+) -> ThumbnailReport:
+    """Rows into thumbnails: finished rows of an earlier run are kept, the rest made in
+    planned batches, each thumbnail written the moment its image exists."""
+    failed = [(b.line, b.error) for b in bad]
+    earlier = _rows_by_line(previous)
+    kept = [e for e in previous if "video" in e]  # a --from-video entry stays listed
+    entries = [w.entry for w in work] + [_bad_entry(b) for b in bad] + kept
     manifest = _Manifest(out / MANIFEST, _head(opts, input_path.name, None, ref), entries)
     todo = []
     for w in work:
-        if _reusable(previous.get(w.row.line), w, out):
-            kept = previous[w.row.line]
-            w.entry.update(
-                status="skipped-existing", files=w.names, title_box=kept.get("title_box")
-            )
+        if _reusable(earlier.get(w.row.line), w, out):
+            old = earlier.get(w.row.line) or {}
+            w.entry.update(status="skipped-existing", files=w.names, title_box=old.get("title_box"))
         else:
             todo.append(w)
     manifest.save(force=True)
+    generated = 0
+    if todo:
+        generated = _generate_rows(out, opts, ref, todo, earlier, manifest, failed, runtime,
+                                   planner, say)  # fmt: skip
+    files = [out / name for e in manifest.entries if e["status"] in DONE for name in e["files"]]
+    contact = _contact(files, out, previous_files=_previous_files(previous), say=say)
+    manifest.finish(contact, generated)
+    failed.sort(key=lambda f: f[0])
+    return ThumbnailReport(files, failed, manifest.path, contact, len(work) + len(bad), generated)
 
-    # 3. Generate in planned batches; each thumbnail is written as soon as its image exists.
+
+def _generate_rows(
+    out: Path,
+    opts: ThumbnailOptions,
+    ref: models.ModelRef,
+    todo: list[_Work],
+    earlier: dict[int | None, dict[str, Any]],
+    manifest: _Manifest,
+    failed: list[tuple[int, str]],
+    runtime: Runtime | None,
+    planner: Planner | None,
+    say: Callable[[str], None],
+) -> int:
+    """Generate the rows' images in planned batches; each thumbnail is written as soon as its
+    image exists, and carries its row's fingerprint (so a killed batch knows it is done)."""
+    preset = ref.preset
     jobs = [
         images.ImageJob(
             prompt=w.row.prompt,
@@ -437,51 +499,45 @@ def _from_rows(
     ]
     owners = [(w, i) for w in todo for i in range(len(w.seeds))]
     generated = 0
-    if jobs:
-        loaded = models.load(ref, "text2img", runtime)
-        sampler = images.sampler_name(loaded.pipe)
-        bar = tqdm(total=len(jobs), desc="thumbnails", unit="img", file=sys.stderr, leave=False)
+    loaded = models.load(ref, "text2img", runtime)
+    sampler = images.sampler_name(loaded.pipe)
+    bar = tqdm(total=len(jobs), desc="thumbnails", unit="img", file=sys.stderr, leave=False)
 
-        def write(index: int, arr) -> None:
-            nonlocal generated
-            generated += 1
-            bar.update()
-            w, i = owners[index]
-            if w.entry["status"] == "failed":
-                return  # an earlier variant of this row failed; the row is already reported
-            params = images.a1111_parameters(jobs[index], ref.label, sampler)
-            try:
-                box, notes = _finish(
-                    images.to_pil(arr), w.row.size, w.row.title, out / w.names[i], opts, params
-                )
-            except ValueError as exc:
-                w.entry.update(status="failed", error=str(exc))
-                failed.append((w.row.line, str(exc)))
-                say(f"line {w.row.line}: {exc}")
-                manifest.save(force=True)
-                return
-            for note in notes - w.notes:
-                say(f"line {w.row.line}: {note}")
-            w.notes |= notes
-            w.written += 1
-            w.entry["title_box"] = box
-            if w.written == len(w.names):
-                w.entry.update(status="done", files=w.names)
-                _remove_replaced(previous.get(w.row.line), w.names, out)
-                manifest.save()
-
+    def write(index: int, arr) -> None:
+        nonlocal generated
+        generated += 1
+        bar.update()
+        w, i = owners[index]
+        if w.entry["status"] == "failed":
+            return  # an earlier variant of this row failed; the row is already reported
+        params = _with_fingerprint(images.a1111_parameters(jobs[index], ref.label, sampler),
+                                   w.fingerprint)  # fmt: skip
         try:
-            images.generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
-        finally:
-            bar.close()
+            box, notes = _finish(
+                images.to_pil(arr), w.row.size, w.row.title, out / w.names[i], opts, params
+            )
+        except ValueError as exc:
+            w.entry.update(status="failed", error=str(exc))
+            failed.append((w.row.line, str(exc)))
+            say(f"line {w.row.line}: {exc}")
             manifest.save(force=True)
+            return
+        for note in notes - w.notes:
+            say(f"line {w.row.line}: {note}")
+        w.notes |= notes
+        w.written += 1
+        w.entry["title_box"] = box
+        if w.written == len(w.names):
+            w.entry.update(status="done", files=w.names)
+            _remove_replaced(earlier.get(w.row.line), w.names, out)
+            manifest.save()
 
-    # 4. Contact sheet of everything finished, and the final manifest.
-    files = [out / name for e in manifest.entries if e["status"] in DONE for name in e["files"]]
-    contact = _contact(files, out, previous_files=_previous_files(previous), say=say)
-    manifest.finish(contact, generated)
-    failed.sort(key=lambda f: f[0])
-    return ThumbnailReport(files, failed, manifest.path, contact, len(rows) + len(bad), generated)
+    try:
+        images.generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
+    finally:
+        bar.close()
+        manifest.save(force=True)
+    return generated
 
 
 def _image_model(spec: str | None) -> models.ModelRef:
@@ -586,17 +642,24 @@ def _finish(
 
 
 def _from_video(
-    input_path: Path | None, out: Path, opts: ThumbnailOptions, say: Callable[[str], None]
+    input_path: Path | None, out: Path | None, opts: ThumbnailOptions, say: Callable[[str], None]
 ) -> ThumbnailReport:
-    """Thumbnails from the `variants` best frames of a video; no model is resolved or loaded."""
+    """Thumbnails from the `variants` best frames of a video; no model is resolved or loaded.
+
+    Everything is checked (the video decodes, the folder takes thumbnails) before anything is
+    written; the folder's other rows stay in its manifest."""
     if opts.model:
         raise ValueError("model: --from-video takes frames from the video; drop --model")
     source = Path(opts.from_video)  # type: ignore[arg-type]
     video = _video_file(source)
     title, preset, size, line = _video_title(input_path, opts)
+    if out is not None:
+        _previous(out)  # refuses a folder that holds another tool's manifest
     if opts.dry_run:
         from .video_io import probe
 
+        _check_free(out)
+        frames.check_video(video)  # what best_frames would refuse
         info = probe(video)
         title_note = f", title {title!r}" if title else ""
         say(
@@ -604,63 +667,60 @@ def _from_video(
             f"{opts.variants} frames to {size[0]}x{size[1]} ({preset}){title_note}"
         )
         return ThumbnailReport([], [], None, None, 1, 0)
-
-    out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_rows(out)
+    assert out is not None
     label = overlay.slug(title or (source.name if source.is_dir() else video.stem))
     names = [f"video-{i}-{label}.{opts.format}" for i in range(1, opts.variants + 1)]
     stat = video.stat()
-    fp = fingerprint(
-        video=video.name,
-        bytes=stat.st_size,
-        mtime_ns=stat.st_mtime_ns,
-        title=title,
-        preset=preset,
-        size=size,
-        variants=opts.variants,
-        format=opts.format,
-    )
+    fp = fingerprint(video=video.name, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                     title=title, preset=preset, size=size, variants=opts.variants,
+                     format=opts.format)  # fmt: skip
     entry: dict[str, Any] = {
-        "line": line,
-        "status": "pending",
-        "video": video.name,
-        "title": title,
-        "preset": preset,
-        "size": list(size),
-        "frames": [],
-        "files": [],
-        "title_box": None,
-        "fingerprint": fp,
-        "error": None,
-    }
+        "line": line, "status": "pending", "video": video.name, "title": title,
+        "preset": preset, "size": list(size), "frames": [], "files": [], "title_box": None,
+        "fingerprint": fp, "error": None,
+    }  # fmt: skip
     head = _head(opts, input_path.name if input_path else None, video.name, None)
-    manifest = _Manifest(out / MANIFEST, head, [entry])
-    old = previous.get(line)
+    claim = _claim(out)
+    try:
+        previous = _previous(out)
+        return _make_video_thumbnails(video, out, opts, entry, names, head, previous, say)
+    finally:
+        claim.release()
+
+
+def _make_video_thumbnails(
+    video: Path,
+    out: Path,
+    opts: ThumbnailOptions,
+    entry: dict[str, Any],
+    names: list[str],
+    head: dict[str, Any],
+    previous: list[dict[str, Any]],
+    say: Callable[[str], None],
+) -> ThumbnailReport:
+    """Pick the frames (the video is read before anything is written), then save them."""
+    old = next((e for e in previous if "video" in e), None)
+    size = tuple(entry["size"])
     failed: list[tuple[int, str]] = []
     generated = 0
-    if old is not None and _video_reusable(old, fp, names, out, size):
-        entry.update(
-            status="skipped-existing",
-            files=old["files"],
-            frames=old.get("frames", []),
-            title_box=old.get("title_box"),
-        )
+    rows = [e for e in previous if "video" not in e]  # the folder's rows batch stays listed
+    manifest = _Manifest(out / MANIFEST, head, [entry, *rows])
+    if old is not None and _video_reusable(old, entry["fingerprint"], names, out, size):
+        entry.update(status="skipped-existing", files=old["files"],
+                     frames=old.get("frames", []), title_box=old.get("title_box"))  # fmt: skip
     else:
-        manifest.save(force=True)
         picked = frames.best_frames(video, opts.variants)
         if len(picked) < opts.variants:
             say(f"{video.name}: only {len(picked)} usable frames for {opts.variants} variants")
         names = names[: len(picked)]
-        for (score, rgb), name in tqdm(
-            list(zip(picked, names, strict=True)),
-            desc="thumbnails",
-            unit="img",
-            file=sys.stderr,
-            leave=False,
-        ):
-            params = _frame_parameters(video.name, score, size)
+        manifest.save(force=True)
+        for (score, rgb), name in tqdm(list(zip(picked, names, strict=True)), desc="thumbnails",
+                                       unit="img", file=sys.stderr, leave=False):  # fmt: skip
+            params = _with_fingerprint(_frame_parameters(video.name, score, size),
+                                       entry["fingerprint"])  # fmt: skip
             try:
-                box, notes = _finish(Image.fromarray(rgb), size, title, out / name, opts, params)
+                box, notes = _finish(Image.fromarray(rgb), size, entry["title"], out / name, opts,
+                                     params)  # fmt: skip
             except ValueError as exc:
                 entry.update(status="failed", error=str(exc))
                 failed.append((0, str(exc)))
@@ -670,16 +730,16 @@ def _from_video(
                 say(f"{video.name}: {note}")
             generated += 1
             entry["title_box"] = box
-            entry["frames"].append(
-                {"index": score.index, "time": round(score.time, 3), "score": round(score.score, 3)}
-            )
+            entry["frames"].append({"index": score.index, "time": round(score.time, 3),
+                                    "score": round(score.score, 3)})  # fmt: skip
         if entry["status"] != "failed":
             entry.update(status="done", files=names)
             _remove_replaced(old, names, out)
-    files = [out / n for n in entry["files"]] if entry["status"] in DONE else []
+    files = [out / n for e in manifest.entries if e["status"] in DONE for n in e["files"]]
     contact = _contact(files, out, previous_files=_previous_files(previous), say=say)
     manifest.finish(contact, generated)
-    return ThumbnailReport(files, failed, manifest.path, contact, 1, generated)
+    mine = [out / n for n in entry["files"]] if entry["status"] in DONE else []
+    return ThumbnailReport(mine, failed, manifest.path, contact, 1, generated)
 
 
 def _video_title(
@@ -781,14 +841,16 @@ def _bad_entry(bad: BadRow) -> dict[str, Any]:
     return {"line": bad.line, "status": "failed", "error": bad.error, "files": [], **bad.values}
 
 
-def _previous_rows(out: Path) -> dict[int | None, dict[str, Any]]:
-    """Rows of an earlier run's manifest in `out`, by line; refuses another tool's manifest.
+def _previous(out: Path | None) -> list[dict[str, Any]]:
+    """The entries of an earlier run's manifest in `out`; refuses another tool's manifest.
 
     A video run folder also has a manifest.json, and overwriting it would break its resume.
     """
+    if out is None:
+        return []
     path = out / MANIFEST
     if not path.exists():
-        return {}
+        return []
     try:
         data = read_json(path)
     except (OSError, ValueError):
@@ -799,14 +861,58 @@ def _previous_rows(out: Path) -> dict[int | None, dict[str, Any]]:
             "(a video run folder?); choose another --out folder"
         )
     rows = data.get("rows")
-    return {e.get("line"): e for e in rows if isinstance(e, dict)} if isinstance(rows, list) else {}
+    entries = [e for e in rows if isinstance(e, dict)] if isinstance(rows, list) else []
+    return sorted(entries, key=lambda e: (e.get("line") is None, e.get("line") or 0))
+
+
+def _rows_by_line(entries: list[dict[str, Any]]) -> dict[int | None, dict[str, Any]]:
+    """The rows batch's entries by line (a --from-video entry is not a row)."""
+    return {e.get("line"): e for e in entries if "video" not in e}
+
+
+def _check_free(out: Path | None) -> None:
+    """What the run would refuse about `out`, checked without writing (a dry run)."""
+    if out is None:
+        return
+    check_writable_folder(out)
+    _previous(out)
+    if folder_busy(out):
+        raise ValueError(_busy(out))
+
+
+def _claim(out: Path) -> FolderClaim:
+    """Claim `out` (made if needed) for this batch's life, and remove what a killed batch
+    left half-written; refused (one line) while another run writes into it."""
+    check_writable_folder(out)
+    claim = claim_folder(out)
+    if claim is None:
+        raise ValueError(_busy(out))
+    remove_partials(out)
+    return claim
+
+
+def _busy(out: Path) -> str:
+    return (
+        f"out: '{out}' is being written by another run right now; wait for it to end, or "
+        "choose another --out"
+    )
 
 
 def _reusable(old: dict[str, Any] | None, w: _Work, out: Path) -> bool:
-    """An earlier run made exactly this row (same fingerprint) and its files are intact."""
-    if not old or old.get("fingerprint") != w.fingerprint or old.get("status") not in DONE:
-        return False
-    return old.get("files") == w.names and _files_ok(w.names, out, w.row.size)
+    """An earlier run made exactly this row (same fingerprint) and its files are intact.
+
+    The manifest is saved at most once a second, so a killed batch may have finished rows
+    it never recorded: a row whose files are all there and carry its fingerprint is done.
+    """
+    if (
+        old
+        and old.get("fingerprint") == w.fingerprint
+        and old.get("status") in DONE
+        and old.get("files") == w.names
+        and _files_ok(w.names, out, w.row.size)
+    ):
+        return True
+    return all(_file_fingerprint(out / n, w.row.size) == w.fingerprint for n in w.names)
 
 
 def _video_reusable(
@@ -826,9 +932,31 @@ def _files_ok(names: list[str], out: Path, size: tuple[int, int]) -> bool:
             with Image.open(out / name) as im:
                 if im.size != tuple(size):
                     return False
-        except (OSError, ValueError):
+        except (OSError, ValueError, Image.DecompressionBombError):
             return False
     return True
+
+
+_FINGERPRINT = re.compile(r"Fingerprint: ([0-9a-f]{16})\s*$")
+
+
+def _with_fingerprint(parameters: str, fp: str) -> str:
+    """The parameters a thumbnail carries, ending with its row's fingerprint."""
+    return f"{parameters}, Fingerprint: {fp}"
+
+
+def _file_fingerprint(path: Path, size: tuple[int, int]) -> str | None:
+    """The fingerprint a finished thumbnail carries (PNG text, JPEG ImageDescription), if
+    the file is there, of the right size, and whole (it was written atomically)."""
+    try:
+        with Image.open(path) as im:
+            if im.size != tuple(size):
+                return None
+            text = im.info.get("parameters") or im.getexif().get(0x010E) or ""
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    m = _FINGERPRINT.search(str(text))
+    return m[1] if m else None
 
 
 def _remove_replaced(old: dict[str, Any] | None, keep: list[str], out: Path) -> None:
@@ -841,13 +969,8 @@ def _remove_replaced(old: dict[str, Any] | None, keep: list[str], out: Path) -> 
             (out / name).unlink(missing_ok=True)
 
 
-def _previous_files(previous: dict[int | None, dict[str, Any]]) -> list[str]:
-    return [
-        name
-        for _, e in sorted(previous.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
-        if e.get("status") in DONE
-        for name in e.get("files") or []
-    ]
+def _previous_files(previous: list[dict[str, Any]]) -> list[str]:
+    return [name for e in previous if e.get("status") in DONE for name in e.get("files") or []]
 
 
 def _contact(
