@@ -15,6 +15,7 @@ import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -25,7 +26,8 @@ from .device import reset_fast_state
 from .files import atomic_path, write_json
 from .lora import Lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
-from .settings import ImageRequest, Runtime
+from .requests import ImageRequest
+from .settings import Limits, Runtime
 from .traits import aspect_size
 
 log = logging.getLogger(__name__)
@@ -122,16 +124,22 @@ def native_only_message(label: str, w: int, h: int, width: int, height: int) -> 
     )
 
 
-def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, int, float]:
+def image_defaults(req: ImageRequest, ref: ModelRef, limits: Limits) -> dict[str, Any]:
+    """What the model decides of a request (size, steps, guidance), checked against it."""
     p = ref.preset
     width, height = req.width or p.width, req.height or p.height
     for name, v in (("width", width), ("height", height)):  # a preset's size obeys the caps too
-        if v > req.limits.max_side:
-            raise ValueError(f"{name}: {v} is over the limit of {req.limits.max_side}")
+        if v > limits.max_side:
+            raise ValueError(
+                f"{name}: {ref.label} makes {v} px, over the limit of {limits.max_side}; "
+                f"set a smaller {name}"
+            )
     check_size(ref, width, height)
     steps = req.steps or p.steps
+    if steps > limits.max_steps:
+        raise ValueError(f"steps: must be from 1 to {limits.max_steps} (got {steps})")
     guidance = p.guidance if req.guidance is None else req.guidance
-    return width, height, steps, guidance
+    return {"width": width, "height": height, "steps": steps, "guidance": guidance}
 
 
 def read_init_image(path: Path, width: int, height: int) -> Image.Image:
@@ -303,18 +311,13 @@ class ImageOrder:
         return (self.ref.spec, self.ref.kind, *self.jobs[0].batch_key)
 
 
-def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = None) -> ImageOrder:
-    """Validate a request against its model and build its image jobs; nothing runs yet."""
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(
-            f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
-        )
-    width, height, steps, guidance = resolve_job_defaults(req, ref)
-    init = read_init_image(req.init_image, width, height) if req.init_image else None
+def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
+    """A checked request's image jobs (seed, seed+1, ...); nothing runs yet."""
+    ref = resolve_model(req.model, "image")
+    init = read_init_image(req.init_image, req.width, req.height) if req.init_image else None
     jobs = [
-        ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
-                 (req.seed + i) % 2**32, init, req.strength)
+        ImageJob(req.prompt, req.negative_prompt, req.width, req.height, req.steps,
+                 req.guidance, (req.seed + i) % 2**32, init, req.strength)
         for i in range(req.count)
     ]  # fmt: skip
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -358,13 +361,13 @@ def make_images(
     req: ImageRequest,
     out_dir: str | Path,
     *,
-    model: str | None = None,
     runtime: Runtime | None = None,
     planner: Planner | None = None,
+    limits: Limits | None = None,
 ) -> list[ImageResult]:
-    """The `image` command: validate, generate `count` images, write PNGs and sidecars."""
+    """The `image` command: check, generate `count` images, write PNGs and sidecars."""
     runtime = runtime or Runtime()
-    order = plan_images(req, out_dir, model=model)
+    order = plan_images(req.checked(limits or Limits()), out_dir)
     loaded = load(order.ref, "text2img", runtime)
     results: list[ImageResult | None] = [None] * len(order.jobs)
 

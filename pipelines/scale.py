@@ -884,3 +884,26 @@ def _start_workers(ray, shape: WorkerShape, runtime: Runtime, load: Loader | Non
     for rank, (actor, info) in enumerate(zip(actors, ray.get(infos), strict=True)):
         slots.append(_Slot(rank, actor, info["pid"], info["node"]))
     return slots
+
+
+_POOLS: dict[tuple[str, int | None], Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(runtime: Runtime) -> Pool | None:
+    """The pool a runtime asks for (`--ray ADDRESS --workers N`), started once per process
+    and kept (a server's jobs share it), closed when the process exits; None without
+    `--ray`. The workers run with the same runtime, less the cluster options."""
+    if not runtime.ray:
+        return None
+    key = (runtime.ray, runtime.workers)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            import atexit
+            import dataclasses
+
+            local = dataclasses.replace(runtime, ray=None, workers=None)
+            pool = Pool.start(runtime.ray, runtime.workers, local)
+            atexit.register(pool.close)
+            _POOLS[key] = pool
+        return _POOLS[key]
