@@ -759,8 +759,9 @@ class JobManager:
             attempts=0, message="queued to continue",
         ):  # fmt: skip
             raise JobError(f"resume: job {job_id} is {job.status}; only a stopped job resumes")
+        queued = self.store.get(job_id)  # as queued: the worker may take it at once
         self._notify()
-        return self.store.get(job_id)
+        return queued
 
     def reroll(self, job_id: str, segment: int, seed: int | None = None) -> Job:
         """Make one segment of a video again with a new seed (and what continues from it),
@@ -788,8 +789,9 @@ class JobManager:
             message=f"queued to re-roll segment {segment}",
         ):  # fmt: skip
             raise JobError(f"reroll: job {job_id} is {job.status}; wait until it stops")
+        queued = self.store.get(job_id)  # as queued: the worker may take it at once
         self._notify()
-        return self.store.get(job_id)
+        return queued
 
     def rerun(self, job_id: str) -> Job:
         """A new job with the same parameters and inputs (same seeds: the same result)."""

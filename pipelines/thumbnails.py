@@ -462,10 +462,11 @@ def _make_rows(
     if todo:
         generated = _generate_rows(out, opts, ref, todo, earlier, manifest, failed, runtime,
                                    planner, say)  # fmt: skip
-    files = [out / name for e in manifest.entries if e["status"] in DONE for name in e["files"]]
-    contact = _contact(files, out, previous_files=_previous_files(previous), say=say)
+    shown = [out / n for e in manifest.entries if e["status"] in DONE for n in e["files"]]
+    contact = _contact(shown, out, previous_files=_previous_files(previous), say=say)
     manifest.finish(contact, generated)
     failed.sort(key=lambda f: f[0])
+    files = [out / n for w in work if w.entry["status"] in DONE for n in w.entry["files"]]
     return ThumbnailReport(files, failed, manifest.path, contact, len(work) + len(bad), generated)
 
 
