@@ -12,12 +12,17 @@ from typing import Any
 
 from .report import Config, Metric, Report, ratio_metric, save_report
 
+
+def _every_preset() -> tuple[str, ...]:
+    from pipelines.models import PRESETS
+
+    return tuple(f"random:{p}" for p in PRESETS)
+
+
 # Every preset of the registry at its published size, random weights (`random:<preset>`):
 # the paths a first real run takes (wan-flf2v-720p's keyframes end on a last frame; FLUX
-# reads 256 text tokens).
-GPU_MODELS = tuple(f"random:{p}" for p in ("sd-turbo", "sdxl-turbo", "flux-schnell",
-                                           "ltx-video", "wan-i2v-480p", "wan-flf2v-720p",
-                                           "svd-xt", "cogvideox-5b-i2v"))  # fmt: skip
+# reads 256 text tokens; the Wan 2.2 experts hand over).
+GPU_MODELS = _every_preset()
 
 
 @dataclass

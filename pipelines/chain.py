@@ -159,6 +159,10 @@ def read_request(req, limits: Limits, *, runtime: Runtime | None = None, files: 
     elif isinstance(source, Path):
         text = False
     elif not isinstance(source, str) or not source.strip():
+        if not files:  # the page and the API
+            raise ValueError(
+                "storyboard: paste YAML or JSON with shots, or fill in the shots table"
+            )
         raise ValueError("storyboard: give a storyboard file, or YAML or JSON with shots")
     opts = dataclasses.replace(req.options(limits), audio=req.audio if files else None)
     try:
@@ -816,7 +820,7 @@ def _recheck_segments(run: RunFolder, segments: list[Segment]) -> None:
         path = run.segment(seg.index)  # where the run writes it: a manifest names no other file
         if seg.file != run.rel(path) or not path.is_file():
             problem = "is missing"
-        elif decoded_frames(path) != seg.frames - seg.holdback:
+        elif decoded_frames(path) != seg.frames - seg.holdback - seg.drop:
             problem = "is damaged"
         else:
             continue

@@ -15,19 +15,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .settings import Limits, add_runtime_flags, runtime_from_args
+from .settings import EXIT_INVALID, Limits, OneLineParser, add_runtime_flags, runtime_from_args
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(
-            EXIT_INVALID,
-            f"error: {message} (see `{self.prog} --help`)\n",
-        )
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def add_request_args(p: argparse.ArgumentParser, cls: type) -> None:
@@ -82,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
     p.add_argument("--reroll", type=int, metavar="K",
                    help="with --resume: redo segment K (--seed: its new seed)")  # fmt: skip
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the storyboard and print the plan (calls, frames); load nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the storyboard and print the plan (calls, frames); load nothing",
+    )
     p.add_argument("--json", action="store_true",
                    help="with --dry-run: the plan as one JSON object (segments, totals)")  # fmt: skip
     add_runtime_flags(p)
@@ -134,7 +127,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args, runtime)
     if not args.storyboard:
-        raise ValueError("storyboard: give a storyboard file (and --out DIR), or --resume DIR")
+        if args.dry_run:
+            raise ValueError("storyboard: give a storyboard file to plan")
+        raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
     req = request_from_args(VideoRequest, args).checked(Limits.from_env(), runtime=runtime)
     if args.dry_run:
         from .chain import new_run_folder, plan_request
@@ -145,7 +140,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
         print(text)
         return EXIT_OK
     if not args.out:
-        raise ValueError("out: give the run folder with --out DIR")
+        raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
     from .chain import make_request
 
     print(make_request(req, args.out, Limits.from_env(), runtime=runtime).video)

@@ -32,14 +32,15 @@ call, so two people asking at once share the device's batches. Each job still ha
 own folder, outputs, attempts, cancel and status; its images are the ones it would have
 made alone (each image has its own seed).
 
-Requests are checked before a job is submitted (`prepare_video`, `prepare_image`,
-`prepare_thumbnails`), against `Limits`, so a face can refuse a bad request at once with
+Requests (`pipelines.requests`) are checked before a job is submitted (`video_params`,
+`image_params`, `thumbnail_params`), against `Limits`, so a face can refuse a bad request at once with
 the engine's own one-line message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -55,6 +56,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path, read_json
+from .requests import (
+    ROWS_SUFFIXES,
+    ImageRequest,
+    ThumbnailRequest,
+    VideoRequest,
+    check_upload,
+)
 from .settings import Limits, Runtime
 
 if TYPE_CHECKING:
@@ -70,8 +78,6 @@ MAX_ATTEMPTS = 3
 DB_NAME = "jobs.sqlite3"
 LOCK_NAME = ".jobs.lock"
 POLL_SECONDS = 0.5  # an idle worker looks at the store this often (and on every submit)
-AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
-ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -413,11 +419,14 @@ def _rel(path: Path, root: Path) -> str:
 
 def run_video(ctx: JobContext) -> dict[str, Any]:
     """A new run, or a resume of the run folder (after a stop, a cancel, or a re-roll)."""
-    from .chain import make_video, resume_video
+    from .chain import make_request, resume_video
 
     job, root = ctx.job, ctx.job.run_dir
     params = job.params
-    opts = video_options(params, ctx.limits)
+    req = VideoRequest.from_json(dict(params))
+    if req.audio:  # the upload, under the name the server gave it in the job's folder
+        req = dataclasses.replace(req, audio=str(root / req.audio))
+    opts = req.options(ctx.limits)
 
     def on_segment(segment, path) -> None:
         segments = read_json(root / "manifest.json")["segments"]
@@ -441,10 +450,7 @@ def run_video(ctx: JobContext) -> dict[str, Any]:
         result = resume_video(root, opts=opts, **common)
     else:
         ctx.report(progress=0.0, message="making keyframes")
-        data = dict(params["storyboard"])
-        if params.get("audio"):  # a file the server put in the job's folder
-            data["audio"] = str(root / params["audio"])
-        result = make_video(json.dumps(data), root, opts, text=True, **common)
+        result = make_request(req, root, ctx.limits, **common)
     segments = read_json(root / "manifest.json")["segments"]
     return {
         "video": _rel(result.video, root),
@@ -463,22 +469,10 @@ class JobCancelled(RuntimeError):
 
 
 def image_order(params: Mapping[str, Any], root: Path, limits: Limits) -> ImageOrder:
-    """An image job's params, checked and resolved into an `ImageOrder` for its folder."""
+    """An image job's params (a checked request's JSON) as an `ImageOrder` for its folder."""
     from .images import plan_images
-    from .settings import ImageRequest
 
-    req = ImageRequest(
-        prompt=params["prompt"],
-        negative_prompt=params.get("negative_prompt", ""),
-        width=params.get("width"),
-        height=params.get("height"),
-        steps=params.get("steps"),
-        guidance=params.get("guidance"),
-        seed=params.get("seed", 0),
-        count=params.get("count", 1),
-        limits=limits,
-    )
-    return plan_images(req, root / "images", model=params.get("model"))
+    return plan_images(ImageRequest.from_json(dict(params)).checked(limits), root / "images")
 
 
 def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] | None:
@@ -567,16 +561,10 @@ def run_image(ctx: JobContext) -> dict[str, Any]:
 
 
 def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
-    from .thumbnails import ThumbnailOptions, make_thumbnails
+    from .thumbnails import make_thumbnails
 
     p, root = ctx.job.params, ctx.job.run_dir
-    opts = ThumbnailOptions(
-        model=p.get("model"),
-        preset=p.get("preset", "youtube"),
-        variants=p.get("variants", 1),
-        format=p.get("format", "jpg"),
-        limits=ctx.limits,
-    )
+    opts = ThumbnailRequest.from_json(dict(p)).options(ctx.limits)
     ctx.report(progress=0.05, message="making thumbnails")
     out = root / "thumbnails"
     report = make_thumbnails(
@@ -817,6 +805,11 @@ class JobManager:
                 return self.store.get(job_id)
             time.sleep(poll)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether this server is stopping (waiting API calls return; jobs continue later)."""
+        return self._stop.is_set()
+
     def _notify(self) -> None:
         with self._wake:
             self._wake.notify_all()
@@ -944,223 +937,38 @@ class JobManager:
 
 
 # ---------------------------------------------------------------------------------------
-# Checking requests before they become jobs
+# Requests into job params: what the store keeps
 
 
-def _whole(name: str, value: Any, low: int, high: int) -> int | None:
-    """A whole number from a form or an API call (which may send 8.0), or None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name}: must be a whole number (got {value!r})")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{name}: must be a whole number (got {value:g})")
-    value = int(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name}: must be from {low} to {high} (got {value})")
-    return value
-
-
-def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name: str) -> str:
-    """An uploaded file's suffix, once its type and size pass; the job stores it under a
-    name the server chooses (`audio.mp3`, `rows.csv`), never the uploader's."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise ValueError(
-            f"{name}: {suffix or 'no'} file type is not accepted (use {', '.join(suffixes)})"
-        )
-    if not path.is_file():
-        raise ValueError(f"{name}: the upload did not arrive; try again")
-    size = path.stat().st_size
-    if size > limits.max_upload_bytes:
-        raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
-    return suffix
-
-
-def check_audio(path: str | Path, limits: Limits) -> str:
-    """A music upload's suffix, once its type and size pass and it decodes as audio: a text
-    file named `.mp3` is refused with the request, not when its job runs."""
-    from .stitch import audio_duration
-
-    suffix = check_upload(path, AUDIO_SUFFIXES, limits, "audio")
-    try:
-        audio_duration(Path(path))
-    except ValueError as exc:  # "audio: cannot read '<upload name>': no audio stream"
-        reason = str(exc).rpartition(": ")[2]
-        raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
-    return suffix
-
-
-def prepare_video(
-    storyboard: str,
-    *,
-    model: str | None = None,
-    mode: str | None = None,
-    fps: float | None = None,
-    width: float | None = None,
-    height: float | None = None,
-    seed: float | None = None,
-    steps: float | None = None,
-    negative_prompt: str | None = None,
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check storyboard text (YAML or JSON) and its overrides; the params of a video job.
-
-    The resolved storyboard (every default filled in, overrides applied) is what the job
-    stores, so History shows, and a re-run repeats, exactly what was rendered. A storyboard
-    sent to the server cannot name a file on it: music comes as an upload.
-    """
-    from .chain import VideoOptions, read_storyboard
-    from .storyboard import StoryboardError
-
-    limits = limits or Limits()
-    if not isinstance(storyboard, str) or not storyboard.strip():
-        raise ValueError("storyboard: paste YAML or JSON with shots, or fill in the shots table")
-    if len(storyboard.encode("utf-8")) > limits.max_upload_bytes:
-        raise ValueError(f"storyboard: over the limit of {limits.max_upload_bytes} bytes")
-    opts = VideoOptions(model=model or None, mode=mode or None, limits=limits)
-    try:
-        sb, _ = read_storyboard(storyboard, opts, text=True)
-    except StoryboardError as exc:
-        if exc.path == "audio":  # say nothing about which server paths exist
-            sb = None
-        else:
-            raise
-    if sb is None or sb.audio:
-        raise ValueError(
-            "audio: a storyboard sent to the server cannot name a file; upload the music instead"
-        )
-    changes = {
-        "fps": _whole("fps", fps, 1, limits.max_fps),
-        "width": _whole("width", width, 1, limits.max_side),
-        "height": _whole("height", height, 1, limits.max_side),
-        "seed": _whole("seed", seed, 0, 2**32 - 1),
-        "steps": _whole("steps", steps, 1, limits.max_steps),
-        "negative_prompt": negative_prompt.strip() if negative_prompt else None,
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if changes:
-        sb = sb.replace(limits=limits, **changes)
-    if sb.steps is not None and sb.steps > limits.max_steps:
-        raise ValueError(
-            f"steps: must be from 1 to {limits.max_steps} (got {sb.steps}; limit max_steps)"
-        )
-    sb, _ = read_storyboard(json.dumps(sb.to_dict()), opts, text=True)  # the final values
-    return {
-        "storyboard": json.loads(json.dumps(sb.to_dict())),  # resolved, as plain JSON
-        "model": sb.model,
-        "mode": sb.mode,
-        "seconds": sb.total_seconds,
-        "frames": sb.total_frames,
-        "fps": sb.fps,
-        "width": sb.width,
-        "height": sb.height,
-        "seed": sb.seed,
-        "shots": len(sb.shots),
-        "audio": None,
-    }
-
-
-def video_options(params: Mapping[str, Any], limits: Limits | None = None):
-    """The run options of a video job's params (from `prepare_video`)."""
-    from .chain import VideoOptions
-
-    return VideoOptions(
-        model=params.get("model"), mode=params.get("mode"), limits=limits or Limits()
-    )
+def video_params(req: VideoRequest, limits: Limits) -> dict[str, Any]:
+    """A video request checked as the server takes it (its storyboard names no file; music
+    is an upload, `audio` its name in the job's folder): the request's JSON, which History
+    shows and a re-run repeats, with its length for the table."""
+    checked = req.checked(limits, files=False)
+    return checked.to_json() | checked.summary()
 
 
 def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
     """What a video job with these params would make: the plan as `python -m pipelines
     video --dry-run` prints it. Nothing is loaded."""
-    from .chain import plan_text
+    from .chain import plan_request
 
-    return plan_text(json.dumps(params["storyboard"]), video_options(params, limits), text=True)
-
-
-def prepare_image(
-    prompt: str,
-    *,
-    model: str | None = None,
-    count: float = 1,
-    seed: float | None = 0,
-    width: float | None = None,
-    height: float | None = None,
-    steps: float | None = None,
-    guidance: float | None = None,
-    negative_prompt: str = "",
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check an image request, with the model's defaults filled in; an image job's params."""
-    from .images import resolve_job_defaults
-    from .models import resolve_model
-    from .settings import ImageRequest
-
-    limits = limits or Limits()
-    req = ImageRequest(
-        prompt=prompt if isinstance(prompt, str) else "",
-        negative_prompt=negative_prompt or "",
-        width=_whole("width", width, 1, limits.max_side),
-        height=_whole("height", height, 1, limits.max_side),
-        steps=_whole("steps", steps, 1, limits.max_steps),
-        guidance=None if guidance is None else float(guidance),
-        seed=_whole("seed", seed, 0, 2**32 - 1) or 0,
-        count=_whole("count", count, 1, limits.max_count) or 1,
-        limits=limits,
-    )
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
-    w, h, steps_, guidance_ = resolve_job_defaults(req, ref)
-    for name, v in (("width", w), ("height", h)):
-        if v > limits.max_side:
-            raise ValueError(
-                f"{name}: {ref.label} makes {v} px, over the limit of {limits.max_side}; "
-                f"set a smaller {name}"
-            )
-    if steps_ > limits.max_steps:
-        raise ValueError(f"steps: must be from 1 to {limits.max_steps} (got {steps_})")
-    return {
-        "prompt": req.prompt,
-        "negative_prompt": req.negative_prompt,
-        "model": ref.spec,
-        "count": req.count,
-        "seed": req.seed,
-        "width": w,
-        "height": h,
-        "steps": steps_,
-        "guidance": guidance_,
-    }
+    req = VideoRequest.from_json(dict(params))  # music changes no plan: its upload is left out
+    return plan_request(dataclasses.replace(req, audio=None), limits or Limits())
 
 
-def prepare_thumbnails(
-    rows_file: str | Path,
-    *,
-    model: str | None = None,
-    preset: str = "youtube",
-    variants: float = 1,
-    format: str = "jpg",
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check a rows file (CSV, JSONL or TXT) and the options with a dry run; a thumbnail
-    job's params. The caller stores the file in the job's folder as `params["input"]`."""
-    from .models import resolve_model
-    from .thumbnails import ThumbnailOptions, make_thumbnails
+def image_params(req: ImageRequest, limits: Limits) -> dict[str, Any]:
+    """An image request checked, the model's defaults filled in: its JSON."""
+    return req.checked(limits).to_json()
 
-    limits = limits or Limits()
+
+def thumbnail_params(req: ThumbnailRequest, rows_file: str | Path, limits: Limits) -> dict:
+    """A thumbnails request and its rows file, checked with a dry run: the request's JSON
+    with the rows counted. The caller stores the file in the job's folder as `input`."""
+    from .thumbnails import make_thumbnails
+
     suffix = check_upload(rows_file, ROWS_SUFFIXES, limits, "rows")
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
-    opts = ThumbnailOptions(
-        model=ref.spec,
-        preset=(preset or "youtube").strip(),
-        variants=_whole("variants", variants, 1, limits.max_count) or 1,
-        format=format or "jpg",
-        dry_run=True,
-        limits=limits,
-    )
+    opts = req.options(limits, dry_run=True)
     width, height = opts.size
     if max(width, height) > limits.max_side:
         raise ValueError(
@@ -1170,12 +978,5 @@ def prepare_thumbnails(
     if report.rows and len(report.failed) >= report.rows:
         n, why = report.failed[0]
         raise ValueError(f"rows: no usable row (line {n}: {why})")
-    return {
-        "model": ref.spec,
-        "preset": opts.preset,
-        "variants": opts.variants,
-        "format": opts.format,
-        "rows": report.rows,
-        "bad_rows": [[n, why] for n, why in report.failed],
-        "input": f"rows{suffix}",
-    }
+    params = dataclasses.replace(req, model=opts.model, input=Path(f"rows{suffix}")).to_json()
+    return params | {"rows": report.rows, "bad_rows": [[n, why] for n, why in report.failed]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from .settings import Limits
 from .storyboard import MIN_SIDE, MODES, SEED_MAX
 
 THUMBNAIL_FORMATS = ("jpg", "png")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
+ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
 
 
 @dataclass(frozen=True)
@@ -103,18 +106,19 @@ class VideoRequest(Request):
                                "tiny, random:<preset>, a hub id or a folder (see `python -m "
                                "pipelines models`)")  # fmt: skip
     mode: str | None = option(None, "how shots are chained", choices=MODES)
-    image_model: str | None = option(None, "the keyframe model (and every frame's in feedback "
-                                     "mode); default sd-turbo, or the tiny twin")  # fmt: skip
-    clip_frames: int | None = option(None, "frames per clip (default: the model's)",
-                                     number(2, None, integer=True))  # fmt: skip
     fps: int | None = option(None, "output frames per second", number(1, "max_fps", integer=True))
     width: int | None = option(None, "width in pixels", _SIDE)
     height: int | None = option(None, "height in pixels", _SIDE)
+    seed: int | None = option(None, "the storyboard's seed (shots count on from it)", _SEED)
     steps: int | None = option(None, "denoising steps of each clip", _STEPS)
     negative_prompt: str | None = option(None, "what every shot should avoid", text())
-    seed: int | None = option(None, "the storyboard's seed (shots count on from it)", _SEED)
-    audio: str | None = option(None, "music for the video (replaces the storyboard's)",
-                               ui=False)  # fmt: skip
+    # A file on this machine (CLI), or the name of the upload in the job's folder (UI, API).
+    audio: str | None = option(None, "music for the video (replaces the storyboard's)")
+    image_model: str | None = option(None, "the keyframe model (and every frame's in feedback "
+                                     "mode); default sd-turbo, or the tiny twin")  # fmt: skip
+    # Checked against the model (its legal clip lengths) when the storyboard is read.
+    clip_frames: int | None = option(None, "frames per clip (default: the model's)",
+                                     number(None, None, integer=True))  # fmt: skip
 
     def checked(self, limits: Limits, *, runtime=None, files: bool = True) -> VideoRequest:
         """The request as it will run: fields checked, the storyboard resolved (its values,
@@ -144,10 +148,10 @@ class ImageRequest(Request):
     """Text-to-image, or image-to-image from `init_image`. None: the model's value."""
 
     prompt: str = option("", "what to draw", text(required=True), positional=True)
-    model: str | None = option(None, "image model: a preset, tiny, random:<preset>, a hub id, "
-                               "a folder or a .safetensors file")  # fmt: skip
     count: int = option(1, "images to make (seeds seed, seed+1, ...)",
                         number(1, "max_count", integer=True))  # fmt: skip
+    model: str | None = option(None, "image model: a preset, tiny, random:<preset>, a hub id, "
+                               "a folder or a .safetensors file")  # fmt: skip
     seed: int = option(0, "seed of the first image", _SEED)
     width: int | None = option(None, "width in pixels", number(1, "max_side", integer=True))
     height: int | None = option(None, "height in pixels", number(1, "max_side", integer=True))
@@ -157,7 +161,7 @@ class ImageRequest(Request):
     init_image: Path | None = option(None, "start from this picture (image-to-image)",
                                      ui=False, aliases=("--init",))  # fmt: skip
     strength: float = option(0.6, "with an init image: how far to move from it",
-                             number(0, 1, lo_open=True))  # fmt: skip
+                             number(0, 1, lo_open=True), ui=False)  # fmt: skip
 
     def checked(self, limits: Limits) -> ImageRequest:
         """The request as it will run: fields checked, the model resolved, what it decides
@@ -184,10 +188,10 @@ class ThumbnailRequest(Request):
 
     input: Path | None = option(None, "a CSV, JSONL or TXT file of rows", positional=True,
                                 ui=False)  # fmt: skip
-    model: str | None = option(None, "image model (default: sd-turbo, or the tiny twin)")
     preset: str = option("youtube", "youtube, shorts, square or WxH; a row's preset wins")
     variants: int = option(1, "images per row (or frames from a video)",
                            number(1, "max_count", integer=True))  # fmt: skip
+    model: str | None = option(None, "image model (default: sd-turbo, or the tiny twin)")
     format: str = option("jpg", "jpg (kept under 2 MB) or png", choices=THUMBNAIL_FORMATS)
     from_video: Path | None = option(None, "pick frames from a run folder or a video file",
                                      ui=False)  # fmt: skip
@@ -220,3 +224,34 @@ def _video_checked(req: VideoRequest, limits: Limits, runtime, files: bool) -> V
         negative_prompt=sb.negative_prompt,
         seed=sb.seed,
     )
+
+
+def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name: str) -> str:
+    """An uploaded file's suffix, once its type and size pass; the job stores it under a
+    name the server chooses (`audio.mp3`, `rows.csv`), never the uploader's."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise ValueError(
+            f"{name}: {suffix or 'no'} file type is not accepted (use {', '.join(suffixes)})"
+        )
+    if not path.is_file():
+        raise ValueError(f"{name}: the upload did not arrive; try again")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
+    return suffix
+
+
+def check_audio(path: str | Path, limits: Limits) -> str:
+    """A music upload's suffix, once its type and size pass and it decodes as audio: a text
+    file named `.mp3` is refused with the request, not when its job runs."""
+    from .video_io import audio_duration
+
+    suffix = check_upload(path, AUDIO_SUFFIXES, limits, "audio")
+    try:
+        audio_duration(Path(path))
+    except ValueError as exc:  # "audio: cannot read '<upload name>': no audio stream"
+        reason = str(exc).rpartition(": ")[2]
+        raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
+    return suffix

@@ -91,6 +91,19 @@ def parse_fast(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ..
     return tuple(out)
 
 
+EXIT_INVALID = 2  # the exit code of a command given input it cannot take
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(
+            EXIT_INVALID,
+            f"error: {message} (see `{self.prog} --help`)\n",
+        )
+
+
 def parse_workers(value: str | int | None) -> int | None:
     """None (one per GPU) or a whole number of Ray workers ≥ 1."""
     if value is None or value == "":

@@ -402,7 +402,7 @@ def test_the_servers_device_and_memory_knobs_are_the_clis():
     """`app.py` takes the same --batch-size/--memory-budget/--offload/--dtype/--device/--fast
     as the CLI, each falling back to its REELCHAIN_* variable."""
     import app
-    from pipelines.cli import runtime_from_args
+    from pipelines.settings import runtime_from_args
 
     args = app.build_parser().parse_args(["--batch-size", "3", "--memory-budget", "2GB",
                                           "--offload", "none", "--fast", "cache"])  # fmt: skip

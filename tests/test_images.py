@@ -143,7 +143,7 @@ def test_uncached_model_offline_exit_1(cli, tmp_path):
 def test_a_presets_own_size_obeys_the_caps(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("REELCHAIN_MAX_SIDE", "48")
     code, _, err = cli("image", "a cat", "--model", "tiny", "--out", tmp_path)
-    assert code == 2 and "width: 64 is over the limit of 48" in err
+    assert code == 2 and "width: tiny-image makes 64 px, over the limit of 48" in err
 
 
 @pytest.mark.parametrize("steps,strength,ran", [(1, 0.6, 2), (2, 0.3, 4), (4, 0.5, 4)])

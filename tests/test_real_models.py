@@ -430,14 +430,14 @@ def test_flux_schnell_is_called_with_its_text_length_and_sizes_on_its_multiple(
     from diffusers import FluxPipeline
 
     from pipelines.images import make_images
-    from pipelines.settings import ImageRequest
+    from pipelines.requests import ImageRequest
 
     ref = resolve_model("tiny-flux", "image")
     assert ref.size_multiple == 16 and dict(ref.preset.call) == {"max_sequence_length": 256}
     with pytest.raises(ValueError, match=r"^width: tiny-flux needs a multiple of 16 \(got 72"):
-        make_images(ImageRequest("a", width=72, height=64), tmp_path, model="tiny-flux")
+        make_images(ImageRequest("a", width=72, height=64, model="tiny-flux"), tmp_path)
     seen = spy_calls(monkeypatch, FluxPipeline)
-    (result,) = make_images(ImageRequest("a", width=80, height=48), tmp_path, model="tiny-flux")
+    (result,) = make_images(ImageRequest("a", width=80, height=48, model="tiny-flux"), tmp_path)
     assert seen[0]["max_sequence_length"] == 256
     assert Image.open(result.path).size == (80, 48)  # asked and written agree
 
@@ -673,4 +673,4 @@ def test_a_run_planned_for_slow_motion_is_not_resumed_half_new(tmp_path, cli):
     manifest = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
     code, _, err = cli("video", "--resume", run)
-    assert code == 2 and err.startswith("error: resume: this run was planned by an earlier")
+    assert code == 2 and err.splitlines()[-1].startswith("error: resume: this run was planned by")
