@@ -27,6 +27,7 @@ from pipelines.jobs import (
 )
 from pipelines.requests import ImageRequest, VideoRequest
 from pipelines.settings import Limits, Runtime
+from pipelines.video_io import probe
 
 
 def prepare_video(storyboard, limits=None, **fields):
@@ -36,7 +37,7 @@ def prepare_video(storyboard, limits=None, **fields):
 
 def prepare_image(prompt, limits=None, **fields):
     return image_params(ImageRequest(prompt, **fields), limits or Limits())
-from pipelines.video_io import probe
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
