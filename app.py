@@ -236,6 +236,10 @@ def _input_problem(block: Any, value: Any) -> str | None:
         return None
     if isinstance(block, gr.Number | gr.Slider):
         return _number_problem(block, value)
+    if isinstance(block, NumberBox):
+        if isinstance(value, str):
+            return None  # the request's check names text that is no number
+        return _number_problem(block, value)
     if _takes_text(block):
         return None if isinstance(value, str) else f"must be text (got {type(value).__name__})"
     if isinstance(block, gr.Dropdown | gr.Radio):
@@ -265,6 +269,19 @@ def _number_problem(block: Any, value: Any) -> str | None:
     if low is not None and value < low:
         return f"{value:g} is under the minimum value {low:g}"
     return None
+
+
+class NumberBox(gr.Textbox):
+    """An optional number: a text box, since Gradio's number box cannot be empty (it shows
+    and sends 0). The API takes a number, numeric text or null (the default)."""
+
+    minimum = maximum = None  # the request's checks hold the bounds
+
+    def get_block_name(self) -> str:
+        return "textbox"  # the page draws it as a text box
+
+    def api_info(self) -> dict[str, Any]:
+        return {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
 
 
 def _takes_text(block: Any) -> bool:
@@ -347,10 +364,27 @@ def endpoint(fn: Callable[[dict], Any], names: list[str], doc: str) -> Callable:
 
 
 def request_from(cls: type, values: dict, **fixed: Any):
-    """A request from a form's or an API call's values ("" and None: the default)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    given = {k: v for k, v in values.items() if k in names and v not in (None, "")}
+    """A request from a form's or an API call's values ("" and None: the default). The
+    page's number boxes are text, so they can be empty: their text becomes a number."""
+    kinds = {name: kind for name, kind, _spec in fields_of(cls)}
+    given = {}
+    for name, value in values.items():
+        if name in kinds and kinds[name] in (int, float) and isinstance(value, str):
+            value = _number_text(value)
+        if name in kinds and value not in (None, ""):
+            given[name] = value
     return cls(**(given | fixed))
+
+
+def _number_text(text: str) -> float | int | str:
+    """A number box's text as a number; text that is no number stays text, for the
+    request's check to name ("must be a number (got 'abc')")."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
 @dataclass
@@ -581,10 +615,12 @@ class Actions:
         return self._acted(self.jobs.cancel(_picked(job_id)))
 
     @user_errors
-    def reroll_job(self, job_id: str | None, segment: float | None, seed: float | None) -> str:
+    def reroll_job(self, job_id: str | None, segment: float | None, seed: str | None) -> str:
         if segment is None:
             raise ValueError("segment: give the number of the segment to re-roll (from 0)")
-        new_seed = None if seed is None else int(seed)
+        new_seed = _number_text(seed) if isinstance(seed, str) and seed.strip() else None
+        if new_seed is not None and not isinstance(new_seed, int):
+            raise ValueError(f"seed: must be a whole number or empty (got {seed!r:.40})")
         return self._acted(self.jobs.reroll(_picked(job_id), int(segment), new_seed))
 
     def _acted(self, job: Job) -> str:
@@ -623,9 +659,8 @@ def field_input(cls: type, name: str, **kw) -> gr.components.Component:
     if spec.choices:
         return gr.Dropdown([("default", None), *spec.choices], value=None, label=label,
                            info=spec.help, **kw)  # fmt: skip
-    if kind in (int, float):
-        return gr.Number(value=None, label=label, info=info,
-                         precision=0 if kind is int else None, **kw)  # fmt: skip
+    if kind in (int, float):  # text, not gr.Number: a Number box cannot be empty
+        return NumberBox(value="", label=label, info=info, placeholder="default", **kw)
     return gr.Textbox(label=label, info=spec.help, **kw)
 
 
@@ -788,8 +823,8 @@ def history_tab(app: Actions, demo: gr.Blocks) -> None:
         with gr.Row():
             picked = gr.Dropdown([], label="Job", scale=2)
             segment_no = gr.Number(value=0, label="Segment", info="from 0", precision=0, minimum=0)
-            new_seed = gr.Number(value=None, label="New seed", precision=0,
-                                 info="empty: the segment's seed + 1")  # fmt: skip
+            new_seed = NumberBox(label="New seed", placeholder="segment's seed + 1",
+                                  info="empty: the segment's seed + 1")  # fmt: skip
         with gr.Row():
             buttons = {fn: gr.Button(label) for fn, label in (
                 (app.resume_job, "Resume"), (app.reroll_job, "Re-roll segment"),

@@ -211,6 +211,24 @@ def test_plan_refuses_music_that_generate_would_refuse(tmp_path):
     assert actions.plan(SHORT).startswith("2 shots, 16 frames at 8 fps")
 
 
+def test_the_pages_number_boxes_may_be_empty_and_hold_text():
+    """Gradio's number box cannot be empty, so the page's optional numbers are text:
+    empty is the default, number text is the number, other text is named."""
+    import gradio as gr
+
+    import app
+    from pipelines.requests import VideoRequest
+    from pipelines.settings import Limits
+
+    req = app.request_from(VideoRequest, {"storyboard": SHORT, "fps": "", "seed": "0",
+                                          "width": " 64 ", "steps": None})  # fmt: skip
+    assert (req.fps, req.seed, req.width, req.steps) == (None, 0, 64, None)
+    actions = app.Actions(jobs=None, limits=Limits())
+    assert actions.plan(SHORT, fps="12").startswith("2 shots, 24 frames at 12 fps")
+    with pytest.raises(gr.Error, match="fps: must be an integer .got 'twelve'"):
+        actions.plan(SHORT, fps="twelve")
+
+
 def test_image_api_gives_images_with_their_parameters(client):
     images, details = client.predict("a red fox in the snow", count=2, seed=3, api_name="/image")
     assert len(images) == 2 and [d["seed"] for d in details] == [3, 4]

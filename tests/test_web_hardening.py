@@ -112,15 +112,15 @@ VIDEO_CASES = [  # (inputs, phrase), each sent to /video and to /plan (item 13: 
     ([], "takes 12 values (storyboard, model, mode, fps"),  # item 14: too few inputs
     ([SHORT], "takes 12 values"),
     (video_inputs()[:9], "got 9; send null for any left at its default"),
-    (video_inputs(fps="abc"), "fps: must be a number (got 'abc')"),  # item 14
+    (video_inputs(fps="abc"), "fps: must be an integer (got 'abc')"),  # item 14
     (video_inputs(fps=NAN), "fps: must be a finite number (got nan)"),
     (video_inputs(fps=INF), "fps: must be a finite number (got inf)"),
     (video_inputs(width=-INF), "width: must be a finite number"),
     (video_inputs(fps=True), "fps: must be a number (got True)"),
     (video_inputs(fps=[8]), "fps: must be a number"),
     (video_inputs(height={"a": 1}), "height: must be a number"),
-    (video_inputs(seed="7"), "seed: must be a number (got '7')"),
-    (video_inputs(steps="x"), "steps: must be a number"),
+    (video_inputs(seed="7.5"), "seed: must be an integer (got 7.5)"),  # number text counts
+    (video_inputs(steps="x"), "steps: must be an integer"),
     (video_inputs(fps=1000), "fps: must be between 1 and 60"),
     (video_inputs(width=99999), "width: must be between 32 and 1280"),
     (video_inputs(steps=9), "steps: must be between 1 and 8"),
