@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import html
 import inspect
@@ -236,7 +235,7 @@ def _input_problem(block: Any, value: Any) -> str | None:
         return None
     if isinstance(block, gr.Number | gr.Slider):
         return _number_problem(block, value)
-    if isinstance(block, NumberBox):
+    if getattr(block, "takes_number", False):
         if isinstance(value, str):
             return None  # the request's check names text that is no number
         return _number_problem(block, value)
@@ -271,17 +270,13 @@ def _number_problem(block: Any, value: Any) -> str | None:
     return None
 
 
-class NumberBox(gr.Textbox):
+def number_box(**kw) -> gr.Textbox:
     """An optional number: a text box, since Gradio's number box cannot be empty (it shows
-    and sends 0). The API takes a number, numeric text or null (the default)."""
-
-    minimum = maximum = None  # the request's checks hold the bounds
-
-    def get_block_name(self) -> str:
-        return "textbox"  # the page draws it as a text box
-
-    def api_info(self) -> dict[str, Any]:
-        return {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
+    and sends 0); empty text is the default. A function, not a gr.Textbox subclass: Gradio
+    writes a .pyi stub beside the module of any component subclass."""
+    box = gr.Textbox(placeholder=kw.pop("placeholder", "default"), **kw)
+    box.takes_number = True
+    return box
 
 
 def _takes_text(block: Any) -> bool:
@@ -660,7 +655,7 @@ def field_input(cls: type, name: str, **kw) -> gr.components.Component:
         return gr.Dropdown([("default", None), *spec.choices], value=None, label=label,
                            info=spec.help, **kw)  # fmt: skip
     if kind in (int, float):  # text, not gr.Number: a Number box cannot be empty
-        return NumberBox(value="", label=label, info=info, placeholder="default", **kw)
+        return number_box(value="", label=label, info=info, placeholder="default", **kw)
     return gr.Textbox(label=label, info=spec.help, **kw)
 
 
@@ -823,7 +818,7 @@ def history_tab(app: Actions, demo: gr.Blocks) -> None:
         with gr.Row():
             picked = gr.Dropdown([], label="Job", scale=2)
             segment_no = gr.Number(value=0, label="Segment", info="from 0", precision=0, minimum=0)
-            new_seed = NumberBox(label="New seed", placeholder="segment's seed + 1",
+            new_seed = number_box(label="New seed", placeholder="segment's seed + 1",
                                   info="empty: the segment's seed + 1")  # fmt: skip
         with gr.Row():
             buttons = {fn: gr.Button(label) for fn, label in (
