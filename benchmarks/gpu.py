@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.models import PRESETS
+
 from .report import Config, Metric, Report, ratio_metric, save_report
 
 # Every preset of the registry at its published size, random weights (`random:<preset>`):
 # the paths a first real run takes (wan-flf2v-720p's keyframes end on a last frame; FLUX
 # reads 256 text tokens).
-GPU_MODELS = tuple(f"random:{p}" for p in ("sd-turbo", "sdxl-turbo", "flux-schnell",
-                                           "ltx-video", "wan-i2v-480p", "wan-flf2v-720p",
-                                           "svd-xt", "cogvideox-5b-i2v"))  # fmt: skip
+GPU_MODELS = tuple(f"random:{p}" for p in PRESETS)
 
 
 @dataclass

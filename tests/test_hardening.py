@@ -75,19 +75,20 @@ RACES = 4  # two `video` runs into one folder, released together by a barrier, f
 # before (its tail PNG), the second crossfades in: segments 0 → 1 → 2, and 3 on its own.
 # With --batch-size 1 the calls are seg 0, seg 3 (one wave), seg 1, seg 2.
 KILL_STORY = """\
-fps: 8
+fps: 24
 width: 32
 height: 32
 seed: 5
 interpolate: 1
 shots:
   - prompt: a long river journey
-    seconds: 3
+    seconds: 0.75
     transition: crossfade
-    transition_seconds: 0.5
+    transition_seconds: 0.25
   - prompt: the sea at dusk
-    seconds: 1
+    seconds: 0.375
 """
+# At LTX's own 24 fps this is four segments: three for shot 0, one for shot 1.
 KILL_ARGS = ("--model", "tiny-ltx", "--batch-size", "1")
 # Sixteen moments: around every kind of write (before its rename: a whole temporary file is
 # left; after it: the file stands but the manifest does not know yet), inside a pipeline
@@ -151,7 +152,7 @@ def forked(tmp_path_factory) -> Forked:
     f = Forked(root)
     for name, text in (("a.yaml", STORY_A), ("b.yaml", STORY_B), ("kill.yaml", KILL_STORY)):
         (root / name).write_text(text)
-    # Batches of a second or more each, so that the two of a race surely overlap.
+    # Two batches into one folder (the harness holds the claim's holder until the other ends).
     (root / "ta.txt").write_text("".join(f"a lighthouse {i}\n" for i in range(8)))
     (root / "tb.txt").write_text("".join(f"a forest {i}\n" for i in range(6)))
     (root / "rows.txt").write_text(ROWS)
