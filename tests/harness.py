@@ -14,7 +14,10 @@ makes the same bits), one task after another:
   `{"replace": "segments/seg-001.mp4", "when": "before" | "after", "nth": 1}` (around the
   atomic rename that puts that file in place; "before" leaves the written temporary file)
   or `{"call": "pipelines.clips:_call", "nth": 2}` (on entering the n-th call);
-- `{"kind": "race", "argvs": [[...], [...]]}`: one child per argv, released together;
+- `{"kind": "race", "argvs": [[...], [...]]}`: one child per argv, released together; a
+  child that gets as far as writing its first manifest.json (so it holds the folder's
+  claim) waits there until the others have ended, so the race is decided by the claim,
+  never by which child happens to finish first;
 - `{"kind": "unlink", "path": P}`, `{"kind": "truncate", "path": P}` (to half its bytes):
   damage done in between, in the harness itself.
 
@@ -31,6 +34,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +92,24 @@ def _arm(at: dict) -> None:
     setattr(owner, name, call)
 
 
-def _child(argv: list[str], at: dict | None, logs: Path, barrier=None) -> None:
+def _hold_until_others_end(ended, others: int) -> None:
+    """Patch os.replace: the first manifest.json put in place waits (30 s at most) until
+    `others` racers have ended."""
+    real = os.replace
+    held = {"done": False}
+
+    def replace(src, dst, *args, **kwargs):
+        if not held["done"] and str(dst).endswith("manifest.json"):
+            held["done"] = True
+            deadline = time.monotonic() + 30
+            while ended.value < others and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return real(src, dst, *args, **kwargs)
+
+    os.replace = replace
+
+
+def _child(argv: list[str], at: dict | None, logs: Path, race=None) -> None:
     """In the forked child: output to files, arm the kill, wait for the barrier, run."""
     out = open(logs / "out", "w", buffering=1)  # noqa: SIM115 - closed by os._exit
     err = open(logs / "err", "w", buffering=1)  # noqa: SIM115
@@ -101,7 +122,9 @@ def _child(argv: list[str], at: dict | None, logs: Path, barrier=None) -> None:
 
         if at:
             _arm(at)
-        if barrier is not None:
+        if race is not None:
+            barrier, ended, others = race
+            _hold_until_others_end(ended, others)
             barrier.wait(30)
         code = main(argv)
     except SystemExit as exc:
@@ -111,6 +134,9 @@ def _child(argv: list[str], at: dict | None, logs: Path, barrier=None) -> None:
     finally:
         out.flush()
         err.flush()
+        if race is not None:
+            with race[1].get_lock():
+                race[1].value += 1
         os._exit(code)
 
 
@@ -124,13 +150,13 @@ def _result(pid: int, logs: Path) -> dict:
     }
 
 
-def _fork(argv: list[str], at: dict | None = None, barrier=None) -> tuple[int, Path]:
+def _fork(argv: list[str], at: dict | None = None, race=None) -> tuple[int, Path]:
     logs = Path(tempfile.mkdtemp(prefix="harness-"))
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(argv, at, logs, barrier)
+        _child(argv, at, logs, race)
     return pid, logs
 
 
@@ -144,8 +170,9 @@ def run_task(task: dict) -> dict:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         return {}
     if kind == "race":
-        barrier = multiprocessing.get_context("fork").Barrier(len(task["argvs"]))
-        children = [_fork(argv, barrier=barrier) for argv in task["argvs"]]
+        fork, n = multiprocessing.get_context("fork"), len(task["argvs"])
+        race = (fork.Barrier(n), fork.Value("i", 0), n - 1)
+        children = [_fork(argv, race=race) for argv in task["argvs"]]
         return {"runs": [_result(pid, logs) for pid, logs in children]}
     argv = task["argv"]
     if kind == "resume" and (Path(task["out"]) / "manifest.json").is_file():

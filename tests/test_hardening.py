@@ -151,7 +151,7 @@ def forked(tmp_path_factory) -> Forked:
     f = Forked(root)
     for name, text in (("a.yaml", STORY_A), ("b.yaml", STORY_B), ("kill.yaml", KILL_STORY)):
         (root / name).write_text(text)
-    # Batches of a second or more each, so that the two of a race surely overlap.
+    # Two batches into one folder (the harness holds the claim's holder until the other ends).
     (root / "ta.txt").write_text("".join(f"a lighthouse {i}\n" for i in range(8)))
     (root / "tb.txt").write_text("".join(f"a forest {i}\n" for i in range(6)))
     (root / "rows.txt").write_text(ROWS)

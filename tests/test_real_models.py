@@ -665,11 +665,12 @@ def test_rules_read_from_configs_of_models_without_a_preset():
     assert config_traits("image", flux_dev, "dev") == {"size_multiple": 16}  # 512 tokens
 
 
-def test_a_run_planned_for_slow_motion_is_not_resumed_half_new(tmp_path, cli):
+def test_a_run_planned_for_slow_motion_is_not_resumed_half_new(tmp_path, cli, capsys):
     """A version-1 manifest (clips planned at fps / interpolate) would mix two motion speeds
     in one shot if resumed: one line says to make it again."""
     run = tmp_path / "old"
     make_video(story(tmp_path), run, VideoOptions(model="tiny-ltx"))
+    capsys.readouterr()  # the first run's progress bars
     manifest = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
     code, _, err = cli("video", "--resume", run)
