@@ -44,17 +44,15 @@ from typing import Any
 import gradio as gr
 
 from pipelines.jobs import (
-    Job,
     JobContext,
-    JobError,
     JobManager,
-    JobStore,
     Runner,
     image_params,
     thumbnail_params,
     video_params,
     video_plan,
 )
+from pipelines.jobstore import Job, JobError, JobStore
 from pipelines.requests import (
     AUDIO_SUFFIXES,
     ROWS_SUFFIXES,
@@ -935,7 +933,8 @@ def exposure(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, tuple[
 
 def private_paths(runs: Path) -> list[str]:
     """Files in the runs folder that are not outputs: the job store, its lock, staging."""
-    from pipelines.jobs import DB_NAME, LOCK_NAME
+    from pipelines.jobs import LOCK_NAME
+    from pipelines.jobstore import DB_NAME
 
     names = [DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME, ".staging"]
     return [str(runs / name) for name in names]

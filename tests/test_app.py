@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from pipelines.jobs import JobStore
+from pipelines.jobstore import JobStore
 from pipelines.video_io import probe
 
 ROOT = Path(__file__).resolve().parent.parent

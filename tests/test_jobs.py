@@ -15,16 +15,8 @@ import pytest
 from PIL import Image
 
 from pipelines import images
-from pipelines.jobs import (
-    DB_NAME,
-    RUNNERS,
-    JobError,
-    JobManager,
-    JobStore,
-    image_params,
-    run_video,
-    video_params,
-)
+from pipelines.jobs import RUNNERS, JobManager, image_params, run_video, video_params
+from pipelines.jobstore import DB_NAME, JobError, JobStore
 from pipelines.requests import ImageRequest, VideoRequest
 from pipelines.settings import Limits, Runtime
 from pipelines.video_io import probe

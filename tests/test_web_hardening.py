@@ -25,7 +25,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from test_app import CAPS, ROOT, SHORT, Server, tone
 
-from pipelines.jobs import JobStore
+from pipelines.jobstore import JobStore
 
 NAN, INF = float("nan"), float("inf")
 
