@@ -53,6 +53,7 @@ from pipelines.jobs import (
     video_plan,
 )
 from pipelines.jobstore import Job, JobError, JobStore
+from pipelines.overlay import THUMBNAIL_SIZES
 from pipelines.requests import (
     AUDIO_SUFFIXES,
     ROWS_SUFFIXES,
@@ -86,7 +87,6 @@ MODE_CHOICES = [
     ("keyframes", "keyframes"),
     ("feedback", "feedback"),
 ]
-THUMBNAIL_PRESETS = ["youtube", "shorts", "square"]
 SHOT_HEADERS = ["prompt", "seconds", "transition"]
 DEFAULT_SHOTS = [
     ["a paper boat on a rainy street", 2, "crossfade"],
@@ -765,7 +765,7 @@ def thumbnails_tab(app: Actions, model: str | None) -> None:
                 "rows_file": gr.File(label="Or upload a file (used instead of the text)",
                                      file_types=list(ROWS_SUFFIXES), height=120)}  # fmt: skip
             with gr.Row():
-                w["preset"] = gr.Dropdown(THUMBNAIL_PRESETS, value="youtube", label="Preset",
+                w["preset"] = gr.Dropdown(list(THUMBNAIL_SIZES), value="youtube", label="Preset",
                                           allow_custom_value=True, info="or WxH, e.g. 1280x720")  # fmt: skip
                 w["variants"] = gr.Slider(1, app.limits.max_count, value=1, step=1,
                                           label="Variants per row")  # fmt: skip

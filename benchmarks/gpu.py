@@ -79,7 +79,7 @@ def _build(case: GpuCase, runtime) -> _Subject:
     image = fam.kind == "image"
     loaded = models.load(ref, "text2img" if image else "video", runtime)
     if image:
-        jobs = [images.ImageJob(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
+        jobs = [images.ImageItem(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
                                 case.steps, ref.preset.guidance, i) for i in range(case.items)]  # fmt: skip
 
         def plain(job):  # the naive loop: one pipeline call per prompt
@@ -90,7 +90,7 @@ def _build(case: GpuCase, runtime) -> _Subject:
     else:
         side = np.linspace(0, 255, case.width, dtype=np.uint8)
         first = Image.fromarray(np.stack([np.tile(side, (case.height, 1))] * 3, -1))
-        jobs = [clips.ClipJob(f"a paper boat on a pond, take {i}", first, case.frames,
+        jobs = [clips.ClipItem(f"a paper boat on a pond, take {i}", first, case.frames,
                               case.width, case.height, case.steps, ref.preset.guidance, i,
                               fps=ref.preset.fps or 8) for i in range(case.items)]  # fmt: skip
         adapter = clips.ADAPTERS[fam.name]

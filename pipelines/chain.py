@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 
 from . import __version__, drift, events
 from .batching import OutOfMemory, Planner
-from .clips import Cancelled, ClipJob, generate_clips
+from .clips import Cancelled, ClipItem, generate_clips
 from .files import remove_partials
-from .images import ImageJob, check_size, generate
+from .images import ImageItem, check_size, generate
 from .models import ModelRef, check_fast, load, resolve_model
 from .overlay import fit_to, generation_size
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
@@ -481,7 +481,7 @@ def _make_keyframes(ctx: _Context) -> None:
     guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
     width, height = keyframe_size(ref, sb.width, sb.height)
     jobs = [
-        ImageJob(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
+        ImageItem(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
                  steps, guidance, sb.shots[k].seed)
         for k in missing
     ]  # fmt: skip
@@ -622,7 +622,7 @@ def _generate(
             else None
         )
         jobs.append(
-            ClipJob(
+            ClipItem(
                 prompt=shot.prompt,
                 first=cond[-1] if len(cond) == 1 else cond[0],
                 num_frames=seg.frames,
@@ -677,7 +677,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             m, k = shot.motion, stretch[i]
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
-                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
+                ImageItem(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
                          _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
                          shot.strength)
             )  # fmt: skip

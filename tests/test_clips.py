@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import FAMILIES, load, resolve_model
 from pipelines.settings import Runtime
 
@@ -32,7 +32,7 @@ def job(preset, seed=0, **kw):
         guidance=preset.guidance,
         seed=seed,
     )
-    return ClipJob(**(base | kw))
+    return ClipItem(**(base | kw))
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
@@ -117,10 +117,10 @@ def test_a_learned_position_table_fixes_the_clip_size():
 
     loaded = load(resolve_model("tiny-cogvideox", "video"), "video", Runtime())
     assert _native_size(loaded.pipe) == (32, 32)
-    job = ClipJob("a", Image.new("RGB", (64, 32)), 49, 64, 32, 2, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (64, 32)), 49, 64, 32, 2, 3.0, 0)
     with pytest.raises(ValueError, match=r"^width: tiny-cogvideox makes 32×32 only"):
         check_job(loaded, job)
-    check_job(loaded, ClipJob("a", Image.new("RGB", (32, 32)), 49, 32, 32, 2, 3.0, 0))
+    check_job(loaded, ClipItem("a", Image.new("RGB", (32, 32)), 49, 32, 32, 2, 3.0, 0))
 
 
 def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
@@ -132,7 +132,7 @@ def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
 
     flf = load(resolve_model("tiny-wan-flf2v", "video"), "video", Runtime())
     first, last = Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (32, 32), "blue")
-    alone = ClipJob("a", first, 9, 32, 32, 2, 3.0, 0)
+    alone = ClipItem("a", first, 9, 32, 32, 2, 3.0, 0)
     both = dataclasses.replace(alone, last=last)
     adapter = ADAPTERS["wan"]
     with pytest.raises(RuntimeError):  # what the pipeline does on its own
@@ -158,7 +158,7 @@ def test_wan_21_image_to_video_cannot_end_on_a_last_frame():
     elsewhere = dataclasses.replace(twin.ref, preset=dataclasses.replace(twin.ref.preset,
                                                                          conditioning=None))  # fmt: skip
     i2v = dataclasses.replace(twin, ref=elsewhere)
-    job = ClipJob("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
     check_job(i2v, job)
     with pytest.raises(ValueError, match=r"^model: tiny-wan cannot end a clip on a given last"):
         check_job(i2v, dataclasses.replace(job, last=Image.new("RGB", (32, 32))))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.images import ImageJob, generate
+from pipelines.images import ImageItem, generate
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
@@ -63,7 +63,7 @@ def test_same_inputs_same_pixels(cli, tmp_path):
 
 def test_an_image_is_the_same_alone_or_in_a_batch():
     loaded = load(resolve_model("tiny", "image"), "text2img")
-    jobs = [ImageJob(f"prompt {i}", "", 64, 64, 2, 1.0, 100 + i) for i in range(4)]
+    jobs = [ImageItem(f"prompt {i}", "", 64, 64, 2, 1.0, 100 + i) for i in range(4)]
     batched = generate(loaded, jobs, runtime=Runtime(batch_size=4))
     alone = [generate(loaded, [j], runtime=Runtime(batch_size=1))[0] for j in jobs]
     for x, y in zip(batched, alone, strict=True):
@@ -162,5 +162,5 @@ def test_image_to_image_runs_at_least_one_step(cli, tmp_path, steps, strength, r
 def test_python_api_image_to_image_jobs_also_run_one_step():
     loaded = load(resolve_model("tiny", "image"), "text2img")
     init = Image.new("RGB", (64, 64), (20, 90, 200))
-    (out,) = generate(loaded, [ImageJob("a", "", 64, 64, 1, 1.0, 5, init, 0.6)])
+    (out,) = generate(loaded, [ImageItem("a", "", 64, 64, 1, 1.0, 5, init, 0.6)])
     assert out.shape == (64, 64, 3) and np.isfinite(out).all()

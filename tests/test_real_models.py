@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipelines import batching, chain, clips, device, models
 from pipelines.chain import VideoOptions, keyframe_size, make_video
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
@@ -83,7 +83,7 @@ def test_every_ltx_clip_runs_through_the_condition_pipeline_with_decode_noise(
 def test_ltx_first_frame_clips_batch_and_equal_alone():
     loaded = load(resolve_model("tiny-ltx", "video"), "video")
     jobs = [
-        ClipJob(f"take {i}", Image.new("RGB", (32, 32), (60 * i, 90, 160)), 9, 32, 32, 2, 3.0, i)
+        ClipItem(f"take {i}", Image.new("RGB", (32, 32), (60 * i, 90, 160)), 9, 32, 32, 2, 3.0, i)
         for i in range(3)
     ]
     sizes = []
@@ -519,7 +519,7 @@ def test_cancel_stops_a_call_at_the_end_of_a_step(spec):
 
     hook = denoiser.register_forward_hook(step)
     side = ref.preset.width  # HunyuanVideo 1.5 has no step callbacks: a hook stops it
-    job = ClipJob("a", Image.new("RGB", (side, side)), ref.preset.frames, side, side, 6, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (side, side)), ref.preset.frames, side, side, 6, 3.0, 0)
     try:
         with pytest.raises(clips.Cancelled):
             generate_clips(loaded, [job], cancel=cancel)
