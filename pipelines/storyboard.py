@@ -30,8 +30,8 @@ the plan it started with.
 
 Bounds
 ------
-Fixed: width/height a multiple of 8 from 64 up; interpolate 1..8; seed 0..2**32-1; steps
-1..1000; guidance 0..100; motion zoom 0.5..2, pan -512..512 px/frame, rotate -180..180
+Fixed: width/height a multiple of 8 from 32 up (the twins' size; a real model checks its own
+size rule); interpolate 1..8; seed 0..2**32-1; steps 1..1000; guidance 0..100; motion zoom 0.5..2, pan -512..512 px/frame, rotate -180..180
 degrees/frame; strength 0 < s < 1; model name 1..200 characters. The rest come from
 `Limits` (a deployment may tighten them): fps 1..max_fps, sides up to max_side, prompts and
 negative prompts up to max_prompt_chars, shots 1..max_shots, seconds per shot in
