@@ -22,12 +22,7 @@ NEW_TWINS = ["tiny-wan22-ti2v", "tiny-wan22", "tiny-hunyuanvideo15", "tiny-ltx2"
 GB = 2**30
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_shots(side: int = 32, mode: str = "continue", extra: str = "") -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mount_tmpfs
 
 from pipelines.stitch import read_frames
 
@@ -957,14 +958,7 @@ def test_one_deeply_nested_jsonl_row_is_one_bad_row(cli, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real small file system (tmpfs), full long before a run ends; `grow()` frees space."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root here; test_chain injects ENOSPC instead")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(mnt)],
-                             capture_output=True)  # fmt: skip
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    mnt = mount_tmpfs(tmp_path / "disk", "size=60k")  # (test_chain injects ENOSPC too)
 
     def grow() -> None:
         subprocess.run(["mount", "-o", "remount,size=20m", str(mnt)], check=True)

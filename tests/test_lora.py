@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from conftest import make_lora
 from PIL import Image
 
@@ -22,12 +21,7 @@ def loras(tmp_path_factory):
     }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def image(loaded, *loras):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TWO_SHOTS
 from PIL import Image
 
 from pipelines import batching, chain, clips, device, models
@@ -17,25 +18,7 @@ from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
-TWO_SHOTS = """
-fps: 8
-width: 32
-height: 32
-seed: 3
-shots:
-  - prompt: a paper boat on a rainy street
-    seconds: 1
-  - prompt: a lighthouse at dusk
-    seconds: 1
-"""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spy_calls(monkeypatch, cls):

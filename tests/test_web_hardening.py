@@ -21,26 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, Server, mount_tmpfs, write_tone
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from test_app import CAPS, ROOT, SHORT, Server, tone
+from test_app import CAPS, SHORT
 
 from pipelines.jobstore import JobStore
 
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("web") / "runs"
-    s = Server(runs, CAPS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client()
+SERVER_ENV = CAPS  # the `server` fixture (tests/conftest.py) starts the app with these
 
 
 def raw(server: Server, api: str, data: list) -> tuple[str, dict | list | None]:
@@ -251,7 +242,9 @@ def test_music_uploads_are_checked_with_the_request(server, client, tmp_path, ap
         assert phrase in str(info.value), f"{what}: {info.value}"
         assert watch.new_jobs() == 0 and not watch.traceback(), what
     plan = client.predict(
-        SHORT, audio=handle_file(tone(tmp_path / "song.wav", 0.5)), api_name="/plan"
+        SHORT,
+        audio=handle_file(write_tone(tmp_path / "song.wav", 0.5, rate=8000)),
+        api_name="/plan",
     )
     assert plan.startswith("2 shots")
 
@@ -333,14 +326,7 @@ def app_main(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder on a read-only file system (a tmpfs mounted read-only)."""
-    path = tmp_path / "ro"
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    path = mount_tmpfs(tmp_path / "ro", "ro,size=64k")
     yield path
     subprocess.run(["umount", "-l", str(path)], check=False)
 
