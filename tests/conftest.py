@@ -76,6 +76,24 @@ def make_lora(twin: str, out_dir, seed: int = 1):
     return out_dir / "pytorch_lora_weights.safetensors"
 
 
+def twin_names(kind: str) -> list[str]:
+    """The `tiny-<twin>` model names of every twin of one kind ("image" or "video")."""
+    from pipelines.models import FAMILIES, twin_presets
+
+    return [n for n, p in twin_presets().items() if FAMILIES[p.family].kind == kind]
+
+
+def assert_same_alone_or_batched(generate, items: list, atol: float = 2e-3) -> None:
+    """The check every family passes (as diffusers' pipeline test mixins have one): items made
+    in one batch are the items made one at a time, and different items differ.
+    `generate(items, batch_size)` returns one float array per item."""
+    together = generate(items, len(items))
+    alone = [generate([item], 1)[0] for item in items]
+    for i, (a, b) in enumerate(zip(together, alone, strict=True)):
+        assert np.abs(a - b).max() < atol, f"item {i}: batched differs from alone"
+    assert np.abs(together[0] - together[1]).max() > 1e-3  # different inputs, different outputs
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread (restored afterwards): the twins' tensors are too small to gain from

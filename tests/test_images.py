@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_same_alone_or_batched, twin_names
 from PIL import Image
 
 from pipelines.images import ImageItem, generate
@@ -61,13 +62,14 @@ def test_same_inputs_same_pixels(cli, tmp_path):
     assert not np.array_equal(pixels(pa), pixels(b / pa.name.replace("-3", "-4")))
 
 
-def test_an_image_is_the_same_alone_or_in_a_batch():
-    loaded = load(resolve_model("tiny", "image"), "text2img")
-    jobs = [ImageItem(f"prompt {i}", "", 64, 64, 2, 1.0, 100 + i) for i in range(4)]
-    batched = generate(loaded, jobs, runtime=Runtime(batch_size=4))
-    alone = [generate(loaded, [j], runtime=Runtime(batch_size=1))[0] for j in jobs]
-    for x, y in zip(batched, alone, strict=True):
-        assert np.abs(x - y).max() < 2e-3
+@pytest.mark.parametrize("name", twin_names("image"))
+def test_an_image_is_the_same_alone_or_in_a_batch(name):
+    loaded = load(resolve_model(name, "image"), "text2img")
+    p = loaded.ref.preset
+    items = [ImageItem(f"prompt {i}", "", p.width, p.height, 2, 1.0, 100 + i) for i in range(4)]
+    assert_same_alone_or_batched(
+        lambda batch, size: generate(loaded, batch, runtime=Runtime(batch_size=size)), items
+    )
 
 
 def test_count_gives_consecutive_seeds(cli, tmp_path):
