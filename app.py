@@ -24,6 +24,7 @@ request. Only the runs folder is served.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import html
 import inspect
@@ -42,18 +43,29 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.cli import OneLineParser, add_runtime_flags, runtime_from_args
 from pipelines.jobs import (
+    JobContext,
+    JobManager,
+    Runner,
+    image_params,
+    thumbnail_params,
+    video_params,
+    video_plan,
+)
+from pipelines.jobstore import Job, JobError, JobStore
+from pipelines.overlay import THUMBNAIL_SIZES
+from pipelines.requests import (
     AUDIO_SUFFIXES,
     ROWS_SUFFIXES,
-    Job,
-    JobContext,
-    JobError,
-    JobManager,
-    JobStore,
-    Runner,
+    THUMBNAIL_FORMATS,
+    ImageRequest,
+    ThumbnailRequest,
+    VideoRequest,
+    check_audio,
+    check_upload,
+    fields_of,
 )
-from pipelines.settings import Limits, Runtime
+from pipelines.settings import Limits, OneLineParser, Runtime, add_runtime_flags, runtime_from_args
 
 TITLE = "Reelchain"
 DEFAULT_HOST = "127.0.0.1"
@@ -62,6 +74,7 @@ DEFAULT_RUNS = "runs"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 QUEUE_SIZE = 64  # requests waiting in Gradio's queue (API calls wait for their job)
 CONCURRENCY = 16  # requests handled at once; the work itself runs one job per device
+API_CONCURRENCY = 16  # blocking API calls (each waits for its job) handled at once
 MAX_WAITING_JOBS = 100  # jobs waiting for a worker; more submissions are refused
 POLL_SECONDS = 1.0  # how often an open page looks at its job
 HISTORY_SECONDS = 5.0  # how often the History table looks at the store
@@ -74,7 +87,6 @@ MODE_CHOICES = [
     ("keyframes", "keyframes"),
     ("feedback", "feedback"),
 ]
-THUMBNAIL_PRESETS = ["youtube", "shorts", "square"]
 SHOT_HEADERS = ["prompt", "seconds", "transition"]
 DEFAULT_SHOTS = [
     ["a paper boat on a rainy street", 2, "crossfade"],
@@ -205,6 +217,7 @@ def _input_names(block_fn) -> list[str]:
         params = [
             p.name for p in inspect.signature(block_fn.fn).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and not isinstance(p.default, gr.Progress)  # Gradio's, not an input
         ]  # fmt: skip
     except (TypeError, ValueError):
         params = []
@@ -219,6 +232,10 @@ def _input_problem(block: Any, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(block, gr.Number | gr.Slider):
+        return _number_problem(block, value)
+    if getattr(block, "takes_number", False):
+        if isinstance(value, str):
+            return None  # the request's check names text that is no number
         return _number_problem(block, value)
     if _takes_text(block):
         return None if isinstance(value, str) else f"must be text (got {type(value).__name__})"
@@ -249,6 +266,15 @@ def _number_problem(block: Any, value: Any) -> str | None:
     if low is not None and value < low:
         return f"{value:g} is under the minimum value {low:g}"
     return None
+
+
+def number_box(**kw) -> gr.Textbox:
+    """An optional number: a text box, since Gradio's number box cannot be empty (it shows
+    and sends 0); empty text is the default. A function, not a gr.Textbox subclass: Gradio
+    writes a .pyi stub beside the module of any component subclass."""
+    box = gr.Textbox(placeholder=kw.pop("placeholder", "default"), **kw)
+    box.takes_number = True
+    return box
 
 
 def _takes_text(block: Any) -> bool:
@@ -294,182 +320,179 @@ def status_html(job: Job | None, ahead: int = 0) -> str:
     )
 
 
+# The inputs of each kind, in the order the API takes them: a request's fields (the UI and
+# the API offer the same ones), then the uploads the kind takes.
+VIDEO_INPUTS = ["storyboard", *(n for n, _, s in fields_of(VideoRequest) if s.ui)]
+IMAGE_INPUTS = [n for n, _, s in fields_of(ImageRequest) if s.ui or n == "prompt"]
+THUMBNAIL_INPUTS = ["rows", "rows_file", *(n for n, _, s in fields_of(ThumbnailRequest) if s.ui)]
+
+
+VIDEO_DOC = (
+    "Storyboard (YAML or JSON) → the final video file. Options left out take the "
+    "storyboard's values, then the model's. Music is an upload."
+)
+PLAN_DOC = (
+    "What /video would make with these options — one line per segment and the "
+    "totals — checked like /video, without running anything."
+)
+IMAGE_DOC = "Prompt → images (PNG with A1111-style parameters) and each one's parameters."
+THUMBNAILS_DOC = "CSV text (or an uploaded CSV/JSONL/TXT file) → thumbnails, a zip and a report."
+
+
+def endpoint(fn: Callable[[dict], Any], names: list[str], doc: str) -> Callable:
+    """`fn(values)` as a function of named parameters (what the API lists and the input
+    checks name), the first required, the others None for "the storyboard's, then the
+    model's"; a progress tracker as Gradio gives one."""
+
+    def call(*args, progress: gr.Progress = gr.Progress(), **kwargs):  # noqa: B008
+        return fn(dict(zip(names, args, strict=False)) | kwargs, progress)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kind, default=inspect.Parameter.empty if not i else None)
+              for i, n in enumerate(names)]  # fmt: skip
+    params.append(inspect.Parameter("progress", kind, default=gr.Progress()))
+    call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    call.__name__, call.__doc__ = fn.__name__, doc
+    return call
+
+
+def request_from(cls: type, values: dict, **fixed: Any):
+    """A request from a form's or an API call's values ("" and None: the default). The
+    page's number boxes are text, so they can be empty: their text becomes a number."""
+    kinds = {name: kind for name, kind, _spec in fields_of(cls)}
+    given = {}
+    for name, value in values.items():
+        if name in kinds and kinds[name] in (int, float) and isinstance(value, str):
+            value = _number_text(value)
+        if name in kinds and value not in (None, ""):
+            given[name] = value
+    return cls(**(given | fixed))
+
+
+def _number_text(text: str) -> float | int | str:
+    """A number box's text as a number; text that is no number stays text, for the
+    request's check to name ("must be a number (got 'abc')")."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
+
+
 @dataclass
 class Actions:
-    """What the page and the API can do; each handler checks, submits or reads jobs."""
+    """What the page and the API can do; each handler checks a request, submits or reads
+    jobs. Errors are the engine's one-line `ValueError`s, shown as `gr.Error`."""
 
     jobs: JobManager
     limits: Limits
     server_model: str | None = None
     max_waiting: int = MAX_WAITING_JOBS
 
+    def __post_init__(self) -> None:
+        """The API's endpoints, one per kind: a request's fields as named parameters."""
+        self.video = endpoint(user_errors(self._video), VIDEO_INPUTS, VIDEO_DOC)
+        self.plan = endpoint(user_errors(self._plan), VIDEO_INPUTS, PLAN_DOC)
+        self.image = endpoint(user_errors(self._image), IMAGE_INPUTS, IMAGE_DOC)
+        self.thumbnails = endpoint(user_errors(self._thumbnails), THUMBNAIL_INPUTS,
+                                   THUMBNAILS_DOC)  # fmt: skip
+
     def _submit(self, kind: str, params: dict, files: dict | None = None) -> Job:
         if self.jobs.store.waiting() >= self.max_waiting:
             raise ValueError(f"queue: {self.max_waiting} jobs are waiting; try again later")
         return self.jobs.submit(kind, params, files)
 
-    def _finished(self, job: Job) -> Job:
-        """Wait for a job (it runs on the server whatever happens to this request)."""
-        job = self.jobs.wait(job.id)
-        if not job.finished:
-            raise ValueError(
-                f"{job.kind}: the server is stopping; job {job.id} continues when it starts "
-                "again (see History)"
-            )
+    def _finished(self, job: Job, progress: gr.Progress | None = None) -> Job:
+        """Wait for a job (it runs on the server whatever happens to this request),
+        reporting its progress to the client as it goes."""
+        while not job.finished:
+            if progress is not None:
+                progress(job.progress, desc=job.message or job.status)
+            job = self.jobs.wait(job.id, timeout=POLL_SECONDS)
+            if not job.finished and self.jobs.stopping:
+                raise ValueError(
+                    f"{job.kind}: the server is stopping; job {job.id} continues when it "
+                    "starts again (see History)"
+                )
         if job.status != "done":
             raise ValueError(f"{job.kind}: job {job.id} {job.status}: {job.message}")
         return job
 
     # -- video ------------------------------------------------------------------------
 
-    def _video_request(
-        self, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
-    ) -> tuple[dict, dict]:
+    def _video_request(self, values: dict) -> tuple[dict, dict]:
         """A video job's checked params and uploaded files (what Generate and Plan check)."""
-        from pipelines.jobs import check_audio, prepare_video
-
-        model = check_model(model, "video", default_model("video", self.server_model))
-        params = prepare_video(
-            storyboard, model=model, mode=mode or None, fps=_given(fps), width=_given(width),
-            height=_given(height), seed=_given(seed, blank=-1), steps=_given(steps),
-            negative_prompt=negative, limits=self.limits,
-        )  # fmt: skip
-        files = {}
-        if audio:  # checked now, also by Plan: a file that is not music fails here
-            name = "audio" + check_audio(audio, self.limits)
-            params["audio"], files[name] = name, audio
+        fallback = default_model("video", self.server_model)
+        req = request_from(VideoRequest, values, audio=None,
+                           model=check_model(values.get("model"), "video", fallback))  # fmt: skip
+        if values.get("image_model"):
+            check_model(values["image_model"], "image", "")
+        params, files = video_params(req, self.limits), {}
+        if values.get("audio"):  # checked now, also by Plan: a file that is not music fails
+            name = "audio" + check_audio(values["audio"], self.limits)
+            params["audio"], files[name] = name, values["audio"]
         return params, files
 
-    def _video_job(self, *request) -> Job:
-        return self._submit("video", *self._video_request(*request))
+    def _video(self, values: dict, progress) -> str:
+        job = self._submit("video", *self._video_request(values))
+        return str(self._finished(job, progress).files("video")[0])
+
+    def _plan(self, values: dict, progress=None) -> str:
+        params, _files = self._video_request(values)
+        return video_plan(params, self.limits)
 
     @user_errors
-    def video(
-        self,
-        storyboard: str,
-        model: str | None = None,
-        mode: str | None = None,
-        fps: float | None = None,
-        width: float | None = None,
-        height: float | None = None,
-        seed: float | None = None,
-        steps: float | None = None,
-        negative_prompt: str | None = None,
-        audio: str | None = None,
-    ) -> str:
-        """Storyboard (YAML or JSON) → the final video file. Options left out (or 0; -1 for
-        the seed) take the storyboard's values, then the model's. Music is an upload."""
-        job = self._video_job(
-            storyboard, model, mode, fps, width, height, seed, steps, negative_prompt, audio
-        )
-        return str(self._finished(job).files("video")[0])
-
-    @user_errors
-    def start_video(
-        self, shots, storyboard, model, mode, fps, width, height, seed, steps, negative, audio
-    ):
+    def start_video(self, shots, *inputs):
         """The page's Generate: submit and return at once; the timer follows the job."""
-        text = storyboard if (storyboard or "").strip() else shots_to_storyboard(shots)
-        job = self._video_job(text, model, mode, fps, width, height, seed, steps, negative, audio)
+        job = self._submit("video", *self._video_request(_page_values(shots, inputs)))
         gr.Info(f"Job {job.id} submitted", duration=4)
         return job.id, status_html(job, self.jobs.store.position(job.id)), None
 
     @user_errors
-    def plan(
-        self,
-        storyboard: str,
-        model: str | None = None,
-        mode: str | None = None,
-        fps: float | None = None,
-        width: float | None = None,
-        height: float | None = None,
-        seed: float | None = None,
-        steps: float | None = None,
-        negative_prompt: str | None = None,
-        audio: str | None = None,
-    ) -> str:
-        """What `video` would make with these options — one line per segment (its shot, the
-        frames its call makes, what it continues from, the output frames it becomes) and the
-        totals — checked like `video`, without running anything."""
-        from pipelines.jobs import video_plan
-
-        params, _files = self._video_request(
-            storyboard, model, mode, fps, width, height, seed, steps, negative_prompt, audio
-        )
-        return video_plan(params, self.limits)
-
-    @user_errors
-    def plan_video(self, shots, storyboard, *options):
+    def plan_video(self, shots, *inputs):
         """The page's Plan button: the table or the storyboard text, as Generate takes them."""
-        text = storyboard if (storyboard or "").strip() else shots_to_storyboard(shots)
-        return self.plan(text, *options)
+        return self._plan(_page_values(shots, inputs))
 
     def watch_video(self, job_id: str | None, seen: dict | None):
         """Timer tick: update only what changed since the last tick."""
         keep = (gr.skip(),) * 5
-        if not job_id:
-            return *keep, seen
         try:
-            job = self.jobs.get(job_id)
+            job = self.jobs.get(job_id) if job_id else None
         except JobError:
+            job = None
+        if job is None:
             return *keep, seen
         segments = [str(p) for p in job.files("segments")]
         videos = [str(p) for p in job.files("video")]
-        now = {
-            "id": job.id,
-            "status": [job.status, job.progress, job.message],
-            "segments": len(segments),
-            "video": videos[0] if videos else None,
-        }
+        now = {"id": job.id, "status": [job.status, job.progress, job.message],
+               "segments": len(segments), "video": videos[0] if videos else None}  # fmt: skip
         seen = seen or {}
         if now == seen:
             return *keep, seen
         fresh = seen.get("id") != job.id
+
+        def changed(key: str) -> bool:
+            return fresh or now[key] != seen.get(key)
+
         ahead = self.jobs.store.position(job.id) if job.status == "queued" else 0
-        status = (
-            status_html(job, ahead) if fresh or now["status"] != seen.get("status") else gr.skip()
-        )
-        if fresh or now["segments"] != seen.get("segments"):
-            latest, gallery = (segments[-1] if segments else None), segments
-        else:
-            latest, gallery = gr.skip(), gr.skip()
-        if fresh or now["video"] != seen.get("video"):
-            final = download = now["video"]
-        else:
-            final = download = gr.skip()
-        return status, latest, gallery, final, download, now
+        status = status_html(job, ahead) if changed("status") else gr.skip()
+        latest = (segments[-1] if segments else None) if changed("segments") else gr.skip()
+        gallery = segments if changed("segments") else gr.skip()
+        final = now["video"] if changed("video") else gr.skip()
+        return status, latest, gallery, final, final, now
 
     def cancel_video(self, job_id: str | None):
-        if not job_id:
-            return gr.skip()
-        job = self.jobs.cancel(job_id)
-        return status_html(job)
+        return status_html(self.jobs.cancel(job_id)) if job_id else gr.skip()
 
     # -- images -----------------------------------------------------------------------
 
-    @user_errors
-    def image(
-        self,
-        prompt: str,
-        count: float | None = None,
-        model: str | None = None,
-        seed: float | None = None,
-        width: float | None = None,
-        height: float | None = None,
-        steps: float | None = None,
-        guidance: float | None = None,
-        negative_prompt: str | None = None,
-    ):
+    def _image(self, values: dict, progress):
         """Prompt → images (PNG with A1111-style parameters) and each one's parameters."""
-        from pipelines.jobs import prepare_image
-
-        model = check_model(model, "image", default_model("image", self.server_model))
-        params = prepare_image(
-            prompt, model=model, count=count or 1, seed=seed or 0, width=_given(width),
-            height=_given(height), steps=_given(steps), guidance=_given(guidance, blank=-1),
-            negative_prompt=negative_prompt or "", limits=self.limits,
-        )  # fmt: skip
-        job = self._finished(self._submit("image", params))
+        fallback = default_model("image", self.server_model)
+        req = request_from(ImageRequest, values,
+                           model=check_model(values.get("model"), "image", fallback))  # fmt: skip
+        job = self._finished(self._submit("image", image_params(req, self.limits)), progress)
         images = [str(p) for p in job.files("images")]
         seeds = job.outputs.get("seeds", [])
         details = [
@@ -480,46 +503,15 @@ class Actions:
 
     # -- thumbnails -------------------------------------------------------------------
 
-    @user_errors
-    def thumbnails(
-        self,
-        rows: str,
-        rows_file: str | None = None,
-        preset: str | None = None,
-        variants: float | None = None,
-        model: str | None = None,
-        format: str | None = None,
-    ):
+    def _thumbnails(self, values: dict, progress):
         """CSV text (or an uploaded CSV/JSONL/TXT file) → thumbnails, a zip and a report."""
-        from pipelines.jobs import check_upload, prepare_thumbnails
-
-        model = check_model(model, "thumbnails", default_model("thumbnails", self.server_model))
-        staged = None
-        if rows_file:
-            source = Path(rows_file)
-            check_upload(source, ROWS_SUFFIXES, self.limits, "rows")
-        else:
-            text = rows or ""
-            if not text.strip():
-                raise ValueError("rows: paste CSV with a 'prompt' column, or upload a file")
-            if len(text.encode("utf-8")) > self.limits.max_upload_bytes:
-                raise ValueError(f"rows: over the limit of {self.limits.max_upload_bytes} bytes")
-            # Each paste gets its own folder, and the file the name messages show: a line
-            # such as "no rows in 'rows.csv'" names no internal staging file.
-            staged = self.jobs.root / ".staging" / secrets.token_hex(8)
-            staged.mkdir(parents=True)
-            source = staged / "rows.csv"
-            source.write_text(text, encoding="utf-8")
-        try:
-            params = prepare_thumbnails(
-                source, model=model, preset=preset or "youtube", variants=variants or 1,
-                format=format or "jpg", limits=self.limits,
-            )  # fmt: skip
+        fallback = default_model("thumbnails", self.server_model)
+        req = request_from(ThumbnailRequest, values,
+                           model=check_model(values.get("model"), "thumbnails", fallback))  # fmt: skip
+        with self._rows_file(values.get("rows"), values.get("rows_file")) as source:
+            params = thumbnail_params(req, source, self.limits)
             job = self._submit("thumbnails", params, {params["input"]: source})
-        finally:
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
-        job = self._finished(job)
+        job = self._finished(job, progress)
         images = [str(p) for p in job.files("images")]
         archive = job.files("zip")
         failed = job.outputs.get("failed", [])
@@ -527,6 +519,26 @@ class Actions:
         if failed:
             report += "; skipped: " + "; ".join(f"line {n}: {why}" for n, why in failed)
         return images, str(archive[0]) if archive else None, report
+
+    @contextlib.contextmanager
+    def _rows_file(self, text: str | None, upload: str | None):
+        """The rows to read: the upload, or the pasted text in a file of its own (named
+        `rows.csv`, so a message names no internal staging file), removed afterwards."""
+        if upload:
+            check_upload(upload, ROWS_SUFFIXES, self.limits, "rows")
+            yield Path(upload)
+            return
+        if not (text or "").strip():
+            raise ValueError("rows: paste CSV with a 'prompt' column, or upload a file")
+        if len(text.encode("utf-8")) > self.limits.max_upload_bytes:
+            raise ValueError(f"rows: over the limit of {self.limits.max_upload_bytes} bytes")
+        staged = self.jobs.root / ".staging" / secrets.token_hex(8)
+        staged.mkdir(parents=True)
+        try:
+            (staged / "rows.csv").write_text(text, encoding="utf-8")
+            yield staged / "rows.csv"
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -584,26 +596,43 @@ class Actions:
         )
 
     @user_errors
-    def act(self, action: str, job_id: str | None, segment: float | None, seed: float | None):
-        if not job_id:
-            raise ValueError("job: pick a job in the table first")
-        if action == "resume":
-            job = self.jobs.resume(job_id)
-        elif action == "cancel":
-            job = self.jobs.cancel(job_id)
-        elif action == "rerun":
-            job = self.jobs.rerun(job_id)
-        elif action == "reroll":
-            if segment is None:
-                raise ValueError("segment: give the number of the segment to re-roll (from 0)")
-            new_seed = _given(seed, blank=-1)
-            job = self.jobs.reroll(
-                job_id, int(segment), None if new_seed is None else int(new_seed)
-            )
-        else:
-            raise ValueError(f"action: unknown {action!r}")
+    def resume_job(self, job_id: str | None, segment=None, seed=None) -> str:
+        return self._acted(self.jobs.resume(_picked(job_id)))
+
+    @user_errors
+    def rerun_job(self, job_id: str | None, segment=None, seed=None) -> str:
+        return self._acted(self.jobs.rerun(_picked(job_id)))
+
+    @user_errors
+    def cancel_job(self, job_id: str | None, segment=None, seed=None) -> str:
+        return self._acted(self.jobs.cancel(_picked(job_id)))
+
+    @user_errors
+    def reroll_job(self, job_id: str | None, segment: float | None, seed: str | None) -> str:
+        if segment is None:
+            raise ValueError("segment: give the number of the segment to re-roll (from 0)")
+        new_seed = _number_text(seed) if isinstance(seed, str) and seed.strip() else None
+        if new_seed is not None and not isinstance(new_seed, int):
+            raise ValueError(f"seed: must be a whole number or empty (got {seed!r:.40})")
+        return self._acted(self.jobs.reroll(_picked(job_id), int(segment), new_seed))
+
+    def _acted(self, job: Job) -> str:
         gr.Info(f"Job {job.id}: {job.message or job.status}", duration=4)
         return job.id
+
+
+def _page_values(shots, inputs: tuple) -> dict:
+    """The page's video inputs by name; the table stands in for an empty storyboard box."""
+    values = dict(zip(VIDEO_INPUTS, inputs, strict=True))
+    if not (values["storyboard"] or "").strip():
+        values["storyboard"] = shots_to_storyboard(shots)
+    return values
+
+
+def _picked(job_id: str | None) -> str:
+    if not job_id:
+        raise ValueError("job: pick a job in the table first")
+    return job_id
 
 
 def _job_id(value: Any) -> str:
@@ -613,14 +642,19 @@ def _job_id(value: Any) -> str:
     return value
 
 
-def _number(label: str, info: str, value: int = 0, **kw) -> gr.Number:
-    """A whole number whose "use the default" value (0, or -1 for seeds) says so in `info`."""
-    return gr.Number(value=value, label=label, info=info, precision=0, **kw)
-
-
-def _given(value: float | None, blank: float = 0) -> float | None:
-    """None for the value a form sends for "default" (0; -1 or less for seeds)."""
-    return None if value is None or value <= blank else value
+def field_input(cls: type, name: str, **kw) -> gr.components.Component:
+    """The page's input for a request field: its label and help from the field, empty (the
+    storyboard's, then the model's) by default."""
+    kinds = {n: (kind, spec) for n, kind, spec in fields_of(cls)}
+    kind, spec = kinds[name]
+    label = kw.pop("label", name.replace("_", " ").capitalize())
+    info = kw.pop("info", f"{spec.help}; empty: the default")
+    if spec.choices:
+        return gr.Dropdown([("default", None), *spec.choices], value=None, label=label,
+                           info=spec.help, **kw)  # fmt: skip
+    if kind in (int, float):  # text, not gr.Number: a Number box cannot be empty
+        return number_box(value="", label=label, info=info, placeholder="default", **kw)
+    return gr.Textbox(label=label, info=spec.help, **kw)
 
 
 def create_demo(
@@ -633,7 +667,6 @@ def create_demo(
     """The page. `jobs` runs everything; `model` is the server's default preset."""
     limits = limits or jobs.limits
     app = Actions(jobs, limits, model, max_waiting)
-
     with Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nStoryboards into long videos, one short generation at a time; "
@@ -641,246 +674,179 @@ def create_demo(
             "back, History keeps everything."
         )
         with gr.Tabs():
-            # -- Video ---------------------------------------------------------------
-            with gr.Tab("Video", id="video"):
-                job_id = gr.BrowserState(None, storage_key="reelchain-video-job")
-                seen = gr.State(None)
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        shots = gr.Dataframe(
-                            value=DEFAULT_SHOTS,
-                            headers=SHOT_HEADERS,
-                            datatype=["str", "number", "str"],
-                            column_count=3,
-                            type="array",
-                            interactive=True,
-                            label="Shots (transition: cut or crossfade into the next shot)",
-                        )
-                        storyboard = gr.Textbox(
-                            label="Storyboard",
-                            info="YAML or JSON; when not empty it is used instead of the table",
-                            lines=6,
-                            placeholder="shots:\n  - prompt: ...\n    seconds: 2",
-                            elem_id="storyboard",
-                        )
-                        with gr.Row():
-                            video_model = gr.Dropdown(
-                                model_choices("video"),
-                                value=default_model("video", model),
-                                label="Model",
-                            )
-                            mode = gr.Dropdown(MODE_CHOICES, value="", label="Mode")
-                        with gr.Row():
-                            fps = _number("FPS", "0: the storyboard's, then the model's")
-                            width = _number("Width", "0: the storyboard's, then the model's")
-                            height = _number("Height", "0: the storyboard's, then the model's")
-                            seed = _number("Seed", "-1: the storyboard's", value=-1)
-                        audio = gr.File(
-                            label="Music (optional)", file_types=list(AUDIO_SUFFIXES), height=150
-                        )
-                        with gr.Accordion("Advanced", open=False):
-                            video_steps = _number(
-                                "Steps", f"0: the model's; at most {limits.max_steps}"
-                            )
-                            video_negative = gr.Textbox(label="Negative prompt")
-                        with gr.Row():
-                            generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                            plan_button = gr.Button("Plan", elem_id="plan")
-                            stop = gr.Button("Cancel", variant="stop")
-                        plan_text = gr.Code(
-                            label="Plan: what Generate would make", language=None,
-                            interactive=False, elem_id="plan-text", lines=4, wrap_lines=True,
-                            show_line_numbers=False,
-                        )  # fmt: skip
-                        gr.Examples([[EXAMPLE_STORYBOARD]], inputs=[storyboard], label="Examples")
-                    with gr.Column(scale=2):
-                        status = gr.HTML(status_html(None), elem_id="video-status")
-                        final = gr.Video(
-                            label="Video", buttons=["download"], height=360, elem_id="final-video"
-                        )
-                        download = gr.File(label="Download", height=90)
-                        latest = gr.Video(
-                            label="Latest segment", autoplay=True, loop=True, height=240
-                        )
-                        segments = gr.Gallery(label="Segments", columns=4, height=200)
-                api_video = gr.File(label="video", visible=False)
-                api_trigger = gr.Button(visible=False)
-
-                video_inputs = [storyboard, video_model, mode, fps, width, height, seed,
-                                video_steps, video_negative, audio]  # fmt: skip
-                generate.click(
-                    app.start_video,
-                    [shots, *video_inputs],
-                    [job_id, status, seen],
-                    api_visibility="private",
-                )
-                plan_button.click(
-                    app.plan_video, [shots, *video_inputs], [plan_text], api_visibility="private"
-                )
-                stop.click(app.cancel_video, [job_id], [status], api_visibility="private")
-                timer = gr.Timer(POLL_SECONDS)
-                timer.tick(
-                    app.watch_video,
-                    [job_id, seen],
-                    [status, latest, segments, final, download, seen],
-                    show_progress="hidden",
-                    api_visibility="private",
-                    concurrency_limit=None,
-                )
-                api_trigger.click(app.video, video_inputs, [api_video], api_name="video")
-                api_plan = gr.Button(visible=False)
-                api_plan.click(app.plan, video_inputs, [plan_text], api_name="plan")
-
-            # -- Thumbnails ----------------------------------------------------------
-            with gr.Tab("Thumbnails", id="thumbnails"):
-                with gr.Row():
-                    with gr.Column():
-                        rows = gr.Textbox(
-                            label="Rows",
-                            info="CSV with a header: prompt, and optionally title, "
-                            "negative_prompt, seed, preset",
-                            lines=6,
-                            placeholder=EXAMPLE_ROWS,
-                        )
-                        rows_file = gr.File(
-                            label="Or upload a file (used instead of the text)",
-                            file_types=list(ROWS_SUFFIXES),
-                            height=120,
-                        )
-                        with gr.Row():
-                            preset = gr.Dropdown(
-                                THUMBNAIL_PRESETS, value="youtube", allow_custom_value=True,
-                                label="Preset", info="or WxH, e.g. 1280x720",
-                            )  # fmt: skip
-                            variants = gr.Slider(
-                                1, limits.max_count, value=1, step=1, label="Variants per row"
-                            )
-                        with gr.Accordion("Advanced", open=False):
-                            thumb_model = gr.Dropdown(
-                                model_choices("image"),
-                                value=default_model("thumbnails", model),
-                                label="Model",
-                            )
-                            fmt = gr.Radio(["jpg", "png"], value="jpg", label="Format")
-                        make = gr.Button("Make thumbnails", variant="primary")
-                        gr.Examples([[EXAMPLE_ROWS]], inputs=[rows], label="Examples")
-                    with gr.Column():
-                        thumbs = gr.Gallery(label="Thumbnails", columns=2)
-                        thumbs_zip = gr.File(label="All thumbnails (zip)")
-                        thumbs_report = gr.Markdown()
-                make.click(
-                    app.thumbnails,
-                    [rows, rows_file, preset, variants, thumb_model, fmt],
-                    [thumbs, thumbs_zip, thumbs_report],
-                    api_name="thumbnails",
-                )
-
-            # -- Image ---------------------------------------------------------------
-            with gr.Tab("Image", id="image"):
-                with gr.Row():
-                    with gr.Column():
-                        prompt = gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt")
-                        with gr.Row():
-                            count = gr.Slider(
-                                1, limits.max_count, value=1, step=1, label="Variants"
-                            )
-                            image_model = gr.Dropdown(
-                                model_choices("image"),
-                                value=default_model("image", model),
-                                label="Model",
-                            )
-                        with gr.Accordion("Advanced", open=False):
-                            image_seed = gr.Number(value=0, label="Seed", precision=0)
-                            with gr.Row():
-                                image_width = _number("Width", "0: the model's")
-                                image_height = _number("Height", "0: the model's")
-                            with gr.Row():
-                                image_steps = _number("Steps", "0: the model's")
-                                guidance = gr.Number(
-                                    value=-1, label="Guidance", info="-1: the model's"
-                                )
-                            image_negative = gr.Textbox(label="Negative prompt")
-                        draw = gr.Button("Generate", variant="primary")
-                        gr.Examples(
-                            [["a red fox in fresh snow, golden hour"]], inputs=[prompt],
-                            label="Examples",
-                        )  # fmt: skip
-                    with gr.Column():
-                        gallery = gr.Gallery(label="Images", columns=2)
-                        image_params = gr.JSON(label="Parameters")
-                gr.on(
-                    [prompt.submit, draw.click],
-                    app.image,
-                    [prompt, count, image_model, image_seed, image_width, image_height,
-                     image_steps, guidance, image_negative],
-                    [gallery, image_params],
-                    api_name="image",
-                )  # fmt: skip
-
-            # -- History -------------------------------------------------------------
-            with gr.Tab("History", id="history") as history_tab:
-                with gr.Row():
-                    refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120)
-                table = gr.Dataframe(
-                    headers=HISTORY_HEADERS, type="array", interactive=False, label="Jobs",
-                    max_height=320, elem_id="history-table",
-                )  # fmt: skip
-                with gr.Row():
-                    picked = gr.Dropdown([], label="Job", scale=2)
-                    segment_no = gr.Number(
-                        value=0, label="Segment", info="from 0", precision=0, minimum=0
-                    )
-                    new_seed = _number("New seed", "-1: the segment's seed + 1", value=-1)
-                with gr.Row():
-                    resume = gr.Button("Resume")
-                    reroll = gr.Button("Re-roll segment")
-                    rerun = gr.Button("Re-run (same seed)")
-                    cancel = gr.Button("Cancel", variant="stop")
-                job_status = gr.HTML()
-                with gr.Row():
-                    job_video = gr.Video(
-                        label="Video", buttons=["download"], height=360, visible=False
-                    )
-                    job_images = gr.Gallery(label="Images", columns=3, visible=False)
-                job_files = gr.File(label="Files", file_count="multiple")
-                job_details = gr.JSON(label="Parameters and outputs")
-
-                job_view = [job_status, job_details, job_images, job_video, job_files]
-                for trigger in (refresh.click, history_tab.select, demo.load):
-                    trigger(
-                        app.refresh_history, [picked], [table, picked], api_visibility="private"
-                    )
-                picked.change(app.show_job, [picked], job_view, api_visibility="private")
-                history_seen = gr.State(None)
-                gr.Timer(HISTORY_SECONDS).tick(
-                    app.tick_history,
-                    [history_seen],
-                    [table, history_seen],
-                    show_progress="hidden",
-                    api_visibility="private",
-                    concurrency_limit=None,
-                )
-
-                def pick_row(evt: gr.SelectData, data):
-                    row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
-                    return data[row][0] if data and row < len(data) else gr.skip()
-
-                table.select(pick_row, [table], [picked], api_visibility="private")
-                for button, action in ((resume, "resume"), (reroll, "reroll"),
-                                       (rerun, "rerun"), (cancel, "cancel")):  # fmt: skip
-                    button.click(
-                        functools.partial(app.act, action),
-                        [picked, segment_no, new_seed],
-                        [picked],
-                        api_visibility="private",
-                    ).then(
-                        app.refresh_history, [picked], [table, picked], api_visibility="private"
-                    ).then(app.show_job, [picked], job_view, api_visibility="private")
-
+            video_tab(app, model)
+            thumbnails_tab(app, model)
+            image_tab(app, model)
+            history_tab(app, demo)
         gr.api(app.list_jobs, api_name="jobs")
         gr.api(app.job, api_name="job")
         gr.api(app.cancel, api_name="cancel")
     return demo
+
+
+# The blocking API endpoints wait for their job: their own concurrency group, so waiting
+# calls never take the slots the page's clicks need.
+API = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY)
+
+
+def video_tab(app: Actions, model: str | None) -> None:
+    """Shots (a table or storyboard text), the request's options, Generate, Plan, Cancel;
+    the job's status, segments as they finish and the video."""
+    with gr.Tab("Video", id="video"):
+        job_id = gr.BrowserState(None, storage_key="reelchain-video-job")
+        seen = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=3):
+                shots, inputs = _video_inputs(model, app.limits)
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                    plan_button = gr.Button("Plan", elem_id="plan")
+                    stop = gr.Button("Cancel", variant="stop")
+                plan_text = gr.Code(
+                    label="Plan: what Generate would make", language=None, interactive=False,
+                    elem_id="plan-text", lines=4, wrap_lines=True, show_line_numbers=False,
+                )  # fmt: skip
+                gr.Examples([[EXAMPLE_STORYBOARD]], inputs=[inputs[0]], label="Examples")
+            with gr.Column(scale=2):
+                status = gr.HTML(status_html(None), elem_id="video-status")
+                final = gr.Video(label="Video", buttons=["download"], height=360,
+                                 elem_id="final-video")  # fmt: skip
+                download = gr.File(label="Download", height=90)
+                latest = gr.Video(label="Latest segment", autoplay=True, loop=True, height=240)
+                segments = gr.Gallery(label="Segments", columns=4, height=200)
+        private = dict(api_visibility="private")
+        generate.click(app.start_video, [shots, *inputs], [job_id, status, seen], **private)
+        plan_button.click(app.plan_video, [shots, *inputs], [plan_text], **private)
+        stop.click(app.cancel_video, [job_id], [status], **private)
+        gr.Timer(POLL_SECONDS).tick(
+            app.watch_video, [job_id, seen], [status, latest, segments, final, download, seen],
+            show_progress="hidden", concurrency_limit=None, **private,
+        )  # fmt: skip
+        hidden = gr.Button(visible=False)
+        hidden.click(app.video, inputs, [gr.File(visible=False)], api_name="video", **API)
+        hidden.click(app.plan, inputs, [plan_text], api_name="plan", **API)
+
+
+def _video_inputs(model: str | None, limits: Limits) -> tuple[gr.Dataframe, list]:
+    """The shots table and the video request's inputs, in `VIDEO_INPUTS` order."""
+    shots = gr.Dataframe(
+        value=DEFAULT_SHOTS, headers=SHOT_HEADERS, datatype=["str", "number", "str"],
+        column_count=3, type="array", interactive=True,
+        label="Shots (transition: cut or crossfade into the next shot)",
+    )  # fmt: skip
+    w = {"storyboard": gr.Textbox(
+        label="Storyboard", info="YAML or JSON; when not empty it is used instead of the table",
+        lines=6, placeholder="shots:\n  - prompt: ...\n    seconds: 2", elem_id="storyboard")}  # fmt: skip
+    with gr.Row():
+        w["model"] = gr.Dropdown(model_choices("video"), value=default_model("video", model),
+                                 label="Model")  # fmt: skip
+        w["mode"] = gr.Dropdown(MODE_CHOICES, value="", label="Mode")
+        w["image_model"] = gr.Dropdown([("default", ""), *model_choices("image")], value="",
+                                       label="Keyframe model")  # fmt: skip
+    with gr.Row():
+        for name in ("fps", "width", "height", "seed"):
+            w[name] = field_input(VideoRequest, name)
+    w["audio"] = gr.File(label="Music (optional)", file_types=list(AUDIO_SUFFIXES), height=150)
+    with gr.Accordion("Advanced", open=False):
+        for name in VIDEO_INPUTS:
+            if name not in w:  # every other field of the request: steps, clip frames, ...
+                w[name] = field_input(VideoRequest, name)
+    return shots, [w[name] for name in VIDEO_INPUTS]
+
+
+def thumbnails_tab(app: Actions, model: str | None) -> None:
+    """CSV text or an uploaded rows file → thumbnails, a zip and a report."""
+    with gr.Tab("Thumbnails", id="thumbnails"), gr.Row():
+        with gr.Column():
+            w = {"rows": gr.Textbox(
+                label="Rows", lines=6, placeholder=EXAMPLE_ROWS,
+                info="CSV with a header: prompt, and optionally title, negative_prompt, seed, "
+                "preset"),
+                "rows_file": gr.File(label="Or upload a file (used instead of the text)",
+                                     file_types=list(ROWS_SUFFIXES), height=120)}  # fmt: skip
+            with gr.Row():
+                w["preset"] = gr.Dropdown(list(THUMBNAIL_SIZES), value="youtube", label="Preset",
+                                          allow_custom_value=True, info="or WxH, e.g. 1280x720")  # fmt: skip
+                w["variants"] = gr.Slider(1, app.limits.max_count, value=1, step=1,
+                                          label="Variants per row")  # fmt: skip
+            with gr.Accordion("Advanced", open=False):
+                w["model"] = gr.Dropdown(model_choices("image"), label="Model",
+                                         value=default_model("thumbnails", model))  # fmt: skip
+                w["format"] = gr.Radio(list(THUMBNAIL_FORMATS), value="jpg", label="Format")
+            make = gr.Button("Make thumbnails", variant="primary")
+            gr.Examples([[EXAMPLE_ROWS]], inputs=[w["rows"]], label="Examples")
+        with gr.Column():
+            outputs = [gr.Gallery(label="Thumbnails", columns=2),
+                       gr.File(label="All thumbnails (zip)"), gr.Markdown()]  # fmt: skip
+    make.click(app.thumbnails, [w[n] for n in THUMBNAIL_INPUTS], outputs, api_name="thumbnails",
+               **API)  # fmt: skip
+
+
+def image_tab(app: Actions, model: str | None) -> None:
+    """Prompt → images, with the request's options."""
+    with gr.Tab("Image", id="image"), gr.Row():
+        with gr.Column():
+            w = {"prompt": gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt")}
+            with gr.Row():
+                w["count"] = gr.Slider(1, app.limits.max_count, value=1, step=1, label="Variants")
+                w["model"] = gr.Dropdown(model_choices("image"), label="Model",
+                                         value=default_model("image", model))  # fmt: skip
+            with gr.Accordion("Advanced", open=False):
+                w["seed"] = gr.Number(value=0, label="Seed", precision=0)
+                for name in IMAGE_INPUTS:
+                    if name not in w:  # size, steps, guidance, negative prompt, ...
+                        w[name] = field_input(ImageRequest, name)
+            draw = gr.Button("Generate", variant="primary")
+            gr.Examples([["a red fox in fresh snow, golden hour"]], inputs=[w["prompt"]],
+                        label="Examples")  # fmt: skip
+        with gr.Column():
+            outputs = [gr.Gallery(label="Images", columns=2), gr.JSON(label="Parameters")]
+    gr.on([w["prompt"].submit, draw.click], app.image, [w[n] for n in IMAGE_INPUTS], outputs,
+          api_name="image", **API)  # fmt: skip
+
+
+def history_tab(app: Actions, demo: gr.Blocks) -> None:
+    """Every job of the store; one picked: its files, and resume, re-roll, re-run, cancel."""
+    private = dict(api_visibility="private")
+    with gr.Tab("History", id="history") as tab:
+        with gr.Row():
+            refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120)
+        table = gr.Dataframe(headers=HISTORY_HEADERS, type="array", interactive=False,
+                             label="Jobs", max_height=320, elem_id="history-table")  # fmt: skip
+        with gr.Row():
+            picked = gr.Dropdown([], label="Job", scale=2)
+            segment_no = gr.Number(value=0, label="Segment", info="from 0", precision=0, minimum=0)
+            new_seed = number_box(label="New seed", placeholder="segment's seed + 1",
+                                  info="empty: the segment's seed + 1")  # fmt: skip
+        with gr.Row():
+            buttons = {fn: gr.Button(label) for fn, label in (
+                (app.resume_job, "Resume"), (app.reroll_job, "Re-roll segment"),
+                (app.rerun_job, "Re-run (same seed)"))}  # fmt: skip
+            buttons[app.cancel_job] = gr.Button("Cancel", variant="stop")
+        job_view = [gr.HTML(), gr.JSON(label="Parameters and outputs")]
+        with gr.Row():
+            job_view[2:2] = [gr.Gallery(label="Images", columns=3, visible=False),
+                             gr.Video(label="Video", buttons=["download"], height=360,
+                                      visible=False)]  # fmt: skip
+        job_view.append(gr.File(label="Files", file_count="multiple"))
+    status, details, images, video, files = job_view
+    view = [status, details, images, video, files]
+    for trigger in (refresh.click, tab.select, demo.load):
+        trigger(app.refresh_history, [picked], [table, picked], **private)
+    picked.change(app.show_job, [picked], view, **private)
+    seen = gr.State(None)
+    gr.Timer(HISTORY_SECONDS).tick(app.tick_history, [seen], [table, seen], concurrency_limit=None,
+                                   show_progress="hidden", **private)  # fmt: skip
+
+    def pick_row(evt: gr.SelectData, data):
+        row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+        return data[row][0] if data and row < len(data) else gr.skip()
+
+    table.select(pick_row, [table], [picked], **private)
+    for fn, button in buttons.items():
+        button.click(fn, [picked, segment_no, new_seed], [picked], **private).then(
+            app.refresh_history, [picked], [table, picked], **private
+        ).then(app.show_job, [picked], view, **private)
 
 
 # ---------------------------------------------------------------------------------------
@@ -967,7 +933,8 @@ def exposure(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, tuple[
 
 def private_paths(runs: Path) -> list[str]:
     """Files in the runs folder that are not outputs: the job store, its lock, staging."""
-    from pipelines.jobs import DB_NAME, LOCK_NAME
+    from pipelines.jobs import LOCK_NAME
+    from pipelines.jobstore import DB_NAME
 
     names = [DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME, ".staging"]
     return [str(runs / name) for name in names]

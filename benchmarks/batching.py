@@ -11,12 +11,12 @@ from .report import Config, Metric, Report, ratio_metric, timed
 def bench_batching(cfg: Config, report: Report, tmp: Path) -> None:
     from pipelines import events
     from pipelines.batching import Planner
-    from pipelines.images import ImageJob, generate
+    from pipelines.images import ImageItem, generate
     from pipelines.models import load, resolve_model
     from pipelines.settings import Runtime
 
     loaded = load(resolve_model("tiny-image", "image"), "text2img", Runtime())
-    jobs = [ImageJob(f"a lighthouse, view {i}", "", 64, 64, 4, 1.0, i) for i in range(cfg.prompts)]
+    jobs = [ImageItem(f"a lighthouse, view {i}", "", 64, 64, 4, 1.0, i) for i in range(cfg.prompts)]
     counter = iter(range(10_000))
 
     def run(batch_size: int | None, cache: Path | None = None) -> tuple[float, list[int]]:

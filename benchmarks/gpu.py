@@ -10,14 +10,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.models import PRESETS
-
 from .report import Config, Metric, Report, ratio_metric, save_report
+
+
+def _every_preset() -> tuple[str, ...]:
+    from pipelines.models import PRESETS
+
+    return tuple(f"random:{p}" for p in PRESETS)
+
 
 # Every preset of the registry at its published size, random weights (`random:<preset>`):
 # the paths a first real run takes (wan-flf2v-720p's keyframes end on a last frame; FLUX
-# reads 256 text tokens).
-GPU_MODELS = tuple(f"random:{p}" for p in PRESETS)
+# reads 256 text tokens; the Wan 2.2 experts hand over).
+GPU_MODELS = _every_preset()
 
 
 @dataclass
@@ -74,7 +79,7 @@ def _build(case: GpuCase, runtime) -> _Subject:
     image = fam.kind == "image"
     loaded = models.load(ref, "text2img" if image else "video", runtime)
     if image:
-        jobs = [images.ImageJob(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
+        jobs = [images.ImageItem(f"a lighthouse at dusk, view {i}", "", case.width, case.height,
                                 case.steps, ref.preset.guidance, i) for i in range(case.items)]  # fmt: skip
 
         def plain(job):  # the naive loop: one pipeline call per prompt
@@ -85,7 +90,7 @@ def _build(case: GpuCase, runtime) -> _Subject:
     else:
         side = np.linspace(0, 255, case.width, dtype=np.uint8)
         first = Image.fromarray(np.stack([np.tile(side, (case.height, 1))] * 3, -1))
-        jobs = [clips.ClipJob(f"a paper boat on a pond, take {i}", first, case.frames,
+        jobs = [clips.ClipItem(f"a paper boat on a pond, take {i}", first, case.frames,
                               case.width, case.height, case.steps, ref.preset.guidance, i,
                               fps=ref.preset.fps or 8) for i in range(case.items)]  # fmt: skip
         adapter = clips.ADAPTERS[fam.name]

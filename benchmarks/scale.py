@@ -31,9 +31,9 @@ def _storyboard(shots: int) -> str:
 
 
 def _rows(n: int):
-    from pipelines.images import ImageJob
+    from pipelines.images import ImageItem
 
-    return [ImageJob(f"a lighthouse at dusk, row {i}", "", 64, 64, 2, 1.0, i) for i in range(n)]
+    return [ImageItem(f"a lighthouse at dusk, row {i}", "", 64, 64, 2, 1.0, i) for i in range(n)]
 
 
 def _run_video(pool, tmp: Path, tag: str, runtime):

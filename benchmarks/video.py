@@ -53,7 +53,7 @@ def calibrate_video_size(model: str, sides: tuple[int, ...], goal: float) -> tup
     from PIL import Image
 
     from pipelines.batching import Planner
-    from pipelines.clips import ClipJob, generate_clips
+    from pipelines.clips import ClipItem, generate_clips
     from pipelines.models import load, resolve_model
     from pipelines.settings import Runtime
 
@@ -62,7 +62,7 @@ def calibrate_video_size(model: str, sides: tuple[int, ...], goal: float) -> tup
     runtime = Runtime(batch_size=1)
     best: tuple[int, float] | None = None
     for side in sides:
-        job = ClipJob("calibration", Image.new("RGB", (side, side), (90, 120, 150)),
+        job = ClipItem("calibration", Image.new("RGB", (side, side), (90, 120, 150)),
                       ref.preset.frames, side, side, ref.preset.steps, 3.0, 0)  # fmt: skip
         times = []
         for _ in range(3):  # the first call at a new size warms up; best of the rest

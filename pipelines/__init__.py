@@ -1,9 +1,12 @@
 """Reelchain: long videos from short generations.
 
-The Python API (the CLI and the web UI call the same functions):
+The Python API (the CLI and the web UI call the same functions, with the same requests):
 
-    from pipelines import make_video, VideoOptions, Runtime
-    result = make_video("story.yaml", "runs/boat", VideoOptions(model="tiny"))
+    from pathlib import Path
+    from pipelines import Limits, VideoRequest, make_request
+    limits = Limits()
+    req = VideoRequest(Path("story.yaml"), model="tiny", fps=12).checked(limits)
+    result = make_request(req, "runs/boat", limits)
 
 Names load lazily, so `import pipelines` stays light (no torch until it is needed).
 """
@@ -25,7 +28,11 @@ _EXPORTS = {
     "load_storyboard": "storyboard",
     "parse_storyboard": "storyboard",
     "Storyboard": "storyboard",
-    "ImageRequest": "settings",
+    "VideoRequest": "requests",
+    "ImageRequest": "requests",
+    "ThumbnailRequest": "requests",
+    "make_request": "chain",
+    "plan_request": "chain",
     "Limits": "settings",
     "Runtime": "settings",
     "resolve_model": "models",

@@ -38,13 +38,14 @@ from tqdm.auto import tqdm
 
 from . import __version__, drift, events
 from .batching import OutOfMemory, Planner
-from .clips import Cancelled, ClipJob, generate_clips
+from .clips import Cancelled, ClipItem, generate_clips
 from .files import remove_partials
-from .images import ImageJob, check_size, generate
+from .images import ImageItem, check_size, generate
 from .models import ModelRef, check_fast, load, resolve_model
 from .overlay import fit_to, generation_size
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
+from .scale import pool_for
 from .settings import Limits, Runtime
 from .stitch import Part, stitch
 from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_storyboard_file
@@ -58,15 +59,28 @@ MAX_TRIES = 3  # a clip with broken (NaN, black, frozen) frames is made again wi
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """Options of a video run that are not in the storyboard (the faces set these)."""
+    """The engine's options of a video run (a `requests.VideoRequest` makes them): each
+    set one wins over the storyboard's value; None leaves the storyboard's, then the
+    model's."""
 
-    model: str | None = None  # wins over the storyboard's `model`
-    mode: str | None = None  # wins over the storyboard's `mode`
+    model: str | None = None
+    mode: str | None = None
     image_model: str | None = None  # keyframes and feedback; None: tiny twin or sd-turbo
     clip_frames: int | None = None  # frames per clip; None: the model's default
-    seed: int | None = None  # wins over the storyboard's `seed` (shots' own seeds stay)
+    seed: int | None = None  # the storyboard's seed (shots' own seeds stay)
+    fps: int | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    negative_prompt: str | None = None
+    audio: str | None = None  # a music file on this machine
     max_parallel: int = 8  # clips held in memory at once (bounds RAM)
     limits: Limits = field(default_factory=Limits)
+
+    def overrides(self) -> dict[str, Any]:
+        """The storyboard fields these options set."""
+        names = ("seed", "fps", "width", "height", "steps", "negative_prompt", "audio")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
 @dataclass
@@ -104,7 +118,13 @@ def resolve_models(
             "such as ltx-video (see `python -m pipelines models`)"
         )
     default_image = "tiny-image" if ref.kind == "twin" else None
-    return Models(ref, resolve_model(image_spec or default_image, "image", runtime))
+    image = resolve_model(image_spec or default_image, "image", runtime)
+    if image.family.kind != "image":  # keyframes are text-to-image
+        raise ValueError(
+            f"image-model: {image.label} is a video model; keyframes need an image model such "
+            "as sd-turbo or tiny"
+        )
+    return Models(ref, image)
 
 
 def read_storyboard(
@@ -123,11 +143,38 @@ def read_storyboard(
     p = (models.video or models.image).preset
     defaults = {"width": p.width, "height": p.height, "fps": p.fps or 8}
     sb = source.parse(limits=limits, defaults=defaults)
-    changes = {"mode": mode, "model": (models.video or models.image).spec}
-    if opts.seed is not None:
-        changes["seed"] = opts.seed
+    changes = {"mode": mode, "model": (models.video or models.image).spec, **opts.overrides()}
     sb = sb.replace(limits=limits, **changes)
     check_storyboard(sb, models, opts)
+    return sb, models
+
+
+def read_request(req, limits: Limits, *, runtime: Runtime | None = None, files: bool = True):
+    """A `VideoRequest`'s storyboard (a file, text, or an already resolved dict) read with
+    its options; `files=False` (a server) refuses a storyboard that names a file on this
+    machine, without saying which files exist (music comes as an upload)."""
+    source, text = req.storyboard, True
+    if isinstance(source, dict):
+        source = json.dumps(source)
+    elif isinstance(source, Path):
+        text = False
+    elif not isinstance(source, str) or not source.strip():
+        if not files:  # the page and the API
+            raise ValueError(
+                "storyboard: paste YAML or JSON with shots, or fill in the shots table"
+            )
+        raise ValueError("storyboard: give a storyboard file, or YAML or JSON with shots")
+    opts = dataclasses.replace(req.options(limits), audio=req.audio if files else None)
+    try:
+        sb, models = read_storyboard(source, opts, text=text, runtime=runtime)
+    except StoryboardError as exc:
+        if files or exc.path != "audio":
+            raise
+        sb = None
+    if not files and (sb is None or sb.audio):
+        raise ValueError(
+            "audio: a storyboard sent to the server cannot name a file; upload the music instead"
+        )
     return sb, models
 
 
@@ -186,6 +233,8 @@ class _Context:
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
+        if self.pool is None:  # `--ray ADDRESS`: the process's pool
+            self.pool = pool_for(self.runtime)
 
     def write_later(self, seg: Segment, clip: np.ndarray) -> None:
         if self._writer is None:
@@ -267,6 +316,29 @@ def plan_text(
     check_fast(models.video or models.image, fast)
     data = plan_data(sb, models, plan(sb, models, opts.clip_frames))
     return json.dumps(data, indent=2) if as_json else plan_summary(data)
+
+
+def plan_request(
+    req, limits: Limits, *, as_json: bool = False, runtime: Runtime | None = None
+) -> str:
+    """The plan of a checked `VideoRequest` (`plan_text`); nothing is loaded or written."""
+    runtime = runtime or Runtime()
+    return plan_text(json.dumps(req.storyboard), req.options(limits), text=True,
+                     as_json=as_json, fast=runtime.fast, runtime=runtime)  # fmt: skip
+
+
+def make_request(
+    req,
+    out_dir: str | Path,
+    limits: Limits,
+    *,
+    runtime: Runtime | None = None,
+    cancel: threading.Event | None = None,
+    on_segment: Callable[[Segment, Path], None] | None = None,
+) -> VideoResult:
+    """A checked `VideoRequest` into a run folder and its video (`make_video`)."""
+    return make_video(json.dumps(req.storyboard), out_dir, req.options(limits), text=True,
+                      runtime=runtime, cancel=cancel, on_segment=on_segment)  # fmt: skip
 
 
 def new_run_folder(out_dir: str | Path, *, claim: bool = True) -> RunFolder:
@@ -409,7 +481,7 @@ def _make_keyframes(ctx: _Context) -> None:
     guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
     width, height = keyframe_size(ref, sb.width, sb.height)
     jobs = [
-        ImageJob(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
+        ImageItem(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
                  steps, guidance, sb.shots[k].seed)
         for k in missing
     ]  # fmt: skip
@@ -550,7 +622,7 @@ def _generate(
             else None
         )
         jobs.append(
-            ClipJob(
+            ClipItem(
                 prompt=shot.prompt,
                 first=cond[-1] if len(cond) == 1 else cond[0],
                 num_frames=seg.frames,
@@ -605,7 +677,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             m, k = shot.motion, stretch[i]
             init = warp(prev[i], m.zoom**k, m.pan_x * k, m.pan_y * k, m.rotate * k)
             jobs.append(
-                ImageJob(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
+                ImageItem(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
                          _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
                          shot.strength)
             )  # fmt: skip
@@ -748,7 +820,7 @@ def _recheck_segments(run: RunFolder, segments: list[Segment]) -> None:
         path = run.segment(seg.index)  # where the run writes it: a manifest names no other file
         if seg.file != run.rel(path) or not path.is_file():
             problem = "is missing"
-        elif decoded_frames(path) != seg.frames - seg.holdback:
+        elif decoded_frames(path) != seg.frames - seg.holdback - seg.drop:
             problem = "is damaged"
         else:
             continue

@@ -15,53 +15,44 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from .settings import EXIT_INVALID, Limits, OneLineParser, add_runtime_flags, runtime_from_args
+
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
+def add_request_args(p: argparse.ArgumentParser, cls: type) -> None:
+    """A request's fields as the command's arguments: its positional one, then a `--flag`
+    for each, with the field's help and choices (the UI offers the same fields)."""
+    import dataclasses
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(
-            EXIT_INVALID,
-            f"error: {message} (see `{self.prog} --help`)\n",
-        )
+    from .requests import fields_of
 
-
-def add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    """The device and memory knobs, shared by every command and by `app.py`; each falls back
-    to its `REELCHAIN_*` environment variable."""
-    g = p.add_argument_group("memory and device")
-    g.add_argument("--batch-size", default=None, help="auto (default) or a whole number")
-    g.add_argument("--memory-budget", default=None, help="cap on memory to plan for, e.g. 12GB")
-    g.add_argument(
-        "--offload", default=None, choices=("auto", "none", "model", "group", "sequential")
-    )
-    g.add_argument("--dtype", default=None, choices=("auto", "float32", "float16", "bfloat16"))
-    g.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
-    g.add_argument(
-        "--fast",
-        default=None,
-        metavar="LIST",
-        help="opt-in fast paths, comma-separated: cache, compile, attention:<backend> "
-        "(e.g. attention:flash); off by default, not yet measured on a GPU",
-    )
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, kind, spec in fields_of(cls):
+        if not spec.cli:
+            continue
+        parse = {int: int, float: float}.get(kind, Path if kind is Path else str)
+        if spec.positional:
+            optional = defaults[name] is None
+            p.add_argument(name, nargs="?" if optional else None, help=spec.help,
+                           type=Path if optional else parse)  # fmt: skip
+            continue
+        flags = [f"--{name.replace('_', '-')}", *spec.aliases]
+        p.add_argument(*flags, dest=name, type=parse, default=None, help=spec.help,
+                       choices=spec.choices or None)  # fmt: skip
 
 
-def runtime_from_args(args: argparse.Namespace):
-    from .settings import Runtime
+def request_from_args(cls: type, args: argparse.Namespace):
+    """The request the command's arguments make (a flag not given: the field's default)."""
+    from .requests import fields_of
 
-    return Runtime.from_options(
-        device=args.device,
-        dtype=args.dtype,
-        offload=args.offload,
-        batch_size=args.batch_size,
-        memory_budget=args.memory_budget,
-        fast=args.fast,
-    )
+    given = {n: getattr(args, n) for n, _, spec in fields_of(cls) if spec.cli}
+    return cls(**{n: v for n, v in given.items() if v is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .requests import ImageRequest, ThumbnailRequest, VideoRequest
+
     parser = OneLineParser(
         prog="python -m pipelines",
         description="Reelchain: long videos from short generations, images and thumbnails.",
@@ -70,40 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("image", help="text-to-image or image-to-image")
-    p.add_argument("prompt")
+    add_request_args(p, ImageRequest)
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="preset, tiny, random:<preset>, hub id, folder or .safetensors",
-    )
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=int, default=1)
-    p.add_argument("--negative", default="")
-    p.add_argument("--init", type=Path, help="start from this image (image-to-image)")
-    p.add_argument("--strength", type=float, default=0.6, help="how far to move from --init")
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_image)
 
     p = sub.add_parser("video", help="a storyboard into one video (or --resume a run)")
-    p.add_argument("storyboard", nargs="?", type=Path, help="YAML, JSON or TXT storyboard")
+    add_request_args(p, VideoRequest)
     p.add_argument("--out", type=Path, help="run folder")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="preset, auto (the best this GPU runs; the default on a GPU, ltx-video on a "
-        "CPU), tiny, random:<preset>, hub id or folder",
-    )
-    p.add_argument("--mode", choices=("continue", "keyframes", "feedback"))
-    p.add_argument("--image-model", help="keyframes model (default: sd-turbo, or the tiny twin)")
-    p.add_argument("--clip-frames", type=int, help="frames per clip (default: the model's)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run")
-    p.add_argument("--reroll", type=int, metavar="K", help="with --resume: redo segment K")
-    p.add_argument("--seed", type=int, help="the storyboard's seed; with --reroll: the new seed")
+    p.add_argument("--reroll", type=int, metavar="K",
+                   help="with --resume: redo segment K (--seed: its new seed)")  # fmt: skip
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -115,13 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_video)
 
     p = sub.add_parser("thumbnails", help="batch thumbnails from a CSV/JSONL/TXT or a video")
-    p.add_argument("input", nargs="?", type=Path)
+    add_request_args(p, ThumbnailRequest)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model", default=None)
-    p.add_argument("--preset", default="youtube", help="youtube, shorts, square or WxH")
-    p.add_argument("--variants", type=int, default=1)
-    p.add_argument("--format", default="jpg", choices=("jpg", "png"))
-    p.add_argument("--from-video", type=Path, help="pick frames from a run folder or video")
     p.add_argument("--dry-run", action="store_true", help="only validate the input")
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_thumbnails)
@@ -129,36 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model presets and which fit this machine")
     add_runtime_flags(p)
     p.set_defaults(run=_cmd_models)
+    p = sub.add_parser("export", help="a finished run's timeline for an editor")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a finished run folder")
+    p.add_argument("--format", default="otio", choices=("otio", "edl", "fcpxml"))
+    p.add_argument("--out", type=Path, help="the file to write (default: in the run folder)")
+    p.set_defaults(run=_cmd_export)
     return parser
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
     from .files import check_writable_folder
     from .images import make_images
-    from .settings import ImageRequest, Limits
+    from .requests import ImageRequest
 
-    req = ImageRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
-        width=args.width,
-        height=args.height,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        count=args.count,
-        init_image=args.init,
-        strength=args.strength,
-        limits=Limits.from_env(),
-    )
+    limits = Limits.from_env()
+    req = request_from_args(ImageRequest, args).checked(limits)  # loads nothing
     runtime = runtime_from_args(args)
     check_writable_folder(args.out)  # before a model is loaded, not after
-    for r in make_images(req, args.out, model=args.model, runtime=runtime):
+    for r in make_images(req, args.out, runtime=runtime, limits=limits):
         print(r.path)
     return EXIT_OK
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from .chain import VideoOptions, make_video, resume_video
+    from .requests import VideoRequest
 
     runtime = runtime_from_args(args)
     if args.resume and args.dry_run:
@@ -168,65 +125,62 @@ def _cmd_video(args: argparse.Namespace) -> int:
     if args.json and not args.dry_run:
         raise ValueError("json: it prints the plan; use it with --dry-run")
     if args.resume:
-        if args.storyboard or args.out:
-            raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
-        fixed = [f"--{n.replace('_', '-')}" for n in ("model", "mode", "image_model", "clip_frames")
-                 if getattr(args, n) is not None]  # fmt: skip
-        if fixed:
-            raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
-        result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
-    else:
-        _check_image_model(args.image_model)
-        opts = VideoOptions(model=args.model, mode=args.mode, image_model=args.image_model,
-                            clip_frames=args.clip_frames, seed=args.seed)  # fmt: skip
+        return _resume(args, runtime)
+    if not args.storyboard:
         if args.dry_run:
-            from .chain import new_run_folder, plan_text
+            raise ValueError("storyboard: give a storyboard file to plan")
+        raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
+    req = request_from_args(VideoRequest, args).checked(Limits.from_env(), runtime=runtime)
+    if args.dry_run:
+        from .chain import new_run_folder, plan_request
 
-            if not args.storyboard:
-                raise ValueError("storyboard: give a storyboard file to plan")
-            text = plan_text(
-                args.storyboard, opts, as_json=args.json, fast=runtime.fast, runtime=runtime
-            )
-            if args.out:  # the run this plans could go there (nothing is written)
-                new_run_folder(args.out, claim=False)
-            print(text)
-            return EXIT_OK
-        if not args.storyboard or not args.out:
-            raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
-        result = make_video(args.storyboard, args.out, opts, runtime=runtime)
+        text = plan_request(req, Limits.from_env(), as_json=args.json, runtime=runtime)
+        if args.out:  # the run this plans could go there (nothing is written)
+            new_run_folder(args.out, claim=False)
+        print(text)
+        return EXIT_OK
+    if not args.out:
+        raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
+    from .chain import make_request
+
+    print(make_request(req, args.out, Limits.from_env(), runtime=runtime).video)
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace, runtime) -> int:
+    """`video --resume DIR [--reroll K [--seed S]]`: the run folder fixes everything else."""
+    from .chain import resume_video
+    from .requests import VideoRequest, fields_of
+
+    if args.storyboard or args.out:
+        raise ValueError("resume: give only --resume DIR (the run folder holds the storyboard)")
+    fixed = [f"--{n.replace('_', '-')}" for n, _, spec in fields_of(VideoRequest)
+             if spec.cli and not spec.positional and n != "seed"
+             and getattr(args, n) is not None]  # fmt: skip
+    if fixed:
+        raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
+    result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
     print(result.video)
     return EXIT_OK
 
 
-def _check_image_model(spec: str | None) -> None:
-    """Keyframes are text-to-image: a video model given as --image-model cannot make them."""
-    if spec is None:
-        return
-    from .models import resolve_model
-
-    ref = resolve_model(spec, "image")
-    if ref.family.kind != "image":
-        raise ValueError(
-            f"image-model: {ref.label} is a video model; keyframes need an image model such "
-            "as sd-turbo or tiny"
-        )
-
-
 def _cmd_thumbnails(args: argparse.Namespace) -> int:
-    from .thumbnails import ThumbnailOptions, make_thumbnails
+    from .requests import ThumbnailRequest
+    from .thumbnails import make_thumbnails
 
-    opts = ThumbnailOptions(
-        model=args.model,
-        preset=args.preset,
-        variants=args.variants,
-        format=args.format,
-        from_video=args.from_video,
-        dry_run=args.dry_run,
-    )
-    report = make_thumbnails(args.input, args.out, opts, runtime=runtime_from_args(args))
+    req = request_from_args(ThumbnailRequest, args)
+    opts = req.options(Limits.from_env(), dry_run=args.dry_run)
+    report = make_thumbnails(req.input, args.out, opts, runtime=runtime_from_args(args))
     for path in report.files:
         print(path)
     return EXIT_OK if not report.failed else EXIT_FAILED
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .timeline import export
+
+    print(export(args.run_dir, args.format, args.out))
+    return EXIT_OK
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Image-to-video adapters: one table entry per family, one batched entry point.
 
 Every family takes a first frame; some also take a last frame or a run of conditioning
-frames (to continue a clip with overlap). The adapter turns `ClipJob`s into the family's
+frames (to continue a clip with overlap). The adapter turns `ClipItem`s into the family's
 pipeline arguments, so the chaining modes never branch on model names. Each clip has its
 own seeded generator, so a clip is the same alone or in a batch.
 """
@@ -25,7 +25,7 @@ from .settings import Runtime
 
 
 @dataclass(frozen=True, eq=False)
-class ClipJob:
+class ClipItem:
     """One clip: the frames it starts from (and ends on), what it shows, how long it is."""
 
     prompt: str
@@ -62,13 +62,13 @@ class Cancelled(RuntimeError):
 class Adapter:
     """How a family is called. `batchable(pipe, job)`: different first frames in one call."""
 
-    batchable: Callable[[object, ClipJob], bool]
-    kwargs: Callable[[list[ClipJob]], dict]
+    batchable: Callable[[object, ClipItem], bool]
+    kwargs: Callable[[list[ClipItem]], dict]
     # Around each call, for what arguments alone cannot say (None: nothing).
-    around: Callable[[object, list[ClipJob]], contextlib.AbstractContextManager] | None = None
+    around: Callable[[object, list[ClipItem]], contextlib.AbstractContextManager] | None = None
 
 
-def _text(jobs: list[ClipJob]) -> dict:
+def _text(jobs: list[ClipItem]) -> dict:
     kw: dict = {"prompt": [j.prompt for j in jobs]}
     if any(j.negative_prompt for j in jobs):
         kw["negative_prompt"] = [j.negative_prompt for j in jobs]
@@ -80,7 +80,7 @@ def _one_or_many(items: list) -> object:
     return items[0] if len(items) == 1 else items
 
 
-def _ltx_kwargs(jobs: list[ClipJob]) -> dict:
+def _ltx_kwargs(jobs: list[ClipItem]) -> dict:
     """Every LTX clip goes through the condition pipeline, whatever it starts from: one way
     of sampling for all the clips of a shot (schedule, text length, conditioning noise),
     and decode noise drawn from per-clip generators, which any device takes."""
@@ -121,7 +121,7 @@ def _takes_last(pipe) -> bool:
     return _image_token_sets(pipe) != 1 and not expands
 
 
-def _wan_kwargs(jobs: list[ClipJob]) -> dict:
+def _wan_kwargs(jobs: list[ClipItem]) -> dict:
     job = jobs[0]
     kw = _text(jobs) | {"image": job.first}
     if job.last is not None:
@@ -130,7 +130,7 @@ def _wan_kwargs(jobs: list[ClipJob]) -> dict:
 
 
 @contextlib.contextmanager
-def _wan_image_tokens(pipe, jobs: list[ClipJob]) -> Iterator[None]:
+def _wan_image_tokens(pipe, jobs: list[ClipItem]) -> Iterator[None]:
     """Wan first-and-last-frame models (FLF2V) read the CLIP tokens of two images, and the
     pipeline encodes only one when there is no last frame (the call then fails). A clip
     without a last frame gives its first frame's tokens twice: only the first frame is
@@ -150,7 +150,7 @@ def _wan_image_tokens(pipe, jobs: list[ClipJob]) -> Iterator[None]:
         del pipe.encode_image
 
 
-def _svd_kwargs(jobs: list[ClipJob]) -> dict:
+def _svd_kwargs(jobs: list[ClipItem]) -> dict:
     job = jobs[0]
     return {
         "image": [j.first for j in jobs],
@@ -161,18 +161,18 @@ def _svd_kwargs(jobs: list[ClipJob]) -> dict:
     }
 
 
-def _cog_kwargs(jobs: list[ClipJob]) -> dict:
+def _cog_kwargs(jobs: list[ClipItem]) -> dict:
     return _text(jobs) | {"image": [j.first for j in jobs]}
 
 
-def _hunyuan15_kwargs(jobs: list[ClipJob]) -> dict:
+def _hunyuan15_kwargs(jobs: list[ClipItem]) -> dict:
     """HunyuanVideo 1.5 takes no size: it makes the size of its aspect bucket for the first
     frame, which the storyboard check holds to one the model makes (requested = written)."""
     return _text(jobs) | {"image": jobs[0].first}
 
 
 @contextlib.contextmanager
-def _guider_scale(pipe, jobs: list[ClipJob]) -> Iterator[None]:
+def _guider_scale(pipe, jobs: list[ClipItem]) -> Iterator[None]:
     """HunyuanVideo 1.5 takes no guidance argument: classifier-free guidance is its guider's.
     The job's guidance goes into a guider of the same kind for the call, then the loaded
     one is put back."""
@@ -187,7 +187,7 @@ def _guider_scale(pipe, jobs: list[ClipJob]) -> Iterator[None]:
         pipe.guider = guider
 
 
-def _ltx2_kwargs(jobs: list[ClipJob]) -> dict:
+def _ltx2_kwargs(jobs: list[ClipItem]) -> dict:
     """LTX-2 starts a clip from its first frame, or from the previous clip's last frames
     (a video condition at latent index 0), and is told the rate its motion is made at."""
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
@@ -229,7 +229,7 @@ class ClipAudio:
         return self.samples.shape[-1] / self.rate
 
 
-def check_job(loaded: LoadedModel, job: ClipJob) -> None:
+def check_job(loaded: LoadedModel, job: ClipItem) -> None:
     ref = loaded.ref
     if loaded.family.name not in ADAPTERS:
         raise ValueError(f"model: {ref.label} is not an image-to-video model")
@@ -265,7 +265,7 @@ def _native_size(pipe) -> tuple[int, int] | None:
 
 def generate_clips(
     loaded: LoadedModel,
-    jobs: list[ClipJob],
+    jobs: list[ClipItem],
     *,
     runtime: Runtime | None = None,
     planner: Planner | None = None,
@@ -290,13 +290,13 @@ def generate_clips(
         first = jobs[idxs[0]]
         key = cost_key(loaded, first.width, first.height, first.steps, first.num_frames)
 
-        def call(batch: list[ClipJob]) -> list[np.ndarray]:
+        def call(batch: list[ClipItem]) -> list[np.ndarray]:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             if on_audio is None:
                 return _call(loaded, batch, adapter, cancel)
 
-            def hear(job: ClipJob, audio: ClipAudio) -> None:
+            def hear(job: ClipItem, audio: ClipAudio) -> None:
                 on_audio(index[id(job)], audio)
 
             return _call(loaded, batch, adapter, cancel, on_audio=hear)
@@ -324,10 +324,10 @@ _IF_TAKEN = ("height", "width", "guidance_scale")
 
 def _call(
     loaded: LoadedModel,
-    batch: list[ClipJob],
+    batch: list[ClipItem],
     adapter: Adapter,
     cancel: threading.Event | None,
-    on_audio: Callable[[ClipJob, ClipAudio], None] | None = None,
+    on_audio: Callable[[ClipItem, ClipAudio], None] | None = None,
 ) -> list[np.ndarray]:
     import torch
 

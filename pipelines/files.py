@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,30 @@ def check_writable_folder(path: str | os.PathLike[str], field: str = "out") -> P
             "system); choose another folder"
         )
     return path
+
+
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
+}
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """ASCII lowercase words joined by '-': safe on every filesystem, never empty.
+
+    Accents are folded ("Café" -> "cafe"); cutting prefers a word boundary; Windows device
+    names ("con", "nul", ...) get a "-1" suffix because they cannot be file names there.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len: must be at least 1, got {max_len}")
+    folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    result = "-".join(re.findall(r"[a-z0-9]+", folded.lower()))
+    if len(result) > max_len:
+        cut = result[:max_len]
+        if result[max_len] != "-" and "-" in cut:
+            cut = cut.rsplit("-", 1)[0]
+        result = cut.strip("-")
+    if not result:
+        return "untitled"
+    if result in _WINDOWS_RESERVED:
+        result = f"{result}-1" if len(result) + 2 <= max_len else "untitled"[:max_len]
+    return result

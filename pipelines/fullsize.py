@@ -8,32 +8,9 @@ depth, so a GPU benchmark measures real speed and real memory, and capacity plan
 fits on which card, at which size, in which precision) needs no checkpoint at all. The
 pictures are noise; only shapes, dtypes, timings and memory are meaningful.
 
-``parameter_counts`` builds the same modules on the meta device (no memory, well under a
-second each) and counts parameters per component. Totals as measured, next to the published
-figures (from the published safetensors file sizes; sources in ``tests/test_fullsize.py``):
-
-======================  =====================  ========  ========================================
-preset                  denoiser               total     published
-======================  =====================  ========  ========================================
-``sd-turbo``            UNet 865.9M            1.290B    SD 2.1 UNet 865.9M
-``sdxl-turbo``          UNet 2.567B            3.469B    SDXL UNet 2.567B
-``flux-schnell``        transformer 11.891B    16.860B   FLUX.1 "12B": 11.89B
-``ltx-video``           transformer 1.923B     7.933B    LTX-Video "2B"; 0.9.5 VAE 1.25B
-``wan-i2v-480p``        transformer 16.395B    22.833B   Wan2.1 I2V "14B": 16.4B with image k/v
-``wan-flf2v-720p``      transformer 16.396B    22.834B   as I2V, plus a 514-token position table
-``svd-xt``              UNet 1.525B            2.254B    SVD UNet 1.52B
-``cogvideox-5b-i2v``    transformer 5.570B     10.548B   CogVideoX "5B": 5.57B
-``wan2.2-ti2v-5b``      transformer 5.000B     11.385B   Wan2.2 "TI2V-5B"; VAE 0.705B
-``wan2.2-i2v-a14b``     2 x 14.289B            34.386B   Wan2.2 "A14B": 14B per expert
-``hunyuanvideo-1.5-i2v``  transformer 8.327B   17.304B   HunyuanVideo-1.5 "8.3B"
-``ltx-2``               transformer 18.876B    33.826B   LTX-2 "19B"; Gemma 3 12B text 12.187B
-======================  =====================  ========  ========================================
-
-Measured 2026-11-29 with diffusers 0.42.1 and transformers 5.24.0 (the last four
-2026-11-30); every component is within 0.2% of its published size where that is given to
-the byte (the test allows 2%), and within the rounding of a model card's figure where only
-that is published ("14B": 13.5B to 14.5B). CogVideoX-5B-I2V also carries a
-54.6M-element learned positional table as a (checkpointed) buffer, which is not a parameter.
+``parameter_counts`` builds the same modules on the meta device (no memory) and counts
+parameters per component; ``tests/test_fullsize.py`` holds them to the published figures
+(its sources are cited there; the measured table is in ``benchmarks/README.md``).
 
 Where the builds differ from the published checkpoints:
 
@@ -66,12 +43,8 @@ float32. Setting the default dtype is process-global: do not build from two thre
 ``device="meta"`` builds the whole pipeline instantly without weights, for inspecting
 configs, shapes and dtypes.
 
-On the 2-core CPU this was developed on, a ``layers=1`` build takes 5 to 20 s (random
-initialisation of what stays full size: the SD UNets, the VAEs, the embedding tables) and a
-one-step call at 32 to 64 px 1 to 4 s; ``tests/test_fullsize.py`` runs sd-turbo (float32)
-and ltx-video (bfloat16) that way. sdxl-turbo, flux-schnell, svd-xt and both Wan presets
-were run so once too, in float32 (the Wan builds take about 45 s, mostly UMT5's 256384-row
-embedding table), and cogvideox-5b-i2v for one frame at its 720x480 (80 s).
+``tests/test_fullsize.py`` runs sd-turbo (float32) and ltx-video (bfloat16) as one-step
+calls of ``layers=1`` builds at 32 to 64 px (build and call times: ``benchmarks/README.md``).
 
 ``layers`` caps the number of repeated blocks of every big component while keeping every
 width, so a real-width model fits a CPU test:

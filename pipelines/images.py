@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -22,10 +22,11 @@ from PIL import Image, PngImagePlugin
 from . import __version__
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
-from .files import atomic_path, write_json
+from .files import atomic_path, slug, write_json
 from .lora import Lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
-from .settings import ImageRequest, Runtime
+from .requests import ImageRequest
+from .settings import Limits, Runtime
 from .traits import aspect_size
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ SAMPLER_NAMES = {  # diffusers scheduler class → the name A1111-style readers 
 
 
 @dataclass(frozen=True)
-class ImageJob:
+class ImageItem:
     """One image to make: what the batcher sees. Jobs with equal `batch_key` batch together."""
 
     prompt: str
@@ -122,16 +123,22 @@ def native_only_message(label: str, w: int, h: int, width: int, height: int) -> 
     )
 
 
-def resolve_job_defaults(req: ImageRequest, ref: ModelRef) -> tuple[int, int, int, float]:
+def image_defaults(req: ImageRequest, ref: ModelRef, limits: Limits) -> dict[str, Any]:
+    """What the model decides of a request (size, steps, guidance), checked against it."""
     p = ref.preset
     width, height = req.width or p.width, req.height or p.height
     for name, v in (("width", width), ("height", height)):  # a preset's size obeys the caps too
-        if v > req.limits.max_side:
-            raise ValueError(f"{name}: {v} is over the limit of {req.limits.max_side}")
+        if v > limits.max_side:
+            raise ValueError(
+                f"{name}: {ref.label} makes {v} px, over the limit of {limits.max_side}; "
+                f"set a smaller {name}"
+            )
     check_size(ref, width, height)
     steps = req.steps or p.steps
+    if steps > limits.max_steps:
+        raise ValueError(f"steps: must be from 1 to {limits.max_steps} (got {steps})")
     guidance = p.guidance if req.guidance is None else req.guidance
-    return width, height, steps, guidance
+    return {"width": width, "height": height, "steps": steps, "guidance": guidance}
 
 
 def read_init_image(path: Path, width: int, height: int) -> Image.Image:
@@ -164,26 +171,26 @@ def read_init_image(path: Path, width: int, height: int) -> Image.Image:
 
 def generate(
     loaded_t2i: LoadedModel,
-    jobs: list[ImageJob],
+    items: list[ImageItem],
     *,
     runtime: Runtime | None = None,
     planner: Planner | None = None,
     on_result=None,
 ) -> list[np.ndarray]:
-    """Run image jobs through the batcher; returns float32 HxWx3 arrays in [0, 1], in order.
+    """Run image items through the batcher; returns float32 HxWx3 arrays in [0, 1], in order.
 
-    Jobs with init images go through image-to-image (same components, `from_pipe`).
+    Items with init images go through image-to-image (same components, `from_pipe`).
     """
     runtime = runtime or Runtime()
     planner = planner or Planner(runtime)
-    out: list[np.ndarray | None] = [None] * len(jobs)
-    for idxs in group_indices(jobs, lambda job: job.batch_key):
-        has_init = jobs[idxs[0]].init is not None
+    out: list[np.ndarray | None] = [None] * len(items)
+    for idxs in group_indices(items, lambda item: item.batch_key):
+        has_init = items[idxs[0]].init is not None
         loaded = load(loaded_t2i.ref, "img2img", runtime) if has_init else loaded_t2i
-        first = jobs[idxs[0]]
+        first = items[idxs[0]]
         key = cost_key(loaded, first.width, first.height, first.steps)
         run_group(
-            jobs,
+            items,
             idxs,
             out,
             lambda batch, loaded=loaded: _call_image_pipe(loaded, batch),
@@ -197,7 +204,7 @@ def generate(
     return out  # type: ignore[return-value]
 
 
-def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndarray]:
+def _call_image_pipe(loaded: LoadedModel, batch: list[ImageItem]) -> list[np.ndarray]:
     import torch
 
     first = batch[0]
@@ -222,21 +229,21 @@ def _call_image_pipe(loaded: LoadedModel, batch: list[ImageJob]) -> list[np.ndar
     return [np.asarray(img, dtype=np.float32) for img in images]
 
 
-def a1111_parameters(job: ImageJob, model_label: str, sampler: str) -> str:
+def a1111_parameters(item: ImageItem, model_label: str, sampler: str) -> str:
     """The `parameters` text A1111, ComfyUI readers and image hosts parse."""
-    lines = [" ".join([job.prompt, *(lora.a1111() for lora in job.loras)])]
-    if job.negative_prompt:
-        lines.append(f"Negative prompt: {job.negative_prompt}")
+    lines = [" ".join([item.prompt, *(lora.a1111() for lora in item.loras)])]
+    if item.negative_prompt:
+        lines.append(f"Negative prompt: {item.negative_prompt}")
     fields = [
-        ("Steps", job.steps),
+        ("Steps", item.steps),
         ("Sampler", sampler),
-        ("CFG scale", f"{job.guidance:g}"),
-        ("Seed", job.seed),
-        ("Size", f"{job.width}x{job.height}"),
+        ("CFG scale", f"{item.guidance:g}"),
+        ("Seed", item.seed),
+        ("Size", f"{item.width}x{item.height}"),
         ("Model", model_label),
     ]
-    if job.init is not None:
-        fields.append(("Denoising strength", f"{job.strength:g}"))
+    if item.init is not None:
+        fields.append(("Denoising strength", f"{item.strength:g}"))
     fields.append(("Version", f"reelchain {__version__}"))
     lines.append(", ".join(f"{k}: {v}" for k, v in fields))
     return "\n".join(lines)
@@ -277,21 +284,15 @@ def save_png(image: Image.Image, path: Path, parameters: str) -> Path:
     return path
 
 
-def slugify(text: str, max_len: int = 40) -> str:
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    slug = "-".join(words)[:max_len].strip("-")
-    return slug or "image"
-
-
 @dataclass
 class ImageOrder:
-    """One request's images, made ready to run: its model, its `ImageJob`s (seed, seed+1,
+    """One request's images, made ready to run: its model, its `ImageItem`s (seed, seed+1,
     ...) and the folder they go to. Orders with the same `batch_key` can share one
     `generate` call; each image is still written to its own order's folder."""
 
     req: ImageRequest
     ref: ModelRef
-    jobs: list[ImageJob]
+    items: list[ImageItem]
     out_dir: Path
     init: Image.Image | None = None
 
@@ -300,76 +301,71 @@ class ImageOrder:
         """Same model, size, steps and guidance; None for an order with an init image."""
         if self.init is not None:
             return None
-        return (self.ref.spec, self.ref.kind, *self.jobs[0].batch_key)
+        return (self.ref.spec, self.ref.kind, *self.items[0].batch_key)
 
 
-def plan_images(req: ImageRequest, out_dir: str | Path, *, model: str | None = None) -> ImageOrder:
-    """Validate a request against its model and build its image jobs; nothing runs yet."""
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(
-            f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
-        )
-    width, height, steps, guidance = resolve_job_defaults(req, ref)
-    init = read_init_image(req.init_image, width, height) if req.init_image else None
-    jobs = [
-        ImageJob(req.prompt, req.negative_prompt, width, height, steps, guidance,
-                 (req.seed + i) % 2**32, init, req.strength)
+def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
+    """A checked request's image items (seed, seed+1, ...); nothing runs yet."""
+    ref = resolve_model(req.model, "image")
+    init = read_init_image(req.init_image, req.width, req.height) if req.init_image else None
+    items = [
+        ImageItem(req.prompt, req.negative_prompt, req.width, req.height, req.steps,
+                 req.guidance, (req.seed + i) % 2**32, init, req.strength)
         for i in range(req.count)
     ]  # fmt: skip
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"out: {str(out_dir)!r} is a file; give a folder for the images")
-    return ImageOrder(req, ref, jobs, Path(out_dir), init)
+    return ImageOrder(req, ref, items, Path(out_dir), init)
 
 
 def write_image(order: ImageOrder, index: int, arr: np.ndarray, loaded: LoadedModel) -> ImageResult:
     """Write image `index` of an order: the PNG with its `parameters` chunk, and its sidecar."""
-    job, ref, req = order.jobs[index], order.ref, order.req
+    item, ref, req = order.items[index], order.ref, order.req
     sampler = sampler_name(loaded.pipe)
-    params = a1111_parameters(job, ref.label, sampler)
-    path = order.out_dir / f"{slugify(req.prompt)}-{job.seed}.png"
+    params = a1111_parameters(item, ref.label, sampler)
+    path = order.out_dir / f"{slug(req.prompt)}-{item.seed}.png"
     save_png(to_pil(arr), path, params)
     sidecar = path.with_suffix(".json")
     write_json(
         sidecar,
         {
             "file": path.name,
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt,
-            "seed": job.seed,
-            "steps": job.steps,
-            "guidance": job.guidance,
+            "prompt": item.prompt,
+            "negative_prompt": item.negative_prompt,
+            "seed": item.seed,
+            "steps": item.steps,
+            "guidance": item.guidance,
             "sampler": sampler,
-            "width": job.width,
-            "height": job.height,
+            "width": item.width,
+            "height": item.height,
             "model": ref.label,
             "model_source": ref.preset.source,
             "init_image": Path(req.init_image).name if req.init_image else None,
-            "strength": job.strength if order.init is not None else None,
+            "strength": item.strength if order.init is not None else None,
             "parameters": params,
             "placement": loaded.placement.describe(),
             "versions": package_versions(),
         },
     )
-    return ImageResult(path, sidecar, job.seed, job.width, job.height, params)
+    return ImageResult(path, sidecar, item.seed, item.width, item.height, params)
 
 
 def make_images(
     req: ImageRequest,
     out_dir: str | Path,
     *,
-    model: str | None = None,
     runtime: Runtime | None = None,
     planner: Planner | None = None,
+    limits: Limits | None = None,
 ) -> list[ImageResult]:
-    """The `image` command: validate, generate `count` images, write PNGs and sidecars."""
+    """The `image` command: check, generate `count` images, write PNGs and sidecars."""
     runtime = runtime or Runtime()
-    order = plan_images(req, out_dir, model=model)
+    order = plan_images(req.checked(limits or Limits()), out_dir)
     loaded = load(order.ref, "text2img", runtime)
-    results: list[ImageResult | None] = [None] * len(order.jobs)
+    results: list[ImageResult | None] = [None] * len(order.items)
 
     def write(i: int, arr: np.ndarray) -> None:
         results[i] = write_image(order, i, arr, loaded)
 
-    generate(loaded, order.jobs, runtime=runtime, planner=planner, on_result=write)
+    generate(loaded, order.items, runtime=runtime, planner=planner, on_result=write)
     return results  # type: ignore[return-value]

@@ -90,10 +90,9 @@ def _flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
         ga = cv2.resize(ga, size, interpolation=cv2.INTER_AREA)
         gb = cv2.resize(gb, size, interpolation=cv2.INTER_AREA)
-    # DIS (OpenCV's dense inverse search): the same interpolation error as Farneback on moving
-    # texture, at a quarter of the time on small frames (measured: 2.4 vs 9.9 ms a pair at
-    # 176 px, mean error 3.16 vs 3.19 against the true middle frame; a blend errs by 12.8).
-    # DIS needs a side of 12 px or more; thumbnails-sized frames keep Farneback.
+    # DIS (OpenCV's dense inverse search): Farneback's interpolation error on moving texture
+    # at a fraction of its time (benchmarks/README.md). DIS needs a side of 12 px or more;
+    # thumbnails-sized frames keep Farneback.
     if max(ga.shape) >= 16:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         fab, fba = dis.calc(ga, gb, None), dis.calc(gb, ga, None)

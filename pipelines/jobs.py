@@ -5,16 +5,7 @@ face (the web UI, an API call) never runs the engine itself: it checks the reque
 *submits a job*: a row in a SQLite store in the runs folder. One worker thread per device
 takes queued jobs in order and runs them; the page and the API only read the store.
 
-```
-RUNS/
-  jobs.sqlite3              the store (WAL mode: readers never block the worker)
-  <job id>/                 each job's folder, named by the server-generated id
-    manifest.json, video.mp4, segments/ ...   (a video job's folder is its run folder)
-    images/ ...             (image jobs)   thumbnails/, thumbnails.zip (thumbnail jobs)
-```
-
-A job row: `id, kind, params (JSON), status, progress (0..1), message, run_dir (relative
-to the runs folder), outputs (JSON: paths relative to run_dir), attempts, created, updated`.
+The store and its rows are `pipelines.jobstore`; this module runs them.
 
 Status moves `queued → running → done | failed | cancelled`. Attempts are counted when a
 job starts. A server that starts and finds a job `running` was stopped under it (killed,
@@ -32,29 +23,33 @@ call, so two people asking at once share the device's batches. Each job still ha
 own folder, outputs, attempts, cancel and status; its images are the ones it would have
 made alone (each image has its own seed).
 
-Requests are checked before a job is submitted (`prepare_video`, `prepare_image`,
-`prepare_thumbnails`), against `Limits`, so a face can refuse a bad request at once with
-the engine's own one-line message.
+Requests (`pipelines.requests`) are checked before a job is submitted (`video_params`,
+`image_params`, `thumbnail_params`), against `Limits`, so a face can refuse a bad request
+at once with the engine's own one-line message.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import dataclasses
 import logging
-import secrets
-import shutil
 import sqlite3
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path, read_json
+from .jobstore import MAX_ATTEMPTS, WAITING, Job, JobError, JobStore
+from .requests import (
+    ROWS_SUFFIXES,
+    ImageRequest,
+    ThumbnailRequest,
+    VideoRequest,
+    check_upload,
+)
 from .settings import Limits, Runtime
 
 if TYPE_CHECKING:
@@ -62,317 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("video", "image", "thumbnails")
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINISHED = frozenset({"done", "failed", "cancelled"})
-WAITING = ("queued", "interrupted")  # taken by a worker, oldest first
-MAX_ATTEMPTS = 3
-DB_NAME = "jobs.sqlite3"
 LOCK_NAME = ".jobs.lock"
 POLL_SECONDS = 0.5  # an idle worker looks at the store this often (and on every submit)
-AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
-ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id       TEXT PRIMARY KEY,
-    kind     TEXT NOT NULL CHECK (kind IN ('video', 'image', 'thumbnails')),
-    params   TEXT NOT NULL,
-    status   TEXT NOT NULL CHECK (status IN
-                 ('queued', 'running', 'done', 'failed', 'cancelled', 'interrupted')),
-    progress REAL NOT NULL DEFAULT 0,
-    message  TEXT NOT NULL DEFAULT '',
-    run_dir  TEXT NOT NULL,
-    outputs  TEXT NOT NULL DEFAULT '{}',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created  REAL NOT NULL,
-    updated  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
-"""
-
-
-class JobError(RuntimeError):
-    """A job cannot do what was asked (unknown id, resume a running job, ...)."""
-
-
-@dataclass
-class Job:
-    id: str
-    kind: str
-    params: dict[str, Any]
-    status: str
-    progress: float
-    message: str
-    run_dir: Path  # absolute; the store keeps it relative to the runs folder
-    outputs: dict[str, Any]
-    attempts: int
-    created: float
-    updated: float
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    def path(self, rel: str) -> Path:
-        """An output path (relative, as stored) inside this job's folder."""
-        path = (self.run_dir / rel).resolve()
-        if not path.is_relative_to(self.run_dir.resolve()):
-            raise JobError(f"output {rel!r} is outside the job's folder")
-        return path
-
-    def files(self, key: str) -> list[Path]:
-        """Existing output files under `key` (a relative path or a list of them)."""
-        value = self.outputs.get(key)
-        rels = value if isinstance(value, list) else [value] if value else []
-        paths = [self.path(r) for r in rels if isinstance(r, str)]
-        return [p for p in paths if p.is_file()]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "progress": round(self.progress, 4),
-            "message": self.message,
-            "attempts": self.attempts,
-            "created": _stamp(self.created),
-            "updated": _stamp(self.updated),
-            "params": self.params,
-            "outputs": self.outputs,
-        }
-
-
-def _stamp(t: float) -> str:
-    return datetime.fromtimestamp(t).isoformat(timespec="seconds")
-
-
-def new_job_id() -> str:
-    """Sortable, readable and safe as a folder name: 20261128-221504-3f9a1c."""
-    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-# ---------------------------------------------------------------------------------------
-# The store
-
-
-class JobStore:
-    """The jobs table. Every call opens its own connection, so any thread may use it."""
-
-    def __init__(self, runs: str | Path) -> None:
-        self.root = Path(runs).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / DB_NAME
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    def _job(self, row: sqlite3.Row) -> Job:
-        return Job(
-            id=row["id"],
-            kind=row["kind"],
-            params=json.loads(row["params"]),
-            status=row["status"],
-            progress=row["progress"],
-            message=row["message"],
-            run_dir=self.root / row["run_dir"],
-            outputs=json.loads(row["outputs"]),
-            attempts=row["attempts"],
-            created=row["created"],
-            updated=row["updated"],
-        )
-
-    def add(
-        self,
-        kind: str,
-        params: Mapping[str, Any],
-        files: Mapping[str, bytes | str | Path] | None = None,
-    ) -> Job:
-        """A new queued job; `files` (name → bytes or a file to copy) are put in its folder
-        before the row exists, so a worker never sees a job without its inputs."""
-        if kind not in KINDS:
-            raise ValueError(f"kind: unknown {kind!r} (one of {', '.join(KINDS)})")
-        job_id = new_job_id()
-        folder = self.root / job_id
-        folder.mkdir(parents=True)
-        for name, data in (files or {}).items():
-            if Path(name).name != name or name.startswith("."):
-                raise ValueError(f"files: {name!r} is not a plain file name")
-            with atomic_path(folder / name) as tmp:
-                if isinstance(data, bytes):
-                    tmp.write_bytes(data)
-                else:
-                    shutil.copyfile(data, tmp)
-        now = time.time()
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO jobs (id, kind, params, status, run_dir, created, updated)"
-                " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, kind, json.dumps(dict(params)), job_id, now, now),
-            )
-        return self.get(job_id)
-
-    def get(self, job_id: str) -> Job:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise JobError(f"job: no job {job_id!r}")
-        return self._job(row)
-
-    def list(self, limit: int = 200, kind: str | None = None) -> list[Job]:
-        """Newest first."""
-        query, args = "SELECT * FROM jobs", []
-        if kind:
-            query, args = query + " WHERE kind = ?", [kind]
-        query += " ORDER BY created DESC, rowid DESC LIMIT ?"
-        with self._db() as db:
-            rows = db.execute(query, [*args, limit]).fetchall()
-        return [self._job(r) for r in rows]
-
-    def update(self, job_id: str, **changes: Any) -> None:
-        """Set columns; `params` and `outputs` are given as dicts."""
-        allowed = {"params", "status", "progress", "message", "outputs", "attempts"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"update: unknown columns {sorted(unknown)}")
-        if "status" in changes and changes["status"] not in STATUSES:
-            raise ValueError(f"status: unknown {changes['status']!r}")
-        for key in ("params", "outputs"):
-            if key in changes:
-                changes[key] = json.dumps(changes[key])
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        with self._db() as db:
-            db.execute(
-                f"UPDATE jobs SET {sets}, updated = ? WHERE id = ?",
-                (*changes.values(), time.time(), job_id),
-            )
-
-    def move(self, job_id: str, source: Sequence[str], target: str, **changes: Any) -> bool:
-        """Change status from one of `source` to `target` (and set `changes`) atomically;
-        False when the job was not in a source status."""
-        with self._transaction() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or row["status"] not in source:
-                return False
-            for key in ("params", "outputs"):
-                if key in changes:
-                    changes[key] = json.dumps(changes[key])
-            sets = "".join(f", {k} = ?" for k in changes)
-            db.execute(
-                f"UPDATE jobs SET status = ?{sets}, updated = ? WHERE id = ?",
-                (target, *changes.values(), time.time(), job_id),
-            )
-        return True
-
-    def recover(self) -> list[str]:
-        """At server start: a job still `running` was stopped under it; mark it interrupted."""
-        with self._transaction() as db:
-            ids = [r["id"] for r in db.execute("SELECT id FROM jobs WHERE status = 'running'")]
-            db.execute(
-                "UPDATE jobs SET status = 'interrupted', message = ?, updated = ?"
-                " WHERE status = 'running'",
-                ("the server stopped while this job ran; it continues where it stopped",
-                 time.time()),
-            )  # fmt: skip
-        return ids
-
-    def claim(self, max_attempts: int = MAX_ATTEMPTS) -> Job | None:
-        """Take the oldest waiting job: running, one more attempt. A job that has already
-        started `max_attempts` times is failed instead (it keeps stopping the server)."""
-        with self._transaction() as db:
-            while True:
-                row = db.execute(
-                    "SELECT * FROM jobs WHERE status IN ('queued', 'interrupted')"
-                    " ORDER BY created, rowid LIMIT 1"
-                ).fetchone()
-                if row is None:
-                    return None
-                now = time.time()
-                if row["attempts"] >= max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET status = 'failed', message = ?, updated = ?"
-                        " WHERE id = ?",
-                        (f"stopped the server {row['attempts']} times; not tried again "
-                         "(resume it from History to try once more)", now, row["id"]),
-                    )  # fmt: skip
-                    continue
-                db.execute(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-                    " updated = ? WHERE id = ?",
-                    (now, row["id"]),
-                )
-                job = self._job(row)
-                job.status, job.attempts, job.updated = "running", job.attempts + 1, now
-                return job
-
-    def waiting_jobs(self, kind: str, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
-        """Waiting jobs of one kind that may still start, oldest first."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT * FROM jobs WHERE status IN ('queued', 'interrupted') AND kind = ?"
-                " AND attempts < ? ORDER BY created, rowid",
-                (kind, max_attempts),
-            ).fetchall()
-        return [self._job(r) for r in rows]
-
-    def take(self, job_id: str, max_attempts: int = MAX_ATTEMPTS) -> Job | None:
-        """Take this waiting job as `claim` would (running, one more attempt); None when it
-        is no longer waiting (another worker took it, it was cancelled) or may not start."""
-        with self._transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or row["status"] not in WAITING or row["attempts"] >= max_attempts:
-                return None
-            now = time.time()
-            db.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated = ?"
-                " WHERE id = ?",
-                (now, job_id),
-            )
-        job = self._job(row)
-        job.status, job.attempts, job.updated = "running", job.attempts + 1, now
-        return job
-
-    def waiting(self) -> int:
-        """Jobs waiting for a worker."""
-        with self._db() as db:
-            (n,) = db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'interrupted')"
-            ).fetchone()
-        return n
-
-    def position(self, job_id: str) -> int:
-        """How many waiting jobs are ahead of this one."""
-        job = self.get(job_id)
-        with self._db() as db:
-            (n,) = db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'interrupted')"
-                " AND (created < ? OR (created = ? AND id < ?))",
-                (job.created, job.created, job.id),
-            ).fetchone()
-        return n
-
 
 # ---------------------------------------------------------------------------------------
 # Running jobs
@@ -413,11 +99,14 @@ def _rel(path: Path, root: Path) -> str:
 
 def run_video(ctx: JobContext) -> dict[str, Any]:
     """A new run, or a resume of the run folder (after a stop, a cancel, or a re-roll)."""
-    from .chain import make_video, resume_video
+    from .chain import make_request, resume_video
 
     job, root = ctx.job, ctx.job.run_dir
     params = job.params
-    opts = video_options(params, ctx.limits)
+    req = VideoRequest.from_json(dict(params))
+    if req.audio:  # the upload, under the name the server gave it in the job's folder
+        req = dataclasses.replace(req, audio=str(root / req.audio))
+    opts = req.options(ctx.limits)
 
     def on_segment(segment, path) -> None:
         segments = read_json(root / "manifest.json")["segments"]
@@ -441,10 +130,7 @@ def run_video(ctx: JobContext) -> dict[str, Any]:
         result = resume_video(root, opts=opts, **common)
     else:
         ctx.report(progress=0.0, message="making keyframes")
-        data = dict(params["storyboard"])
-        if params.get("audio"):  # a file the server put in the job's folder
-            data["audio"] = str(root / params["audio"])
-        result = make_video(json.dumps(data), root, opts, text=True, **common)
+        result = make_request(req, root, ctx.limits, **common)
     segments = read_json(root / "manifest.json")["segments"]
     return {
         "video": _rel(result.video, root),
@@ -463,22 +149,10 @@ class JobCancelled(RuntimeError):
 
 
 def image_order(params: Mapping[str, Any], root: Path, limits: Limits) -> ImageOrder:
-    """An image job's params, checked and resolved into an `ImageOrder` for its folder."""
+    """An image job's params (a checked request's JSON) as an `ImageOrder` for its folder."""
     from .images import plan_images
-    from .settings import ImageRequest
 
-    req = ImageRequest(
-        prompt=params["prompt"],
-        negative_prompt=params.get("negative_prompt", ""),
-        width=params.get("width"),
-        height=params.get("height"),
-        steps=params.get("steps"),
-        guidance=params.get("guidance"),
-        seed=params.get("seed", 0),
-        count=params.get("count", 1),
-        limits=limits,
-    )
-    return plan_images(req, root / "images", model=params.get("model"))
+    return plan_images(ImageRequest.from_json(dict(params)).checked(limits), root / "images")
 
 
 def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] | None:
@@ -490,7 +164,7 @@ def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] 
     except Exception:
         return None
     key = order.batch_key
-    return None if key is None else (key, len(order.jobs))
+    return None if key is None else (key, len(order.items))
 
 
 def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
@@ -520,12 +194,12 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
         return outcomes  # type: ignore[return-value]
     first = ctxs[next(iter(orders))]
     runtime, limits = first.runtime, first.limits
-    flat = [(k, i) for k, order in orders.items() for i in range(len(order.jobs))]
-    results: dict[int, list] = {k: [None] * len(order.jobs) for k, order in orders.items()}
+    flat = [(k, i) for k, order in orders.items() for i in range(len(order.items))]
+    results: dict[int, list] = {k: [None] * len(order.items) for k, order in orders.items()}
     others = len(orders) - 1
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
-        ctxs[k].report(progress=0.05, message=f"making {len(order.jobs)} image(s){shared}")
+        ctxs[k].report(progress=0.05, message=f"making {len(order.items)} image(s){shared}")
     loaded = load(orders[next(iter(orders))].ref, "text2img", runtime)
 
     def deliver(n: int, arr) -> None:
@@ -540,7 +214,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
 
     generate(
         loaded,
-        [orders[k].jobs[i] for k, i in flat],
+        [orders[k].items[i] for k, i in flat],
         runtime=runtime,
         planner=Planner(runtime, max_batch=limits.max_batch),
         on_result=deliver,
@@ -567,16 +241,10 @@ def run_image(ctx: JobContext) -> dict[str, Any]:
 
 
 def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
-    from .thumbnails import ThumbnailOptions, make_thumbnails
+    from .thumbnails import make_thumbnails
 
     p, root = ctx.job.params, ctx.job.run_dir
-    opts = ThumbnailOptions(
-        model=p.get("model"),
-        preset=p.get("preset", "youtube"),
-        variants=p.get("variants", 1),
-        format=p.get("format", "jpg"),
-        limits=ctx.limits,
-    )
+    opts = ThumbnailRequest.from_json(dict(p)).options(ctx.limits)
     ctx.report(progress=0.05, message="making thumbnails")
     out = root / "thumbnails"
     report = make_thumbnails(
@@ -817,6 +485,11 @@ class JobManager:
                 return self.store.get(job_id)
             time.sleep(poll)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether this server is stopping (waiting API calls return; jobs continue later)."""
+        return self._stop.is_set()
+
     def _notify(self) -> None:
         with self._wake:
             self._wake.notify_all()
@@ -839,8 +512,8 @@ class JobManager:
                 continue
             try:
                 group = [job, *self._take_like(job)]
-            except sqlite3.Error:
-                log.exception("job store: cannot take jobs to run with %s", job.id)
+            except Exception:  # noqa: BLE001 - the worker lives on; the job runs alone
+                log.exception("cannot take jobs to run with %s", job.id)
                 group = [job]
             self._run_group(group, runtime)
 
@@ -944,223 +617,38 @@ class JobManager:
 
 
 # ---------------------------------------------------------------------------------------
-# Checking requests before they become jobs
+# Requests into job params: what the store keeps
 
 
-def _whole(name: str, value: Any, low: int, high: int) -> int | None:
-    """A whole number from a form or an API call (which may send 8.0), or None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name}: must be a whole number (got {value!r})")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{name}: must be a whole number (got {value:g})")
-    value = int(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name}: must be from {low} to {high} (got {value})")
-    return value
-
-
-def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name: str) -> str:
-    """An uploaded file's suffix, once its type and size pass; the job stores it under a
-    name the server chooses (`audio.mp3`, `rows.csv`), never the uploader's."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise ValueError(
-            f"{name}: {suffix or 'no'} file type is not accepted (use {', '.join(suffixes)})"
-        )
-    if not path.is_file():
-        raise ValueError(f"{name}: the upload did not arrive; try again")
-    size = path.stat().st_size
-    if size > limits.max_upload_bytes:
-        raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
-    return suffix
-
-
-def check_audio(path: str | Path, limits: Limits) -> str:
-    """A music upload's suffix, once its type and size pass and it decodes as audio: a text
-    file named `.mp3` is refused with the request, not when its job runs."""
-    from .stitch import audio_duration
-
-    suffix = check_upload(path, AUDIO_SUFFIXES, limits, "audio")
-    try:
-        audio_duration(Path(path))
-    except ValueError as exc:  # "audio: cannot read '<upload name>': no audio stream"
-        reason = str(exc).rpartition(": ")[2]
-        raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
-    return suffix
-
-
-def prepare_video(
-    storyboard: str,
-    *,
-    model: str | None = None,
-    mode: str | None = None,
-    fps: float | None = None,
-    width: float | None = None,
-    height: float | None = None,
-    seed: float | None = None,
-    steps: float | None = None,
-    negative_prompt: str | None = None,
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check storyboard text (YAML or JSON) and its overrides; the params of a video job.
-
-    The resolved storyboard (every default filled in, overrides applied) is what the job
-    stores, so History shows, and a re-run repeats, exactly what was rendered. A storyboard
-    sent to the server cannot name a file on it: music comes as an upload.
-    """
-    from .chain import VideoOptions, read_storyboard
-    from .storyboard import StoryboardError
-
-    limits = limits or Limits()
-    if not isinstance(storyboard, str) or not storyboard.strip():
-        raise ValueError("storyboard: paste YAML or JSON with shots, or fill in the shots table")
-    if len(storyboard.encode("utf-8")) > limits.max_upload_bytes:
-        raise ValueError(f"storyboard: over the limit of {limits.max_upload_bytes} bytes")
-    opts = VideoOptions(model=model or None, mode=mode or None, limits=limits)
-    try:
-        sb, _ = read_storyboard(storyboard, opts, text=True)
-    except StoryboardError as exc:
-        if exc.path == "audio":  # say nothing about which server paths exist
-            sb = None
-        else:
-            raise
-    if sb is None or sb.audio:
-        raise ValueError(
-            "audio: a storyboard sent to the server cannot name a file; upload the music instead"
-        )
-    changes = {
-        "fps": _whole("fps", fps, 1, limits.max_fps),
-        "width": _whole("width", width, 1, limits.max_side),
-        "height": _whole("height", height, 1, limits.max_side),
-        "seed": _whole("seed", seed, 0, 2**32 - 1),
-        "steps": _whole("steps", steps, 1, limits.max_steps),
-        "negative_prompt": negative_prompt.strip() if negative_prompt else None,
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if changes:
-        sb = sb.replace(limits=limits, **changes)
-    if sb.steps is not None and sb.steps > limits.max_steps:
-        raise ValueError(
-            f"steps: must be from 1 to {limits.max_steps} (got {sb.steps}; limit max_steps)"
-        )
-    sb, _ = read_storyboard(json.dumps(sb.to_dict()), opts, text=True)  # the final values
-    return {
-        "storyboard": json.loads(json.dumps(sb.to_dict())),  # resolved, as plain JSON
-        "model": sb.model,
-        "mode": sb.mode,
-        "seconds": sb.total_seconds,
-        "frames": sb.total_frames,
-        "fps": sb.fps,
-        "width": sb.width,
-        "height": sb.height,
-        "seed": sb.seed,
-        "shots": len(sb.shots),
-        "audio": None,
-    }
-
-
-def video_options(params: Mapping[str, Any], limits: Limits | None = None):
-    """The run options of a video job's params (from `prepare_video`)."""
-    from .chain import VideoOptions
-
-    return VideoOptions(
-        model=params.get("model"), mode=params.get("mode"), limits=limits or Limits()
-    )
+def video_params(req: VideoRequest, limits: Limits) -> dict[str, Any]:
+    """A video request checked as the server takes it (its storyboard names no file; music
+    is an upload, `audio` its name in the job's folder): the request's JSON, which History
+    shows and a re-run repeats, with its length for the table."""
+    checked = req.checked(limits, files=False)
+    return checked.to_json() | checked.summary()
 
 
 def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
     """What a video job with these params would make: the plan as `python -m pipelines
     video --dry-run` prints it. Nothing is loaded."""
-    from .chain import plan_text
+    from .chain import plan_request
 
-    return plan_text(json.dumps(params["storyboard"]), video_options(params, limits), text=True)
-
-
-def prepare_image(
-    prompt: str,
-    *,
-    model: str | None = None,
-    count: float = 1,
-    seed: float | None = 0,
-    width: float | None = None,
-    height: float | None = None,
-    steps: float | None = None,
-    guidance: float | None = None,
-    negative_prompt: str = "",
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check an image request, with the model's defaults filled in; an image job's params."""
-    from .images import resolve_job_defaults
-    from .models import resolve_model
-    from .settings import ImageRequest
-
-    limits = limits or Limits()
-    req = ImageRequest(
-        prompt=prompt if isinstance(prompt, str) else "",
-        negative_prompt=negative_prompt or "",
-        width=_whole("width", width, 1, limits.max_side),
-        height=_whole("height", height, 1, limits.max_side),
-        steps=_whole("steps", steps, 1, limits.max_steps),
-        guidance=None if guidance is None else float(guidance),
-        seed=_whole("seed", seed, 0, 2**32 - 1) or 0,
-        count=_whole("count", count, 1, limits.max_count) or 1,
-        limits=limits,
-    )
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
-    w, h, steps_, guidance_ = resolve_job_defaults(req, ref)
-    for name, v in (("width", w), ("height", h)):
-        if v > limits.max_side:
-            raise ValueError(
-                f"{name}: {ref.label} makes {v} px, over the limit of {limits.max_side}; "
-                f"set a smaller {name}"
-            )
-    if steps_ > limits.max_steps:
-        raise ValueError(f"steps: must be from 1 to {limits.max_steps} (got {steps_})")
-    return {
-        "prompt": req.prompt,
-        "negative_prompt": req.negative_prompt,
-        "model": ref.spec,
-        "count": req.count,
-        "seed": req.seed,
-        "width": w,
-        "height": h,
-        "steps": steps_,
-        "guidance": guidance_,
-    }
+    req = VideoRequest.from_json(dict(params))  # music changes no plan: its upload is left out
+    return plan_request(dataclasses.replace(req, audio=None), limits or Limits())
 
 
-def prepare_thumbnails(
-    rows_file: str | Path,
-    *,
-    model: str | None = None,
-    preset: str = "youtube",
-    variants: float = 1,
-    format: str = "jpg",
-    limits: Limits | None = None,
-) -> dict[str, Any]:
-    """Check a rows file (CSV, JSONL or TXT) and the options with a dry run; a thumbnail
-    job's params. The caller stores the file in the job's folder as `params["input"]`."""
-    from .models import resolve_model
-    from .thumbnails import ThumbnailOptions, make_thumbnails
+def image_params(req: ImageRequest, limits: Limits) -> dict[str, Any]:
+    """An image request checked, the model's defaults filled in: its JSON."""
+    return req.checked(limits).to_json()
 
-    limits = limits or Limits()
+
+def thumbnail_params(req: ThumbnailRequest, rows_file: str | Path, limits: Limits) -> dict:
+    """A thumbnails request and its rows file, checked with a dry run: the request's JSON
+    with the rows counted. The caller stores the file in the job's folder as `input`."""
+    from .thumbnails import make_thumbnails
+
     suffix = check_upload(rows_file, ROWS_SUFFIXES, limits, "rows")
-    ref = resolve_model(model, "image")
-    if ref.family.kind != "image":
-        raise ValueError(f"model: {ref.label} is a video model; choose an image model")
-    opts = ThumbnailOptions(
-        model=ref.spec,
-        preset=(preset or "youtube").strip(),
-        variants=_whole("variants", variants, 1, limits.max_count) or 1,
-        format=format or "jpg",
-        dry_run=True,
-        limits=limits,
-    )
+    opts = req.options(limits, dry_run=True)
     width, height = opts.size
     if max(width, height) > limits.max_side:
         raise ValueError(
@@ -1170,12 +658,5 @@ def prepare_thumbnails(
     if report.rows and len(report.failed) >= report.rows:
         n, why = report.failed[0]
         raise ValueError(f"rows: no usable row (line {n}: {why})")
-    return {
-        "model": ref.spec,
-        "preset": opts.preset,
-        "variants": opts.variants,
-        "format": opts.format,
-        "rows": report.rows,
-        "bad_rows": [[n, why] for n, why in report.failed],
-        "input": f"rows{suffix}",
-    }
+    params = dataclasses.replace(req, model=opts.model, input=Path(f"rows{suffix}")).to_json()
+    return params | {"rows": report.rows, "bad_rows": [[n, why] for n, why in report.failed]}

@@ -28,7 +28,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from pipelines.files import atomic_path, write_bytes
 
-PRESETS: dict[str, tuple[int, int]] = {
+THUMBNAIL_SIZES: dict[str, tuple[int, int]] = {  # the `preset` names of thumbnail sizes
     "youtube": (1280, 720),
     "shorts": (1080, 1920),
     "square": (1080, 1080),
@@ -48,9 +48,6 @@ _ELLIPSIS = "\u2026"
 # output size must stay exact (no downscaling), so very noisy images trade quality instead.
 _JPEG_QUALITIES = (*range(95, 35, -5), 35, 30, 25, 20, 15, 10)
 _EXIF_LIMIT = 65_000  # a JPEG APP1 segment holds at most 65,533 bytes
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
-    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
-}
 
 
 # --------------------------------------------------------------------------- sizes
@@ -62,8 +59,8 @@ def parse_preset(value: str) -> tuple[int, int]:
     Bounds (64..4096 per side) stop typos such as "12800x720" from allocating huge images.
     """
     text = str(value).strip().lower()
-    if text in PRESETS:
-        return PRESETS[text]
+    if text in THUMBNAIL_SIZES:
+        return THUMBNAIL_SIZES[text]
     match = re.fullmatch(r"(\d+)\s*[x\u00d7]\s*(\d+)", text)
     if not match:
         raise ValueError(
@@ -684,25 +681,3 @@ def contact_sheet(paths: list[Path], out: Path, *, columns: int = 4, cell_width:
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="JPEG", quality=88, optimize=True)
     return Path(out)
-
-
-def slug(text: str, max_len: int = 40) -> str:
-    """ASCII lowercase words joined by '-': safe on every filesystem, never empty.
-
-    Accents are folded ("Café" -> "cafe"); cutting prefers a word boundary; Windows device
-    names ("con", "nul", ...) get a "-1" suffix because they cannot be file names there.
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len: must be at least 1, got {max_len}")
-    folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    result = "-".join(re.findall(r"[a-z0-9]+", folded.lower()))
-    if len(result) > max_len:
-        cut = result[:max_len]
-        if result[max_len] != "-" and "-" in cut:
-            cut = cut.rsplit("-", 1)[0]
-        result = cut.strip("-")
-    if not result:
-        return "untitled"
-    if result in _WINDOWS_RESERVED:
-        result = f"{result}-1" if len(result) + 2 <= max_len else "untitled"[:max_len]
-    return result

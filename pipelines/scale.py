@@ -53,14 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from .clips import Cancelled, ClipJob
-from .images import ImageJob
+from .clips import Cancelled, ClipItem
+from .images import ImageItem
 from .models import ModelRef, resolve_model
 from .settings import Runtime
 
 log = logging.getLogger(__name__)
 
-Job = ClipJob | ImageJob
+Job = ClipItem | ImageItem
 Loader = Callable[[ModelRef, str, Runtime], Any]  # `models.load`'s signature
 
 MAX_TRIES = 3  # deaths of its worker a job survives (a job may be what kills it)
@@ -448,7 +448,7 @@ class Pool:
     def clips(
         self,
         model: ModelRef | str,
-        jobs: Sequence[ClipJob],
+        jobs: Sequence[ClipItem],
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
@@ -460,7 +460,7 @@ class Pool:
     def images(
         self,
         model: ModelRef | str,
-        jobs: Sequence[ImageJob],
+        jobs: Sequence[ImageItem],
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
@@ -818,7 +818,7 @@ def _wait_free(ray, need: dict[str, float], timeout: float) -> dict[str, float]:
 
 def _model_for(model: ModelRef | str, jobs: Sequence[Job]) -> tuple[ModelRef, str]:
     """The model and its kind (`video` for ClipJobs, `image` for ImageJobs), checked."""
-    kinds = {"video" if isinstance(j, ClipJob) else "image" if isinstance(j, ImageJob) else "?"
+    kinds = {"video" if isinstance(j, ClipItem) else "image" if isinstance(j, ImageItem) else "?"
              for j in jobs}  # fmt: skip
     if len(kinds) != 1 or "?" in kinds:
         raise ValueError("jobs: give only ClipJobs (a video model) or only ImageJobs")
@@ -884,3 +884,26 @@ def _start_workers(ray, shape: WorkerShape, runtime: Runtime, load: Loader | Non
     for rank, (actor, info) in enumerate(zip(actors, ray.get(infos), strict=True)):
         slots.append(_Slot(rank, actor, info["pid"], info["node"]))
     return slots
+
+
+_POOLS: dict[tuple[str, int | None], Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(runtime: Runtime) -> Pool | None:
+    """The pool a runtime asks for (`--ray ADDRESS --workers N`), started once per process
+    and kept (a server's jobs share it), closed when the process exits; None without
+    `--ray`. The workers run with the same runtime, less the cluster options."""
+    if not runtime.ray:
+        return None
+    key = (runtime.ray, runtime.workers)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            import atexit
+            import dataclasses
+
+            local = dataclasses.replace(runtime, ray=None, workers=None)
+            pool = Pool.start(runtime.ray, runtime.workers, local)
+            atexit.register(pool.close)
+            _POOLS[key] = pool
+        return _POOLS[key]

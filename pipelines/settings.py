@@ -2,22 +2,24 @@
 
 One object per concern, so the faces never thread long positional argument lists:
 
-- `Runtime`: how to run (device, dtype, offload, batch size, memory budget, fast paths);
-- `Limits`: caps enforced on the server side for every request (UI widgets, API calls, CLI);
-- `ImageRequest`: one text-to-image or image-to-image job.
+- `Runtime`: how to run (device, dtype, offload, batch size, memory budget, fast paths,
+  a Ray cluster), with the flags every command and `app.py` take (`add_runtime_flags`);
+- `Limits`: caps enforced on every request (UI widgets, API calls, CLI).
 
-Every field can also come from an environment variable (`REELCHAIN_<FIELD>`), so a
-Space or a cluster sets caps without code. Validation raises `ValueError` with one line
-that names the field and the fix; the CLI turns it into exit code 2, the UI into `gr.Error`.
+What to make is a request (`pipelines.requests`). Every field here can also come from an
+environment variable (`REELCHAIN_<FIELD>`), so a Space or a cluster sets caps without
+code. Validation raises `ValueError` with one line that names the field and the fix; the
+CLI turns it into exit code 2, the UI into `gr.Error`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "group", "sequential")
@@ -89,6 +91,59 @@ def parse_fast(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ..
     return tuple(out)
 
 
+EXIT_INVALID = 2  # the exit code of a command given input it cannot take
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (exit code 2 as before)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(
+            EXIT_INVALID,
+            f"error: {message} (see `{self.prog} --help`)\n",
+        )
+
+
+def parse_workers(value: str | int | None) -> int | None:
+    """None (one per GPU) or a whole number of Ray workers ≥ 1."""
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"workers: use a whole number ≥ 1 (got {value!r})") from None
+    if n < 1:
+        raise ValueError(f"workers: must be a whole number ≥ 1 (got {n})")
+    return n
+
+
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """The device, memory and cluster knobs, shared by every command and by `app.py`; each
+    falls back to its `REELCHAIN_*` environment variable."""
+    g = p.add_argument_group("memory, device and cluster")
+    g.add_argument("--batch-size", default=None, help="auto (default) or a whole number")
+    g.add_argument("--memory-budget", default=None, help="cap on memory to plan for, e.g. 12GB")
+    g.add_argument("--offload", default=None, choices=OFFLOAD_CHOICES)
+    g.add_argument("--dtype", default=None, choices=DTYPE_CHOICES)
+    g.add_argument("--device", default=None, choices=DEVICE_CHOICES)
+    g.add_argument("--fast", default=None, metavar="LIST",
+                   help="opt-in fast paths, comma-separated: cache, compile, "
+                   "attention:<backend> (e.g. attention:flash); off by default")  # fmt: skip
+    g.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on Ray workers: local (a private instance), auto (the running "
+                   "cluster) or ray://HOST:PORT")  # fmt: skip
+    g.add_argument("--workers", default=None, metavar="N",
+                   help="Ray workers (default: one per GPU; needed where there is none)")  # fmt: skip
+
+
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    return Runtime.from_options(
+        device=args.device, dtype=args.dtype, offload=args.offload,
+        batch_size=args.batch_size, memory_budget=args.memory_budget, fast=args.fast,
+        ray=args.ray, workers=args.workers,
+    )  # fmt: skip
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: unknown {value!r} (choose one of: {', '.join(choices)})")
@@ -106,6 +161,8 @@ class Runtime:
     memory_budget: int | None = None  # bytes; None = measured free memory
     cache_dir: Path | None = None  # planner cache; None = ~/.cache/reelchain
     fast: tuple[str, ...] = ()  # opt-in fast paths: cache, compile, attention:<backend>
+    ray: str | None = None  # a Ray cluster's address (`local`, `auto`, `ray://...`): scale out
+    workers: int | None = None  # Ray workers; None: one per GPU of the cluster
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fast", parse_fast(self.fast))
@@ -114,6 +171,8 @@ class Runtime:
         _choice("offload", self.offload, OFFLOAD_CHOICES)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch-size: must be ≥ 1 (got {self.batch_size})")
+        if self.workers is not None and not self.ray:
+            raise ValueError("workers: they are Ray workers; give --ray ADDRESS too")
 
     @classmethod
     def from_options(
@@ -125,6 +184,8 @@ class Runtime:
         batch_size: str | int | None = None,
         memory_budget: str | int | None = None,
         fast: str | tuple[str, ...] | None = None,
+        ray: str | None = None,
+        workers: str | int | None = None,
         env: dict[str, str] | None = None,
     ) -> Runtime:
         """Options win over `REELCHAIN_*` environment variables, which win over defaults. A
@@ -150,6 +211,8 @@ class Runtime:
             batch_size=pick(batch_size, "BATCH_SIZE", parse_batch_size),
             memory_budget=pick(memory_budget, "MEMORY_BUDGET", parse_size),
             fast=pick(fast, "FAST", parse_fast),
+            ray=pick(ray, "RAY", lambda v: (v or "").strip() or None),
+            workers=pick(workers, "WORKERS", parse_workers),
         )
 
 
@@ -210,42 +273,3 @@ class Limits:
                 f"{name}: {len(prompt)} characters is over the limit of {self.max_prompt_chars}"
             )
         return prompt.strip()
-
-
-@dataclass(frozen=True)
-class ImageRequest:
-    """One image job. `None` sizes/steps/guidance mean: the model preset's defaults."""
-
-    prompt: str
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    seed: int = 0
-    count: int = 1
-    init_image: Path | None = None
-    strength: float = 0.6
-    limits: Limits = field(default_factory=Limits, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        lim = self.limits
-        object.__setattr__(self, "prompt", lim.check_prompt(self.prompt))
-        if len(self.negative_prompt) > lim.max_prompt_chars:
-            raise ValueError(f"negative: over the limit of {lim.max_prompt_chars} characters")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, int) and 0 < v <= lim.max_side):
-                raise ValueError(
-                    f"{name}: must be a whole number from 1 to {lim.max_side} (got {v})"
-                )
-        if self.steps is not None and not (0 < self.steps <= lim.max_steps):
-            raise ValueError(f"steps: must be from 1 to {lim.max_steps} (got {self.steps})")
-        if self.guidance is not None and not (0 <= self.guidance <= 50):
-            raise ValueError(f"guidance: must be from 0 to 50 (got {self.guidance})")
-        if not (0 <= self.seed < 2**32):
-            raise ValueError(f"seed: must be from 0 to {2**32 - 1} (got {self.seed})")
-        if not (1 <= self.count <= lim.max_count):
-            raise ValueError(f"count: must be from 1 to {lim.max_count} (got {self.count})")
-        if not (0 < self.strength <= 1):
-            raise ValueError(f"strength: must be > 0 and ≤ 1 (got {self.strength})")

@@ -150,68 +150,61 @@ def stitch(
     fmt = _format_of(out_path)
     fps = _check_fps(fps)
     infos = _check_parts(parts)
-    audio_len = 0.0
-    if audio is not None:
-        audio = Path(audio)
-        audio_len = audio_duration(audio)
+    audio = Path(audio) if audio is not None and fmt != "gif" else None
+    audio_len = audio_duration(audio) if audio is not None else 0.0  # checked before encoding
     width, height = infos[0][0].width, infos[0][0].height
     total = sum(int(p.n_out) for p in parts)
-    poster_index = total // 3
     poster_frame: np.ndarray | None = None
-
-    use_audio = audio is not None and fmt != "gif"
     with contextlib.ExitStack() as stack:
-        if use_audio:
-            # Video first to a scratch file beside the output, then the audio is muxed in
-            # (video stream copied, not re-encoded).
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, scratch = tempfile.mkstemp(
-                prefix=f".{out_path.stem}{TMP_MARK}video-",
-                suffix=out_path.suffix,
-                dir=out_path.parent,
-            )
-            os.close(fd)
-            video_path = Path(scratch)
-            stack.callback(video_path.unlink, missing_ok=True)
-        else:
-            video_path = out_path
+        video_path = _scratch_beside(out_path, stack) if audio is not None else out_path
         writer = stack.enter_context(VideoWriter(video_path, fps, width, height))
         written = 0
-        tail: deque[np.ndarray] = deque()  # previous part's fade_out frames
-        for k, (part, info) in enumerate(zip(parts, infos, strict=True)):
-            n_out, fade_out = int(part.n_out), int(part.fade_out)
-            d = len(tail)
-            new_tail: deque[np.ndarray] = deque()
-            frames = (_resize(f, width, height) for f in _read_part(part, info, k))
-            out = retime(frames, sum(i.frames for i in info), n_out + fade_out, flow=flow)
-            for i, frame in enumerate(out):
-                if i >= n_out:
-                    new_tail.append(frame)
-                    continue
-                if i < d:
-                    alpha = (i + 1) / (d + 1)
-                    frame = cv2.addWeighted(tail.popleft(), 1.0 - alpha, frame, alpha, 0.0)
-                if written == poster_index:
-                    poster_frame = frame.copy()
-                writer.write(frame)
-                written += 1
-            tail = new_tail
+        for frame in _joined_frames(parts, infos, width, height, flow):
+            if written == total // 3:
+                poster_frame = frame.copy()
+            writer.write(frame)
+            written += 1
         if written != total:  # guarded by retime's exact counts; never publish a wrong file
             raise RuntimeError(f"stitch produced {written} frames, expected {total}")
         writer.close()
-        if use_audio:
-            assert audio is not None
+        if audio is not None:
             _mux_audio(video_path, audio, out_path, fmt, total / fps, audio_len)
-
     poster_path = None
     if poster is not None and poster_frame is not None:
         poster_path = _write_poster(poster_frame, Path(poster))
-    return StitchResult(
-        path=out_path,
-        frames=total,
-        fps=fps,
-        width=width,
-        height=height,
-        duration=total / fps,
-        poster=poster_path,
+    return StitchResult(out_path, total, fps, width, height, total / fps, poster_path)
+
+
+def _scratch_beside(out_path: Path, stack: contextlib.ExitStack) -> Path:
+    """A scratch file beside the output for the video alone (the audio is muxed in after,
+    the video stream copied); removed when `stack` closes."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(
+        prefix=f".{out_path.stem}{TMP_MARK}video-", suffix=out_path.suffix, dir=out_path.parent
     )
+    os.close(fd)
+    stack.callback(Path(scratch).unlink, missing_ok=True)
+    return Path(scratch)
+
+
+def _joined_frames(
+    parts: list[Part], infos: list, width: int, height: int, flow: bool
+) -> Iterator[np.ndarray]:
+    """The output frames, streamed: each part retimed to `n_out + fade_out` frames, its last
+    `fade_out` frames blended into the next part's first ones."""
+    tail: deque[np.ndarray] = deque()  # the previous part's fade_out frames
+    for k, (part, info) in enumerate(zip(parts, infos, strict=True)):
+        n_out, fade_out = int(part.n_out), int(part.fade_out)
+        d = len(tail)
+        new_tail: deque[np.ndarray] = deque()
+        frames = (_resize(f, width, height) for f in _read_part(part, info, k))
+        out = retime(frames, sum(i.frames for i in info), n_out + fade_out, flow=flow)
+        for i, frame in enumerate(out):
+            if i >= n_out:
+                new_tail.append(frame)
+                continue
+            if i < d:
+                alpha = (i + 1) / (d + 1)
+                frame = cv2.addWeighted(tail.popleft(), 1.0 - alpha, frame, alpha, 0.0)
+            yield frame
+        tail = new_tail

@@ -30,8 +30,8 @@ the plan it started with.
 
 Bounds
 ------
-Fixed: width/height a multiple of 8 from 64 up; interpolate 1..8; seed 0..2**32-1; steps
-1..1000; guidance 0..100; motion zoom 0.5..2, pan -512..512 px/frame, rotate -180..180
+Fixed: width/height a multiple of 8 from 32 up (the twins' size; a real model checks its own
+size rule); interpolate 1..8; seed 0..2**32-1; steps 1..1000; guidance 0..100; motion zoom 0.5..2, pan -512..512 px/frame, rotate -180..180
 degrees/frame; strength 0 < s < 1; model name 1..200 characters. The rest come from
 `Limits` (a deployment may tighten them): fps 1..max_fps, sides up to max_side, prompts and
 negative prompts up to max_prompt_chars, shots 1..max_shots, seconds per shot in
@@ -50,7 +50,6 @@ model is known, not here.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -62,6 +61,20 @@ from typing import Any
 
 import yaml
 
+from .checks import (
+    Check,
+    Env,
+    Invalid,
+    Site,
+    boolean,
+    choice,
+    did_you_mean,
+    num,
+    number,
+    quote_hint,
+    show,
+    text,
+)
 from .settings import Limits  # one set of caps for every face
 
 MODES = ("continue", "keyframes", "feedback")
@@ -179,7 +192,7 @@ class Storyboard:
         ``base_dir`` is the folder a relative ``audio`` path is taken from (default: the
         current directory).
         """
-        return _build(data, _Env.make(base_dir, limits, defaults))
+        return _build(data, Env.make(base_dir, limits, defaults))
 
     def replace(self, *, limits: Limits | None = None, **changes: Any) -> Storyboard:
         """A copy with top-level fields changed (CLI overrides such as mode or model),
@@ -201,7 +214,7 @@ class Storyboard:
                 if "negative_prompt" in changes and shot["negative_prompt"] == self.negative_prompt:
                     shot["negative_prompt"] = None
         data.update(changes)
-        return _build(data, _Env.make(None, limits))
+        return _build(data, Env.make(None, limits))
 
 
 @dataclass(frozen=True)
@@ -271,7 +284,7 @@ def parse_storyboard(
     """
     if fmt is not None and fmt not in PARSE_FORMATS:
         raise ValueError(f"fmt: must be one of {', '.join(PARSE_FORMATS)} or None (got {fmt!r})")
-    env = _Env.make(base_dir, limits, defaults)
+    env = Env.make(base_dir, limits, defaults)
     text = text.removeprefix("\ufeff")
     if fmt == "txt":
         return _parse_txt(text, env)
@@ -388,15 +401,15 @@ def _load_yaml(text: str) -> Any:
         raise StoryboardError("", f"not valid YAML or JSON ({problem})") from None
 
 
-def _parse_txt(text: str, env: _Env) -> Storyboard:
+def _parse_txt(text: str, env: Env) -> Storyboard:
     """One shot per line; errors about a shot also give its line number in the file."""
     shots: list[dict[str, Any]] = []
     line_numbers: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(text.splitlines(), start=1):
         prompt = line.strip()
         if prompt and not prompt.startswith("#"):
             shots.append({"prompt": prompt, "seconds": DEFAULT_SHOT_SECONDS})
-            line_numbers.append(number)
+            line_numbers.append(line_number)
     try:
         return _build({"shots": shots}, env)
     except StoryboardError as exc:
@@ -409,40 +422,6 @@ def _parse_txt(text: str, env: _Env) -> Storyboard:
 
 # --- field checks -----------------------------------------------------------------------
 
-
-class _Invalid(Exception):
-    """A value is wrong; the message is the problem, without the field path."""
-
-
-@dataclass(frozen=True)
-class _Env:
-    limits: Limits
-    base_dir: Path
-    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def make(
-        cls,
-        base_dir: str | os.PathLike[str] | None,
-        limits: Limits | None,
-        defaults: Mapping[str, Any] | None = None,
-    ) -> _Env:
-        folder = Path(os.path.abspath(base_dir)) if base_dir is not None else Path.cwd()
-        return cls(limits or Limits(), folder, dict(defaults or {}))
-
-
-@dataclass(frozen=True)
-class _Site:
-    """Where a check runs: the environment, the field's path, and the values resolved so
-    far in the enclosing record (plus what it inherits from its parent)."""
-
-    env: _Env
-    path: str
-    scope: Mapping[str, Any]
-
-
-Check = Callable[[Any, _Site], Any]
-Bound = float | str | None  # a number, or the name of a `Limits` field
 
 _REQUIRED = object()
 
@@ -459,163 +438,39 @@ class _Field:
     missing: str = "is required"
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it, short enough for a one-line message."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, float):
-        return _num(value)
-    return str(value)
-
-
-def _num(value: float | int) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _quote_hint(value: Any) -> str:
-    """For text that YAML read as a number or a boolean (`- 1984`, `prompt: yes`)."""
-    return "; put it in quotes to make it text" if isinstance(value, bool | int | float) else ""
-
-
-def _did_you_mean(value: Any, options: tuple[str, ...] | list[str]) -> str:
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value.strip().lower(), options, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _limit_value(bound: Bound, limits: Limits) -> float | None:
-    return getattr(limits, bound) if isinstance(bound, str) else bound
-
-
-def _number(
-    lo: Bound = None,
-    hi: Bound = None,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-    integer: bool = False,
-    multiple_of: int = 1,
-) -> Check:
-    """A finite number (booleans excluded) within bounds; integers also accept 30.0.
-
-    Messages state the whole range when both ends are inclusive ("between 1 and 60") and
-    otherwise the end that was crossed ("> 0"); crossing a `Limits` bound names the limit.
-    """
-
-    def check(value: Any, site: _Site) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(
-                f"must be {'an integer' if integer else 'a number'} (got {_show(value)})"
-            )
-        if not math.isfinite(value):
-            raise _Invalid(f"must be a finite number (got {_show(value)})")
-        if integer:
-            if isinstance(value, float) and not value.is_integer():
-                raise _Invalid(f"must be an integer (got {_show(value)})")
-            value = int(value)
-        else:
-            value = float(value)
-        low = _limit_value(lo, site.env.limits)
-        high = _limit_value(hi, site.env.limits)
-        too_low = low is not None and (value <= low if lo_open else value < low)
-        too_high = high is not None and (value >= high if hi_open else value > high)
-        if not (too_low or too_high or (multiple_of > 1 and value % multiple_of)):
-            return value
-        if low is not None and high is not None and lo_open == hi_open:
-            rule = (
-                f"> {_num(low)} and < {_num(high)}"
-                if lo_open
-                else f"between {_num(low)} and {_num(high)}"
-            )
-        elif too_low:
-            rule = f"{'>' if lo_open else '>='} {_num(low)}"
-        else:
-            rule = f"{'<' if hi_open else '<='} {_num(high)}"
-        if multiple_of > 1:
-            rule = f"a multiple of {multiple_of} {rule}"
-        note = f"; limit {hi}" if too_high and isinstance(hi, str) else ""
-        raise _Invalid(f"must be {rule} (got {_show(value)}{note})")
-
-    return check
-
-
-def _text(*, required: bool = False, max_chars: Bound = "max_prompt_chars") -> Check:
-    """A string, stripped; ``required`` rejects blank ones."""
-
-    def check(value: Any, site: _Site) -> str:
-        if not isinstance(value, str) or (required and not value.strip()):
-            kind = "a non-empty string" if required else "a string"
-            raise _Invalid(f"must be {kind} (got {_show(value)}){_quote_hint(value)}")
-        value = value.strip()
-        limit = _limit_value(max_chars, site.env.limits)
-        if limit is not None and len(value) > limit:
-            note = f"; limit {max_chars}" if isinstance(max_chars, str) else ""
-            raise _Invalid(f"must be at most {_num(limit)} characters (got {len(value)}{note})")
-        return value
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Check:
-    def check(value: Any, site: _Site) -> str:
-        if isinstance(value, str) and value.strip().lower() in options:
-            return value.strip().lower()
-        hint = _did_you_mean(value, options)
-        raise _Invalid(f"must be one of {', '.join(options)} (got {_show(value)}){hint}")
-
-    return check
-
-
-def _boolean(value: Any, site: _Site) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false (got {_show(value)})")
-    return value
-
-
-def _audio(value: Any, site: _Site) -> str:
+def _audio(value: Any, site: Site) -> str:
     """An existing file, relative to the storyboard's folder; resolved to an absolute path
     so the resolved storyboard no longer depends on where it was read from."""
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"must be a file path (got {_show(value)})")
+        raise Invalid(f"must be a file path (got {show(value)})")
     try:
         path = Path(value.strip()).expanduser()
     except RuntimeError:  # `~someone/...` for a user this machine does not have
-        raise _Invalid(f"no such user's home folder in {value!r}; write the full path") from None
+        raise Invalid(f"no such user's home folder in {value!r}; write the full path") from None
     if not path.is_absolute():
         path = site.env.base_dir / path
     if not path.exists():
-        raise _Invalid(f"file not found: {value!r}")
+        raise Invalid(f"file not found: {value!r}")
     if not path.is_file():
-        raise _Invalid(f"not a file: {value!r}")
+        raise Invalid(f"not a file: {value!r}")
     return os.path.normpath(path)
 
 
 def _record(fields: tuple[_Field, ...], build: Callable[..., Any]) -> Check:
-    def check(value: Any, site: _Site) -> Any:
+    def check(value: Any, site: Site) -> Any:
         return build(**_parse_record(value, fields, site.path, site.env))
 
     return check
 
 
-def _shots(value: Any, site: _Site) -> tuple[Shot, ...]:
+def _shots(value: Any, site: Site) -> tuple[Shot, ...]:
     if not isinstance(value, list | tuple):
-        raise _Invalid(f"must be a list of shots (got {_show(value)})")
+        raise Invalid(f"must be a list of shots (got {show(value)})")
     if not value:
-        raise _Invalid("at least one shot is required")
+        raise Invalid("at least one shot is required")
     limit = site.env.limits.max_shots
     if len(value) > limit:
-        raise _Invalid(f"at most {limit} shots are allowed (got {len(value)}; limit max_shots)")
+        raise Invalid(f"at most {limit} shots are allowed (got {len(value)}; limit max_shots)")
     shots = []
     for index, item in enumerate(value):
         path = f"shots[{index}]"
@@ -623,7 +478,7 @@ def _shots(value: Any, site: _Site) -> tuple[Shot, ...]:
             item = {"prompt": item}
         elif not isinstance(item, Mapping):
             raise StoryboardError(
-                path, f"must be a mapping or a prompt string (got {_show(item)}){_quote_hint(item)}"
+                path, f"must be a mapping or a prompt string (got {show(item)}){quote_hint(item)}"
             )
         inherited = {
             "index": index,
@@ -641,49 +496,49 @@ def _shot_seed(storyboard_seed: int, index: int) -> int:
 # --- the schema -------------------------------------------------------------------------
 
 _MOTION_FIELDS = (
-    _Field("zoom", _number(0.5, 2.0), Motion.zoom),
-    _Field("pan_x", _number(-MAX_PAN, MAX_PAN), Motion.pan_x),
-    _Field("pan_y", _number(-MAX_PAN, MAX_PAN), Motion.pan_y),
-    _Field("rotate", _number(-MAX_ROTATE, MAX_ROTATE), Motion.rotate),
+    _Field("zoom", number(0.5, 2.0), Motion.zoom),
+    _Field("pan_x", number(-MAX_PAN, MAX_PAN), Motion.pan_x),
+    _Field("pan_y", number(-MAX_PAN, MAX_PAN), Motion.pan_y),
+    _Field("rotate", number(-MAX_ROTATE, MAX_ROTATE), Motion.rotate),
 )
 
 _SHOT_FIELDS = (
-    _Field("prompt", _text(required=True), missing="must be a non-empty string"),
-    _Field("seconds", _number(0, "max_shot_seconds", lo_open=True), DEFAULT_SHOT_SECONDS),
-    _Field("negative_prompt", _text(), derive=lambda s: s["storyboard_negative_prompt"]),
+    _Field("prompt", text(required=True), missing="must be a non-empty string"),
+    _Field("seconds", number(0, "max_shot_seconds", lo_open=True), DEFAULT_SHOT_SECONDS),
+    _Field("negative_prompt", text(), derive=lambda s: s["storyboard_negative_prompt"]),
     _Field(
         "seed",
-        _number(0, SEED_MAX, integer=True),
+        number(0, SEED_MAX, integer=True),
         derive=lambda s: _shot_seed(s["storyboard_seed"], s["index"]),
     ),
-    _Field("transition", _choice(TRANSITIONS), "cut"),
+    _Field("transition", choice(TRANSITIONS), "cut"),
     # Range rules depend on the neighbouring shots: see _check_shots.
     _Field(
         "transition_seconds",
-        _number(),
+        number(),
         derive=lambda s: DEFAULT_CROSSFADE_SECONDS if s["transition"] == "crossfade" else 0.0,
     ),
     _Field("motion", _record(_MOTION_FIELDS, Motion), Motion()),
-    _Field("strength", _number(0, 1, lo_open=True, hi_open=True), 0.45),
+    _Field("strength", number(0, 1, lo_open=True, hi_open=True), 0.45),
 )
 
-_SIDE = _number(MIN_SIDE, "max_side", integer=True, multiple_of=SIDE_MULTIPLE)
+_SIDE = number(MIN_SIDE, "max_side", integer=True, multiple_of=SIDE_MULTIPLE)
 
 # Order matters where a default is derived: seed and negative_prompt precede shots.
 _STORYBOARD_FIELDS = (
-    _Field("mode", _choice(MODES), "continue"),
-    _Field("fps", _number(1, "max_fps", integer=True), 8),
+    _Field("mode", choice(MODES), "continue"),
+    _Field("fps", number(1, "max_fps", integer=True), 8),
     _Field("width", _SIDE, 256),
     _Field("height", _SIDE, 256),
-    _Field("seed", _number(0, SEED_MAX, integer=True), 0),
-    _Field("model", _text(required=True, max_chars=MAX_MODEL_CHARS), None),
-    _Field("negative_prompt", _text(), ""),
+    _Field("seed", number(0, SEED_MAX, integer=True), 0),
+    _Field("model", text(required=True, max_chars=MAX_MODEL_CHARS), None),
+    _Field("negative_prompt", text(), ""),
     _Field("audio", _audio, None),
-    _Field("interpolate", _number(1, MAX_INTERPOLATE, integer=True), 2),
-    _Field("color_match", _boolean, True),
-    _Field("steps", _number(1, "max_steps", integer=True), None),
-    _Field("guidance", _number(0, MAX_GUIDANCE), None),
-    _Field("format", _choice(FORMATS), "mp4"),
+    _Field("interpolate", number(1, MAX_INTERPOLATE, integer=True), 2),
+    _Field("color_match", boolean, True),
+    _Field("steps", number(1, "max_steps", integer=True), None),
+    _Field("guidance", number(0, MAX_GUIDANCE), None),
+    _Field("format", choice(FORMATS), "mp4"),
     _Field("shots", _shots, missing="at least one shot is required"),
 )
 
@@ -696,18 +551,18 @@ def _parse_record(
     raw: Any,
     fields: tuple[_Field, ...],
     path: str,
-    env: _Env,
+    env: Env,
     inherited: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check a mapping against a field table: unknown keys, then each field in order."""
     if not isinstance(raw, Mapping):
-        raise StoryboardError(path, f"must be a mapping (got {_show(raw)})")
+        raise StoryboardError(path, f"must be a mapping (got {show(raw)})")
     names = [f.name for f in fields]
     for key in raw:
         if key not in names:
-            hint = _did_you_mean(key, names)
+            hint = did_you_mean(key, names)
             raise StoryboardError(
-                path, f"unknown key {_show(key)} (allowed: {', '.join(names)}){hint}"
+                path, f"unknown key {show(key)} (allowed: {', '.join(names)}){hint}"
             )
     scope = dict(inherited or {})
     resolved: dict[str, Any] = {}
@@ -716,8 +571,8 @@ def _parse_record(
         value = raw.get(field.name)
         if value is not None:
             try:
-                value = field.check(value, _Site(env, field_path, scope))
-            except _Invalid as exc:
+                value = field.check(value, Site(env, field_path, scope))
+            except Invalid as exc:
                 raise StoryboardError(field_path, str(exc)) from None
         elif field.derive is not None:
             value = field.derive(scope)
@@ -729,7 +584,7 @@ def _parse_record(
     return resolved
 
 
-def _build(data: Any, env: _Env) -> Storyboard:
+def _build(data: Any, env: Env) -> Storyboard:
     if data is None:
         raise StoryboardError("", "is empty (expected a mapping with 'shots', or a list of shots)")
     if isinstance(data, list | tuple):
@@ -737,7 +592,7 @@ def _build(data: Any, env: _Env) -> Storyboard:
     if not isinstance(data, Mapping):
         hint = "; for one prompt per line use a .txt file" if isinstance(data, str) else ""
         raise StoryboardError(
-            "", f"must be a mapping with 'shots', or a list of shots (got {_show(data)}){hint}"
+            "", f"must be a mapping with 'shots', or a list of shots (got {show(data)}){hint}"
         )
     # Caller defaults (a model's native size and fps) fill keys the author left out,
     # and are validated like the author's own values.
@@ -757,7 +612,7 @@ def _check_shots(storyboard: Storyboard, limits: Limits) -> None:
             if fade:
                 raise StoryboardError(
                     f"{path}.transition_seconds",
-                    f"only applies to transition 'crossfade' (got {_num(fade)} on a cut); "
+                    f"only applies to transition 'crossfade' (got {num(fade)} on a cut); "
                     "set transition: crossfade or remove it",
                 )
             continue
@@ -768,12 +623,12 @@ def _check_shots(storyboard: Storyboard, limits: Limits) -> None:
             )
         shorter = min(shot.seconds, shots[index + 1].seconds)
         if fade <= 0:
-            raise StoryboardError(f"{path}.transition_seconds", f"must be > 0 (got {_num(fade)})")
+            raise StoryboardError(f"{path}.transition_seconds", f"must be > 0 (got {num(fade)})")
         if fade >= shorter:
             raise StoryboardError(
                 f"{path}.transition_seconds",
-                f"must be < {_num(shorter)}, the shorter of shots[{index}] and "
-                f"shots[{index + 1}] (got {_num(fade)})",
+                f"must be < {num(shorter)}, the shorter of shots[{index}] and "
+                f"shots[{index + 1}] (got {num(fade)})",
             )
     for index in range(1, len(shots)):
         fade_in, fade_out = shots[index - 1].transition_seconds, shots[index].transition_seconds
@@ -781,19 +636,19 @@ def _check_shots(storyboard: Storyboard, limits: Limits) -> None:
             raise StoryboardError(
                 f"shots[{index}].seconds",
                 f"must be longer than its crossfades in and out together "
-                f"({_num(fade_in)} + {_num(fade_out)}) (got {_num(shots[index].seconds)})",
+                f"({num(fade_in)} + {num(fade_out)}) (got {num(shots[index].seconds)})",
             )
     total = storyboard.total_seconds
     if total > limits.max_seconds_total:
         raise StoryboardError(
             "shots",
-            f"total length must be <= {_num(limits.max_seconds_total)} seconds "
-            f"(got {_num(total)}; limit max_seconds_total)",
+            f"total length must be <= {num(limits.max_seconds_total)} seconds "
+            f"(got {num(total)}; limit max_seconds_total)",
         )
     for index, frames in enumerate(storyboard.shot_frames()):
         if frames < 1:
             raise StoryboardError(
                 f"shots[{index}].seconds",
-                f"gets 0 frames at fps {storyboard.fps} (got {_num(shots[index].seconds)}); "
+                f"gets 0 frames at fps {storyboard.fps} (got {num(shots[index].seconds)}); "
                 "raise seconds or fps",
             )

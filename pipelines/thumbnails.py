@@ -44,6 +44,7 @@ from .files import (
     folder_busy,
     read_json,
     remove_partials,
+    slug,
     write_json,
 )
 from .settings import Limits, Runtime
@@ -486,7 +487,7 @@ def _generate_rows(
     image exists, and carries its row's fingerprint (so a killed batch knows it is done)."""
     preset = ref.preset
     jobs = [
-        images.ImageJob(
+        images.ImageItem(
             prompt=w.row.prompt,
             negative_prompt=w.row.negative_prompt,
             width=w.generation_size[0],
@@ -557,7 +558,7 @@ def _plan_row(row: Row, opts: ThumbnailOptions, ref: models.ModelRef, base: int)
         row.size, base=base, multiple=ref.family.size_multiple, max_side=opts.limits.max_side
     )
     seeds = [(row.seed + i) % 2**32 for i in range(opts.variants)]
-    label = overlay.slug(row.title or row.prompt)
+    label = slug(row.title or row.prompt)
     names = [f"{row.line}-{i}-{label}.{opts.format}" for i in range(1, opts.variants + 1)]
     fp = fingerprint(
         prompt=row.prompt,
@@ -669,7 +670,7 @@ def _from_video(
         )
         return ThumbnailReport([], [], None, None, 1, 0)
     assert out is not None
-    label = overlay.slug(title or (source.name if source.is_dir() else video.stem))
+    label = slug(title or (source.name if source.is_dir() else video.stem))
     names = [f"video-{i}-{label}.{opts.format}" for i in range(1, opts.variants + 1)]
     stat = video.stat()
     fp = fingerprint(video=video.name, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,

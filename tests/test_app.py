@@ -2,29 +2,24 @@
 
 import importlib.util
 import json
-import math
 import os
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import wave
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, Server, write_tone
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from pipelines.jobs import JobStore
+from pipelines.jobstore import JobStore
 from pipelines.video_io import probe
 
-ROOT = Path(__file__).resolve().parent.parent
 CAPS = {"REELCHAIN_MAX_SIDE": "1280", "REELCHAIN_MAX_STEPS": "8", "REELCHAIN_MAX_COUNT": "4"}
 
 SHORT = """
@@ -53,73 +48,7 @@ shots:
 LONG_FRAMES = 128
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python app.py --model tiny` on a free port, its output in a log file."""
-
-    def __init__(
-        self,
-        runs: Path,
-        env: dict[str, str] | None = None,
-        port: int | None = None,
-        args: tuple[str, ...] = (),
-    ):
-        self.runs, self.port, self.args = runs, port or free_port(), list(args)
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {k: v for k, v in os.environ.items() if k not in ("REELCHAIN_AUTH", "SPACE_ID")}
-        self.env.update({"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
-        self.log = runs.parent / f"server-{self.port}.log"
-        self.proc = None
-
-    def start(self, timeout: float = 90) -> "Server":
-        cmd = [sys.executable, "app.py", "--model", "tiny", "--port", str(self.port),
-               "--runs", str(self.runs), *self.args]  # fmt: skip
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        pytest.fail(f"server did not start in {timeout} s:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def client(self) -> Client:
-        return Client(self.url, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("app") / "runs"
-    s = Server(runs, CAPS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client()
+SERVER_ENV = CAPS  # the `server` fixture (tests/conftest.py) starts the app with these
 
 
 def wait_for(check, timeout: float, what: str):
@@ -153,20 +82,6 @@ def calling(url: str) -> str:
     return f"from gradio_client import Client; Client({url!r}).predict({LONG!r}, api_name='/video')"
 
 
-def tone(path: Path, seconds: float = 2.0, rate: int = 8000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(
-            b"".join(
-                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
-                for i in range(int(seconds * rate))
-            )
-        )
-    return path
-
-
 def test_video_api_gives_a_video_of_the_storyboards_length(server, client, tmp_path):
     path = client.predict(SHORT, api_name="/video")
     info = probe(path)
@@ -178,7 +93,11 @@ def test_video_api_gives_a_video_of_the_storyboards_length(server, client, tmp_p
 
     # Options after the text: a seed, another size, and music (an upload, never a path).
     path = client.predict(
-        SHORT, seed=5, width=64, audio=handle_file(tone(tmp_path / "song.wav")), api_name="/video"
+        SHORT,
+        seed=5,
+        width=64,
+        audio=handle_file(write_tone(tmp_path / "song.wav", 2.0, rate=8000)),
+        api_name="/video",
     )
     info = probe(path)
     assert (info.frames, info.width, info.height, info.has_audio) == (16, 64, 32, True)
@@ -205,10 +124,28 @@ def test_plan_refuses_music_that_generate_would_refuse(tmp_path):
     from pipelines.settings import Limits
 
     actions = app.Actions(jobs=None, limits=Limits(max_upload_bytes=1000))  # plan needs no jobs
-    song = tone(tmp_path / "song.wav", seconds=0.1)  # 1.6 kB: over this server's cap
+    song = write_tone(tmp_path / "song.wav", 0.1, rate=8000)  # 1.6 kB: over this server's cap
     with pytest.raises(gr.Error, match="audio: .* over the limit of 1000"):
         actions.plan(SHORT, audio=str(song))
     assert actions.plan(SHORT).startswith("2 shots, 16 frames at 8 fps")
+
+
+def test_the_pages_number_boxes_may_be_empty_and_hold_text():
+    """Gradio's number box cannot be empty, so the page's optional numbers are text:
+    empty is the default, number text is the number, other text is named."""
+    import gradio as gr
+
+    import app
+    from pipelines.requests import VideoRequest
+    from pipelines.settings import Limits
+
+    req = app.request_from(VideoRequest, {"storyboard": SHORT, "fps": "", "seed": "0",
+                                          "width": " 64 ", "steps": None})  # fmt: skip
+    assert (req.fps, req.seed, req.width, req.steps) == (None, 0, 64, None)
+    actions = app.Actions(jobs=None, limits=Limits())
+    assert actions.plan(SHORT, fps="12").startswith("2 shots, 24 frames at 12 fps")
+    with pytest.raises(gr.Error, match="fps: must be an integer .got 'twelve'"):
+        actions.plan(SHORT, fps="twelve")
 
 
 def test_image_api_gives_images_with_their_parameters(client):
@@ -402,7 +339,7 @@ def test_the_servers_device_and_memory_knobs_are_the_clis():
     """`app.py` takes the same --batch-size/--memory-budget/--offload/--dtype/--device/--fast
     as the CLI, each falling back to its REELCHAIN_* variable."""
     import app
-    from pipelines.cli import runtime_from_args
+    from pipelines.settings import runtime_from_args
 
     args = app.build_parser().parse_args(["--batch-size", "3", "--memory-budget", "2GB",
                                           "--offload", "none", "--fast", "cache"])  # fmt: skip

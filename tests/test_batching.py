@@ -6,7 +6,7 @@ import torch
 
 from pipelines import images
 from pipelines.batching import Cost, OutOfMemory, Planner, Saver, run_batched
-from pipelines.images import ImageJob, generate
+from pipelines.images import ImageItem, generate
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
@@ -200,7 +200,7 @@ def test_other_errors_are_not_swallowed(tmp_path):
 def test_real_pipeline_oom_gives_the_same_images(tmp_path, monkeypatch, where):
     """OOM injected into the real SD twin (first call / inside VAE decode): same output."""
     loaded = load(resolve_model("tiny", "image"), "text2img")
-    jobs = [ImageJob(f"prompt {i}", "", 64, 64, 2, 1.0, 40 + i) for i in range(4)]
+    jobs = [ImageItem(f"prompt {i}", "", 64, 64, 2, 1.0, 40 + i) for i in range(4)]
     expected = generate(
         loaded, jobs, runtime=Runtime(batch_size=1), planner=planner(tmp_path / "a", batch_size=1)
     )

@@ -402,6 +402,26 @@ def test_dry_run_prints_the_plan_and_loads_and_writes_nothing(cli, tmp_path):
     assert code == 2 and err.startswith("error: out:") and "is a file" in err, err
 
 
+@pytest.mark.parametrize(
+    ("env", "phrase"),
+    [
+        ({"REELCHAIN_MAX_SECONDS_TOTAL": "2"}, "limit max_seconds_total"),
+        ({"REELCHAIN_MAX_SHOTS": "1"}, "limit max_shots"),
+        ({"REELCHAIN_MAX_SIDE": "24"}, "max_side"),
+    ],
+)
+def test_the_deployments_caps_hold_for_cli_videos(cli, tmp_path, monkeypatch, env, phrase):
+    """The same `REELCHAIN_MAX_*` caps as the UI's: a storyboard over one is refused with one
+    line (exit 2) before anything is made."""
+    story = write_story(tmp_path, "fps: 8\nwidth: 32\nheight: 32\nshots:\n"
+                        "  - prompt: a\n    seconds: 2\n  - prompt: b\n    seconds: 2\n")  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli("video", story, "--out", tmp_path / "run", "--model", "tiny-ltx")
+    assert code == 2 and err.startswith("error: ") and phrase in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
 def test_usage_errors_point_to_the_right_help(capsys):
     from pipelines.cli import main
 

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import assert_same_alone_or_batched, twin_names
 from PIL import Image
 
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import FAMILIES, load, resolve_model
 from pipelines.settings import Runtime
 
@@ -32,7 +33,7 @@ def job(preset, seed=0, **kw):
         guidance=preset.guidance,
         seed=seed,
     )
-    return ClipJob(**(base | kw))
+    return ClipItem(**(base | kw))
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
@@ -43,18 +44,17 @@ def test_first_frame_clip_has_the_asked_shape(family):
     assert clip.dtype == np.float32 and np.isfinite(clip).all()
 
 
-@pytest.mark.parametrize("family", VIDEO_FAMILIES)
-def test_clips_are_the_same_alone_or_batched(family):
-    loaded, preset = twin(family)
-    jobs = [
+@pytest.mark.parametrize("name", twin_names("video"))
+def test_clips_are_the_same_alone_or_batched(name):
+    loaded = load(resolve_model(name, "video"), "video", Runtime())
+    preset = loaded.ref.preset
+    items = [
         job(preset, seed=s, first=frame(c, (preset.width, preset.height)))
         for s, c in ((1, (250, 0, 0)), (2, (0, 0, 250)), (3, (0, 250, 0)))
     ]
-    together = generate_clips(loaded, jobs, runtime=Runtime(batch_size=3))
-    alone = [generate_clips(loaded, [j], runtime=Runtime(batch_size=1))[0] for j in jobs]
-    for a, b in zip(together, alone, strict=True):
-        assert np.abs(a - b).max() < 2e-3
-    assert np.abs(together[0] - together[1]).max() > 1e-3  # different inputs, different clips
+    assert_same_alone_or_batched(
+        lambda batch, size: generate_clips(loaded, batch, runtime=Runtime(batch_size=size)), items
+    )
 
 
 @pytest.mark.parametrize("family", ["ltx", "wan-flf2v", "wan22"])
@@ -117,10 +117,10 @@ def test_a_learned_position_table_fixes_the_clip_size():
 
     loaded = load(resolve_model("tiny-cogvideox", "video"), "video", Runtime())
     assert _native_size(loaded.pipe) == (32, 32)
-    job = ClipJob("a", Image.new("RGB", (64, 32)), 49, 64, 32, 2, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (64, 32)), 49, 64, 32, 2, 3.0, 0)
     with pytest.raises(ValueError, match=r"^width: tiny-cogvideox makes 32×32 only"):
         check_job(loaded, job)
-    check_job(loaded, ClipJob("a", Image.new("RGB", (32, 32)), 49, 32, 32, 2, 3.0, 0))
+    check_job(loaded, ClipItem("a", Image.new("RGB", (32, 32)), 49, 32, 32, 2, 3.0, 0))
 
 
 def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
@@ -132,7 +132,7 @@ def test_wan_first_and_last_frame_models_also_make_first_frame_clips():
 
     flf = load(resolve_model("tiny-wan-flf2v", "video"), "video", Runtime())
     first, last = Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (32, 32), "blue")
-    alone = ClipJob("a", first, 9, 32, 32, 2, 3.0, 0)
+    alone = ClipItem("a", first, 9, 32, 32, 2, 3.0, 0)
     both = dataclasses.replace(alone, last=last)
     adapter = ADAPTERS["wan"]
     with pytest.raises(RuntimeError):  # what the pipeline does on its own
@@ -158,7 +158,7 @@ def test_wan_21_image_to_video_cannot_end_on_a_last_frame():
     elsewhere = dataclasses.replace(twin.ref, preset=dataclasses.replace(twin.ref.preset,
                                                                          conditioning=None))  # fmt: skip
     i2v = dataclasses.replace(twin, ref=elsewhere)
-    job = ClipJob("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (32, 32)), 9, 32, 32, 2, 3.0, 0)
     check_job(i2v, job)
     with pytest.raises(ValueError, match=r"^model: tiny-wan cannot end a clip on a given last"):
         check_job(i2v, dataclasses.replace(job, last=Image.new("RGB", (32, 32))))

@@ -3,23 +3,12 @@
 import threading
 
 import torch
+from conftest import TWO_SHOTS
 
 from pipelines import events
 from pipelines.batching import Planner, run_batched
 from pipelines.chain import VideoOptions, make_video
 from pipelines.settings import Runtime
-
-STORY = """
-fps: 8
-width: 32
-height: 32
-seed: 3
-shots:
-  - prompt: a paper boat on a rainy street
-    seconds: 1
-  - prompt: a lighthouse at dusk
-    seconds: 1
-"""
 
 
 def test_watch_sees_each_batch_segment_and_stitch_while_the_block_runs(tmp_path):
@@ -27,7 +16,7 @@ def test_watch_sees_each_batch_segment_and_stitch_while_the_block_runs(tmp_path)
     runtime = Runtime(cache_dir=tmp_path / "cache")  # a fresh planner: its probes are seen
     with events.watch(lambda e: seen.append((e, threading.current_thread().name))):
         result = make_video(
-            STORY, tmp_path / "run", VideoOptions(model="tiny"), runtime=runtime, text=True
+            TWO_SHOTS, tmp_path / "run", VideoOptions(model="tiny"), runtime=runtime, text=True
         )
 
     batches = [e for e, _ in seen if isinstance(e, events.BatchDone)]

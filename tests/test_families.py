@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines import chain, device, models
 from pipelines.chain import VideoOptions, make_video
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 from pipelines.traits import config_traits
@@ -22,12 +22,7 @@ NEW_TWINS = ["tiny-wan22-ti2v", "tiny-wan22", "tiny-hunyuanvideo15", "tiny-ltx2"
 GB = 2**30
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_shots(side: int = 32, mode: str = "continue", extra: str = "") -> str:
@@ -109,7 +104,7 @@ def test_ltx_2_is_told_its_rate_and_continues_from_the_last_frames(tmp_path, mon
 
 def test_ltx_2_hands_back_each_clips_soundtrack():
     loaded = load(resolve_model("tiny-ltx2", "video"), "video")
-    jobs = [ClipJob(f"take {i}", Image.new("RGB", (64, 64), (60 * i, 90, 160)), 17, 64, 64, 2,
+    jobs = [ClipItem(f"take {i}", Image.new("RGB", (64, 64), (60 * i, 90, 160)), 17, 64, 64, 2,
                     3.0, i, fps=24) for i in range(2)]  # fmt: skip
     heard = {}
     frames = generate_clips(loaded, jobs, on_audio=lambda i, audio: heard.setdefault(i, audio))
@@ -169,7 +164,7 @@ def test_wan_22_ti2v_takes_no_last_frame(tmp_path):
     assert any(s.fade_out for s in segments)  # shots crossfade instead
     loaded = load(resolve_model("tiny-wan22-ti2v", "video"), "video")
     frame = Image.new("RGB", (32, 32))
-    job = ClipJob("a", frame, 9, 32, 32, 2, 3.0, 0, last=frame)
+    job = ClipItem("a", frame, 9, 32, 32, 2, 3.0, 0, last=frame)
     with pytest.raises(ValueError, match=r"^model: tiny-wan22-ti2v cannot end a clip on a "):
         generate_clips(loaded, [job])
 

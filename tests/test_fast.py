@@ -9,7 +9,7 @@ from PIL import Image
 
 import pipelines.device as device
 import pipelines.twins as twins
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import clear_cache, load, resolve_model
 from pipelines.settings import Runtime
 
@@ -42,7 +42,7 @@ def deeper_twins(monkeypatch):
 
 def clip_job(preset, **kw):
     first = Image.new("RGB", (preset.width, preset.height), (200, 40, 40))
-    return ClipJob("a paper boat", first, preset.frames, preset.width, preset.height, 2,
+    return ClipItem("a paper boat", first, preset.frames, preset.width, preset.height, 2,
                    preset.guidance, 0, **kw)  # fmt: skip
 
 

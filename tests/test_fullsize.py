@@ -122,13 +122,7 @@ PIPELINES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run single-threaded, restoring the setting afterwards (see tests/test_twins.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _modules(pipe) -> dict[str, torch.nn.Module]:

@@ -2,9 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_same_alone_or_batched, twin_names
 from PIL import Image
 
-from pipelines.images import ImageJob, generate
+from pipelines.images import ImageItem, generate
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
@@ -61,13 +62,14 @@ def test_same_inputs_same_pixels(cli, tmp_path):
     assert not np.array_equal(pixels(pa), pixels(b / pa.name.replace("-3", "-4")))
 
 
-def test_an_image_is_the_same_alone_or_in_a_batch():
-    loaded = load(resolve_model("tiny", "image"), "text2img")
-    jobs = [ImageJob(f"prompt {i}", "", 64, 64, 2, 1.0, 100 + i) for i in range(4)]
-    batched = generate(loaded, jobs, runtime=Runtime(batch_size=4))
-    alone = [generate(loaded, [j], runtime=Runtime(batch_size=1))[0] for j in jobs]
-    for x, y in zip(batched, alone, strict=True):
-        assert np.abs(x - y).max() < 2e-3
+@pytest.mark.parametrize("name", twin_names("image"))
+def test_an_image_is_the_same_alone_or_in_a_batch(name):
+    loaded = load(resolve_model(name, "image"), "text2img")
+    p = loaded.ref.preset
+    items = [ImageItem(f"prompt {i}", "", p.width, p.height, 2, 1.0, 100 + i) for i in range(4)]
+    assert_same_alone_or_batched(
+        lambda batch, size: generate(loaded, batch, runtime=Runtime(batch_size=size)), items
+    )
 
 
 def test_count_gives_consecutive_seeds(cli, tmp_path):
@@ -143,7 +145,7 @@ def test_uncached_model_offline_exit_1(cli, tmp_path):
 def test_a_presets_own_size_obeys_the_caps(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("REELCHAIN_MAX_SIDE", "48")
     code, _, err = cli("image", "a cat", "--model", "tiny", "--out", tmp_path)
-    assert code == 2 and "width: 64 is over the limit of 48" in err
+    assert code == 2 and "width: tiny-image makes 64 px, over the limit of 48" in err
 
 
 @pytest.mark.parametrize("steps,strength,ran", [(1, 0.6, 2), (2, 0.3, 4), (4, 0.5, 4)])
@@ -162,5 +164,5 @@ def test_image_to_image_runs_at_least_one_step(cli, tmp_path, steps, strength, r
 def test_python_api_image_to_image_jobs_also_run_one_step():
     loaded = load(resolve_model("tiny", "image"), "text2img")
     init = Image.new("RGB", (64, 64), (20, 90, 200))
-    (out,) = generate(loaded, [ImageJob("a", "", 64, 64, 1, 1.0, 5, init, 0.6)])
+    (out,) = generate(loaded, [ImageItem("a", "", 64, 64, 1, 1.0, 5, init, 0.6)])
     assert out.shape == (64, 64, 3) and np.isfinite(out).all()

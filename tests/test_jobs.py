@@ -15,18 +15,21 @@ import pytest
 from PIL import Image
 
 from pipelines import images
-from pipelines.jobs import (
-    DB_NAME,
-    RUNNERS,
-    JobError,
-    JobManager,
-    JobStore,
-    prepare_image,
-    prepare_video,
-    run_video,
-)
-from pipelines.settings import ImageRequest, Limits, Runtime
+from pipelines.jobs import RUNNERS, JobManager, image_params, run_video, video_params
+from pipelines.jobstore import DB_NAME, JobError, JobStore
+from pipelines.requests import ImageRequest, VideoRequest
+from pipelines.settings import Limits, Runtime
 from pipelines.video_io import probe
+
+
+def prepare_video(storyboard, limits=None, **fields):
+    """A video job's params, as the server checks them (the request, then its JSON)."""
+    return video_params(VideoRequest(storyboard, **fields), limits or Limits())
+
+
+def prepare_image(prompt, limits=None, **fields):
+    return image_params(ImageRequest(prompt, **fields), limits or Limits())
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,7 +260,7 @@ def test_prepared_video_params_are_resolved_and_overridden():
         8,
     )
     assert p["storyboard"]["shots"][0]["seed"] == 11  # the shot follows the new seed
-    with pytest.raises(ValueError, match="^fps: must be a whole number"):
+    with pytest.raises(ValueError, match="^fps: must be an integer"):
         prepare_video(STORY, model="tiny", fps=2.5)
 
 
@@ -417,10 +420,8 @@ def test_compatible_image_jobs_share_one_batched_call_and_keep_their_own_images(
 
     # Each job's images are the ones it makes alone, one image per call.
     for k, (job, (prompt, count, seed, width)) in enumerate(zip(jobs, asks, strict=True)):
-        req = ImageRequest(prompt, seed=seed, count=count, width=width)
-        alone = images.make_images(
-            req, tmp_path / f"alone-{k}", model="tiny", runtime=Runtime(batch_size=1)
-        )
+        req = ImageRequest(prompt, seed=seed, count=count, width=width, model="tiny")
+        alone = images.make_images(req, tmp_path / f"alone-{k}", runtime=Runtime(batch_size=1))
         for a, b in zip(job.files("images"), alone, strict=True):
             assert a.name == b.path.name
             diff = np.abs(np.asarray(Image.open(a), int) - np.asarray(Image.open(b.path), int))

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 from conftest import make_lora
 from PIL import Image
 
-from pipelines.clips import ClipJob, generate_clips
-from pipelines.images import ImageJob, a1111_parameters, generate
+from pipelines.clips import ClipItem, generate_clips
+from pipelines.images import ImageItem, a1111_parameters, generate
 from pipelines.lora import Lora, check_lora, parse_lora
 from pipelines.models import load, resolve_model
 
@@ -22,16 +21,11 @@ def loras(tmp_path_factory):
     }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def image(loaded, *loras):
-    job = ImageJob("a lighthouse", "", 64, 64, 2, 1.0, 7, loras=tuple(loras))
+    job = ImageItem("a lighthouse", "", 64, 64, 2, 1.0, 7, loras=tuple(loras))
     return generate(loaded, [job])[0]
 
 
@@ -69,7 +63,7 @@ def test_a_lora_on_a_video_model(loras):
     first = Image.new("RGB", (32, 32), (200, 40, 40))
 
     def clip(*each):
-        return generate_clips(loaded, [ClipJob("a", first, 9, 32, 32, 2, 3.0, 0, loras=each)])[0]
+        return generate_clips(loaded, [ClipItem("a", first, 9, 32, 32, 2, 3.0, 0, loras=each)])[0]
 
     plain = clip()
     assert np.abs(clip(lora) - plain).max() > 1e-4
@@ -96,7 +90,7 @@ def test_bad_loras_are_one_line_naming_the_field(loras, tmp_path):
 
 
 def test_parameters_name_each_lora_as_a1111_does(loras):
-    job = ImageJob("a fox", "", 64, 64, 2, 1.0, 1, loras=(Lora(str(loras["a"]), 0.7),))
+    job = ImageItem("a fox", "", 64, 64, 2, 1.0, 1, loras=(Lora(str(loras["a"]), 0.7),))
     assert a1111_parameters(job, "tiny-image", "PLMS").splitlines()[0] == (
         "a fox <lora:pytorch_lora_weights:0.7>"
     )

@@ -143,7 +143,7 @@ def test_vae_tiling_when_free_memory_is_short():
 
 def test_image_to_image_keeps_the_jobs_size_where_the_pipeline_takes_one():
     """FLUX image-to-image makes its default 1024 px unless told the size (the FLUX twin)."""
-    from pipelines.images import ImageJob, generate
+    from pipelines.images import ImageItem, generate
     from pipelines.models import call_parameters, load
     from pipelines.settings import Runtime
 
@@ -151,5 +151,5 @@ def test_image_to_image_keeps_the_jobs_size_where_the_pipeline_takes_one():
     i2i = load(loaded.ref, "img2img", Runtime())
     assert {"width", "height"} <= call_parameters(type(i2i.pipe))
     init = Image.new("RGB", (64, 48), (10, 200, 30))
-    (out,) = generate(loaded, [ImageJob("a", "", 64, 48, 2, 0.0, 1, init, 0.6)])
+    (out,) = generate(loaded, [ImageItem("a", "", 64, 48, 2, 0.0, 1, init, 0.6)])
     assert out.shape == (48, 64, 3)

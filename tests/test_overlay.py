@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from pipelines.files import slug
 from pipelines.overlay import (
-    PRESETS,
+    THUMBNAIL_SIZES,
     TitleBox,
     badge_area,
     contact_sheet,
@@ -16,10 +17,14 @@ from pipelines.overlay import (
     parse_preset,
     safe_area,
     save_image,
-    slug,
 )
 
-TARGETS = [PRESETS["youtube"], PRESETS["shorts"], PRESETS["square"], (1600, 900)]
+TARGETS = [
+    THUMBNAIL_SIZES["youtube"],
+    THUMBNAIL_SIZES["shorts"],
+    THUMBNAIL_SIZES["square"],
+    (1600, 900),
+]
 
 
 def gradient(size):

@@ -9,33 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TWO_SHOTS
 from PIL import Image
 
 from pipelines import batching, chain, clips, device, models
 from pipelines.chain import VideoOptions, keyframe_size, make_video
-from pipelines.clips import ClipJob, generate_clips
+from pipelines.clips import ClipItem, generate_clips
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 
-TWO_SHOTS = """
-fps: 8
-width: 32
-height: 32
-seed: 3
-shots:
-  - prompt: a paper boat on a rainy street
-    seconds: 1
-  - prompt: a lighthouse at dusk
-    seconds: 1
-"""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spy_calls(monkeypatch, cls):
@@ -83,7 +66,7 @@ def test_every_ltx_clip_runs_through_the_condition_pipeline_with_decode_noise(
 def test_ltx_first_frame_clips_batch_and_equal_alone():
     loaded = load(resolve_model("tiny-ltx", "video"), "video")
     jobs = [
-        ClipJob(f"take {i}", Image.new("RGB", (32, 32), (60 * i, 90, 160)), 9, 32, 32, 2, 3.0, i)
+        ClipItem(f"take {i}", Image.new("RGB", (32, 32), (60 * i, 90, 160)), 9, 32, 32, 2, 3.0, i)
         for i in range(3)
     ]
     sizes = []
@@ -430,14 +413,14 @@ def test_flux_schnell_is_called_with_its_text_length_and_sizes_on_its_multiple(
     from diffusers import FluxPipeline
 
     from pipelines.images import make_images
-    from pipelines.settings import ImageRequest
+    from pipelines.requests import ImageRequest
 
     ref = resolve_model("tiny-flux", "image")
     assert ref.size_multiple == 16 and dict(ref.preset.call) == {"max_sequence_length": 256}
     with pytest.raises(ValueError, match=r"^width: tiny-flux needs a multiple of 16 \(got 72"):
-        make_images(ImageRequest("a", width=72, height=64), tmp_path, model="tiny-flux")
+        make_images(ImageRequest("a", width=72, height=64, model="tiny-flux"), tmp_path)
     seen = spy_calls(monkeypatch, FluxPipeline)
-    (result,) = make_images(ImageRequest("a", width=80, height=48), tmp_path, model="tiny-flux")
+    (result,) = make_images(ImageRequest("a", width=80, height=48, model="tiny-flux"), tmp_path)
     assert seen[0]["max_sequence_length"] == 256
     assert Image.open(result.path).size == (80, 48)  # asked and written agree
 
@@ -519,7 +502,7 @@ def test_cancel_stops_a_call_at_the_end_of_a_step(spec):
 
     hook = denoiser.register_forward_hook(step)
     side = ref.preset.width  # HunyuanVideo 1.5 has no step callbacks: a hook stops it
-    job = ClipJob("a", Image.new("RGB", (side, side)), ref.preset.frames, side, side, 6, 3.0, 0)
+    job = ClipItem("a", Image.new("RGB", (side, side)), ref.preset.frames, side, side, 6, 3.0, 0)
     try:
         with pytest.raises(clips.Cancelled):
             generate_clips(loaded, [job], cancel=cancel)
@@ -674,4 +657,4 @@ def test_a_run_planned_for_slow_motion_is_not_resumed_half_new(tmp_path, cli, ca
     manifest = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
     code, _, err = cli("video", "--resume", run)
-    assert code == 2 and err.startswith("error: resume: this run was planned by an earlier")
+    assert code == 2 and err.splitlines()[-1].startswith("error: resume: this run was planned by")

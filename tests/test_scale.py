@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from pipelines import models
-from pipelines.clips import Cancelled, ClipJob, generate_clips
-from pipelines.images import ImageJob, generate
+from pipelines.clips import Cancelled, ClipItem, generate_clips
+from pipelines.images import ImageItem, generate
 from pipelines.settings import Runtime
 
 ray = pytest.importorskip("ray")
@@ -59,19 +59,19 @@ def pool(tmp_path_factory):
 
 
 def local(spec: str, jobs):
-    if isinstance(jobs[0], ClipJob):
+    if isinstance(jobs[0], ClipItem):
         loaded = models.load(models.resolve_model(spec, "video"), "video", RUNTIME)
         return generate_clips(loaded, jobs, runtime=RUNTIME)
     loaded = models.load(models.resolve_model(spec, "image"), "text2img", RUNTIME)
     return generate(loaded, jobs, runtime=RUNTIME)
 
 
-def image_jobs(n: int, seed: int = 0) -> list[ImageJob]:
-    return [ImageJob(f"a lighthouse, take {i}", "", 32, 32, 2, 1.0, seed + i) for i in range(n)]
+def image_jobs(n: int, seed: int = 0) -> list[ImageItem]:
+    return [ImageItem(f"a lighthouse, take {i}", "", 32, 32, 2, 1.0, seed + i) for i in range(n)]
 
 
-def clip_job(first: Image.Image, seed: int, prompt: str = "a paper boat") -> ClipJob:
-    return ClipJob(prompt, first, 9, 32, 32, 2, 3.0, seed)
+def clip_job(first: Image.Image, seed: int, prompt: str = "a paper boat") -> ClipItem:
+    return ClipItem(prompt, first, 9, 32, 32, 2, 3.0, seed)
 
 
 def picture(color) -> Image.Image:

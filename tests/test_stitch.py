@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tone
 from PIL import Image
 
 from pipelines.interpolate import retime
@@ -67,17 +67,6 @@ def write_clip(path: Path, clip: np.ndarray, fps: float = 12, quality: str = "se
     n, h, w, _ = clip.shape
     with VideoWriter(path, fps, w, h, quality=quality) as writer:
         writer.write(clip)
-    return path
-
-
-def write_wav(path: Path, seconds: float, rate: int = 44100) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
     return path
 
 
@@ -178,7 +167,7 @@ def test_killed_writer_leaves_nothing_at_final_path(tmp_path: Path) -> None:
         "    if i > 60:\n"
         "        time.sleep(0.01)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=REPO,
@@ -343,7 +332,7 @@ def test_a_part_reads_several_files_as_one_stream_across_a_crossfade(tmp_path: P
 
 
 def test_stitch_with_audio(tmp_path: Path, three_parts: list[Part]) -> None:
-    wav = write_wav(tmp_path / "music.wav", 4.0)  # trimmed to the video
+    wav = write_tone(tmp_path / "music.wav", 4.0, rate=44100)  # trimmed to the video
     out = tmp_path / "with_audio.mp4"
     res = stitch(three_parts, out, 12, audio=wav, flow=False)
     info = probe(out)
@@ -354,7 +343,7 @@ def test_stitch_with_audio(tmp_path: Path, three_parts: list[Part]) -> None:
 
 
 def test_stitch_pads_short_audio(tmp_path: Path, three_parts: list[Part]) -> None:
-    wav = write_wav(tmp_path / "short.wav", 1.0)
+    wav = write_tone(tmp_path / "short.wav", 1.0, rate=44100)
     info = probe(stitch(three_parts, tmp_path / "padded.mp4", 12, audio=wav, flow=False).path)
     assert info.has_audio and info.audio_duration == pytest.approx(2.5, abs=0.1)
 
@@ -374,7 +363,7 @@ def test_stitch_bad_audio_fails_before_encoding(tmp_path: Path, three_parts: lis
 def test_stitch_webm_and_gif_decode_with_poster(
     tmp_path: Path, three_parts: list[Part], fmt: str
 ) -> None:
-    wav = write_wav(tmp_path / "music.wav", 3.0)
+    wav = write_tone(tmp_path / "music.wav", 3.0, rate=44100)
     out = tmp_path / f"final.{fmt}"
     poster = tmp_path / "poster.jpg"
     res = stitch(three_parts, out, 10, audio=wav, poster=poster, flow=False)

@@ -3,13 +3,13 @@ frames the stitcher really made (a synthetic run) and against a tiny real run.""
 
 from __future__ import annotations
 
-import wave
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import opentimelineio as otio
 import pytest
+from conftest import write_tone
 
 from pipelines import timeline
 from pipelines.files import read_json, write_json
@@ -57,17 +57,6 @@ def make_run(
                                         "fps": FPS, "segments": segments})  # fmt: skip
     write_json(root / "storyboard.json", {"fps": FPS, "audio": str(audio) if audio else None})
     return root
-
-
-def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
 
 
 # Shot 0 speeds up a little and dissolves into shot 1 over frames its short last file holds

@@ -16,17 +16,7 @@ from pipelines.twins import TWIN_FAMILIES, TWINS, TwinInfo, build_twin
 VIDEO_FAMILIES = tuple(family for family in TWIN_FAMILIES if TWINS[family].num_frames)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run the twins single-threaded, restoring the setting afterwards.
-
-    Tensors this small gain nothing from intra-op threads, while two spinning OpenMP threads
-    competing with other processes for two cores made these tests over ten times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(width: int, height: int, rgb: tuple[int, int, int] = (200, 40, 90)) -> Image.Image:

@@ -21,26 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, Server, mount_tmpfs, write_tone
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from test_app import CAPS, ROOT, SHORT, Server, tone
+from test_app import CAPS, SHORT
 
-from pipelines.jobs import JobStore
+from pipelines.jobstore import JobStore
 
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("web") / "runs"
-    s = Server(runs, CAPS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client()
+SERVER_ENV = CAPS  # the `server` fixture (tests/conftest.py) starts the app with these
 
 
 def raw(server: Server, api: str, data: list) -> tuple[str, dict | list | None]:
@@ -96,7 +87,7 @@ def assert_refused(server: Server, api: str, data: list, phrase: str) -> None:
 
 def video_inputs(**changes) -> list:
     names = ["storyboard", "model", "mode", "fps", "width", "height", "seed", "steps",
-             "negative_prompt", "audio"]  # fmt: skip
+             "negative_prompt", "audio", "image_model", "clip_frames"]  # fmt: skip
     values = dict.fromkeys(names)
     values["storyboard"] = SHORT
     values.update(changes)
@@ -109,21 +100,21 @@ BOMB = "shots:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"  - &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
 )
 VIDEO_CASES = [  # (inputs, phrase), each sent to /video and to /plan (item 13: the same checks)
-    ([], "takes 10 values (storyboard, model, mode, fps"),  # item 14: too few inputs
-    ([SHORT], "takes 10 values"),
+    ([], "takes 12 values (storyboard, model, mode, fps"),  # item 14: too few inputs
+    ([SHORT], "takes 12 values"),
     (video_inputs()[:9], "got 9; send null for any left at its default"),
-    (video_inputs(fps="abc"), "fps: must be a number (got 'abc')"),  # item 14
+    (video_inputs(fps="abc"), "fps: must be an integer (got 'abc')"),  # item 14
     (video_inputs(fps=NAN), "fps: must be a finite number (got nan)"),
     (video_inputs(fps=INF), "fps: must be a finite number (got inf)"),
     (video_inputs(width=-INF), "width: must be a finite number"),
     (video_inputs(fps=True), "fps: must be a number (got True)"),
     (video_inputs(fps=[8]), "fps: must be a number"),
     (video_inputs(height={"a": 1}), "height: must be a number"),
-    (video_inputs(seed="7"), "seed: must be a number (got '7')"),
-    (video_inputs(steps="x"), "steps: must be a number"),
-    (video_inputs(fps=1000), "fps: must be from 1 to 60"),
-    (video_inputs(width=99999), "width: must be from 1 to 1280"),
-    (video_inputs(steps=9), "steps: must be from 1 to 8"),
+    (video_inputs(seed="7.5"), "seed: must be an integer (got 7.5)"),  # number text counts
+    (video_inputs(steps="x"), "steps: must be an integer"),
+    (video_inputs(fps=1000), "fps: must be between 1 and 60"),
+    (video_inputs(width=99999), "width: must be between 32 and 1280"),
+    (video_inputs(steps=9), "steps: must be between 1 and 8"),
     (video_inputs(storyboard=5), "storyboard: must be text (got int)"),
     (video_inputs(storyboard=[1]), "storyboard: must be text (got list)"),
     (video_inputs(storyboard={"shots": ["a"]}), "storyboard: must be text (got dict)"),
@@ -169,19 +160,19 @@ def thumbs_inputs(**changes) -> list:
 OTHER_CASES = [  # (api, inputs, phrase)
     ("image", [], "takes 9 values (prompt, count, model"),
     ("image", ["a cat"], "takes 9 values"),
-    ("image", image_inputs(prompt=""), "prompt: must be a non-empty text"),
+    ("image", image_inputs(prompt=""), "prompt: must be a non-empty string"),
     ("image", image_inputs(prompt=5), "prompt: must be text"),
-    ("image", image_inputs(prompt="x" * 2500), "prompt: 2500 characters is over the limit of 2000"),
+    ("image", image_inputs(prompt="x" * 2500), "prompt: must be at most 2000 characters (got 2500"),
     ("image", image_inputs(count="x"), "count: must be a number"),
     ("image", image_inputs(count=NAN), "count: must be a finite number"),
     ("image", image_inputs(count=99), "count: 99 is over the maximum value 4"),
     ("image", image_inputs(count=0), "count: 0 is under the minimum value 1"),
-    ("image", image_inputs(seed=-5), "seed: must be from 0 to 4294967295"),
+    ("image", image_inputs(seed=-5), "seed: must be between 0 and 4294967295"),
     ("image", image_inputs(seed="x"), "seed: must be a number"),
     ("image", image_inputs(width=33), "width: tiny-image needs a multiple of 8"),
-    ("image", image_inputs(width=99999), "width: must be from 1 to 1280"),
-    ("image", image_inputs(steps=100), "steps: must be from 1 to 8"),
-    ("image", image_inputs(guidance=51), "guidance: must be from 0 to 50"),
+    ("image", image_inputs(width=99999), "width: must be between 1 and 1280"),
+    ("image", image_inputs(steps=100), "steps: must be between 1 and 8"),
+    ("image", image_inputs(guidance=51), "guidance: must be between 0 and 50"),
     ("image", image_inputs(guidance=INF), "guidance: must be a finite number"),
     ("image", image_inputs(negative_prompt=[1]), "negative_prompt: must be text"),
     ("image", image_inputs(model="tiny-ltx"), "model: 'tiny-ltx' is not in the list of choices"),
@@ -251,7 +242,9 @@ def test_music_uploads_are_checked_with_the_request(server, client, tmp_path, ap
         assert phrase in str(info.value), f"{what}: {info.value}"
         assert watch.new_jobs() == 0 and not watch.traceback(), what
     plan = client.predict(
-        SHORT, audio=handle_file(tone(tmp_path / "song.wav", 0.5)), api_name="/plan"
+        SHORT,
+        audio=handle_file(write_tone(tmp_path / "song.wav", 0.5, rate=8000)),
+        api_name="/plan",
     )
     assert plan.startswith("2 shots")
 
@@ -333,14 +326,7 @@ def app_main(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder on a read-only file system (a tmpfs mounted read-only)."""
-    path = tmp_path / "ro"
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    path = mount_tmpfs(tmp_path / "ro", "ro,size=64k")
     yield path
     subprocess.run(["umount", "-l", str(path)], check=False)
 

@@ -1,0 +1,257 @@
+"""Requests: what a face asks the engine for, one typed object per kind.
+
+`VideoRequest`, `ImageRequest` and `ThumbnailRequest` are shared by the CLI, the web UI, the
+API and the job store. Each field carries its check, its help and where it shows
+(`Option`): the CLI's flags and the UI's inputs are derived from the fields, so the faces
+offer the same options by construction, and adding an option is adding a field.
+
+`checked(limits)` checks every field, fills in what the model and the storyboard decide,
+and returns the request as it will run; it raises one `ValueError` naming the field and the
+fix. `to_json()`/`from_json()` are what the job store keeps. Each face reads
+`Limits.from_env()` once, at its edge, and passes it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checks import Check, check_value, number, text
+from .settings import Limits
+from .storyboard import MIN_SIDE, MODES, SEED_MAX
+
+THUMBNAIL_FORMATS = ("jpg", "png")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
+ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a request field is checked and shown."""
+
+    help: str
+    check: Check | None = None
+    choices: tuple[str, ...] = ()
+    cli: bool = True  # a `--flag` of the command (or its positional argument)
+    ui: bool = True  # an input of the page and a parameter of the API
+    positional: bool = False  # the command's positional argument
+    aliases: tuple[str, ...] = ()  # older flag spellings the CLI keeps
+
+
+def option(default: Any, help: str, check: Check | None = None, **how: Any) -> Any:
+    """A request field: its default, its help, its check, and how the faces show it."""
+    return field(default=default, metadata={"option": Option(help, check, **how)})
+
+
+def fields_of(cls: type) -> list[tuple[str, type, Option]]:
+    """(name, type without None, option) for every field of a request class, in order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("option")
+        if spec is None:
+            continue
+        kinds = [
+            t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)
+        ]
+        out.append((f.name, kinds[0], spec))
+    return out
+
+
+class Request:
+    """What the three request kinds share: field checks and the job store's form."""
+
+    def check_fields(self, limits: Limits) -> dict[str, Any]:
+        """Every given field through its check (None means: decided later); the values."""
+        values = {}
+        for name, _kind, spec in fields_of(type(self)):
+            value = getattr(self, name)
+            if value is not None and spec.check is not None:
+                value = check_value(spec.check, value, name, limits)
+            if value is not None and spec.choices and value not in spec.choices:
+                raise ValueError(
+                    f"{name}: unknown {value!r} (choose one of: {', '.join(spec.choices)})"
+                )
+            values[name] = value
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_SIDE = number(MIN_SIDE, "max_side", integer=True)
+_SEED = number(0, SEED_MAX, integer=True)
+_STEPS = number(1, "max_steps", integer=True)
+
+
+@dataclass(frozen=True)
+class VideoRequest(Request):
+    """A storyboard into one video. None: the storyboard's value, then the model's."""
+
+    # A file (CLI), YAML or JSON text (the page, the API), or once checked the resolved
+    # storyboard as plain JSON (what the job store keeps).
+    storyboard: Any = option(None, "a YAML, JSON or TXT storyboard file", positional=True,
+                             ui=False)  # fmt: skip
+    model: str | None = option(None, "video model: auto (the best this GPU runs), a preset, "
+                               "tiny, random:<preset>, a hub id or a folder (see `python -m "
+                               "pipelines models`)")  # fmt: skip
+    mode: str | None = option(None, "how shots are chained", choices=MODES)
+    fps: int | None = option(None, "output frames per second", number(1, "max_fps", integer=True))
+    width: int | None = option(None, "width in pixels", _SIDE)
+    height: int | None = option(None, "height in pixels", _SIDE)
+    seed: int | None = option(None, "the storyboard's seed (shots count on from it)", _SEED)
+    steps: int | None = option(None, "denoising steps of each clip", _STEPS)
+    negative_prompt: str | None = option(None, "what every shot should avoid", text())
+    # A file on this machine (CLI), or the name of the upload in the job's folder (UI, API).
+    audio: str | None = option(None, "music for the video (replaces the storyboard's)")
+    image_model: str | None = option(None, "the keyframe model (and every frame's in feedback "
+                                     "mode); default sd-turbo, or the tiny twin")  # fmt: skip
+    # Checked against the model (its legal clip lengths) when the storyboard is read.
+    clip_frames: int | None = option(None, "frames per clip (default: the model's)",
+                                     number(None, None, integer=True))  # fmt: skip
+
+    def checked(self, limits: Limits, *, runtime=None, files: bool = True) -> VideoRequest:
+        """The request as it will run: fields checked, the storyboard resolved (its values,
+        the model's defaults for what it leaves out, these fields over both). `files`:
+        whether the storyboard may name files on this machine (the CLI; on the server,
+        music comes as an upload)."""
+        return _video_checked(self, limits, runtime, files)
+
+    def options(self, limits: Limits):
+        """The engine's run options for this request."""
+        from .chain import VideoOptions
+
+        shared = [f.name for f in dataclasses.fields(VideoOptions) if hasattr(self, f.name)]
+        return VideoOptions(**{n: getattr(self, n) for n in shared}, limits=limits)
+
+    def summary(self) -> dict[str, Any]:
+        """What History shows of a checked request: length, frames, shots."""
+        sb = self.storyboard if isinstance(self.storyboard, dict) else {}
+        shots = sb.get("shots") or []
+        seconds = sum(s.get("seconds", 0) for s in shots)
+        return {"seconds": seconds, "frames": round((self.fps or 0) * seconds),
+                "shots": len(shots)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageRequest(Request):
+    """Text-to-image, or image-to-image from `init_image`. None: the model's value."""
+
+    prompt: str = option("", "what to draw", text(required=True), positional=True)
+    count: int = option(1, "images to make (seeds seed, seed+1, ...)",
+                        number(1, "max_count", integer=True))  # fmt: skip
+    model: str | None = option(None, "image model: a preset, tiny, random:<preset>, a hub id, "
+                               "a folder or a .safetensors file")  # fmt: skip
+    seed: int = option(0, "seed of the first image", _SEED)
+    width: int | None = option(None, "width in pixels", number(1, "max_side", integer=True))
+    height: int | None = option(None, "height in pixels", number(1, "max_side", integer=True))
+    steps: int | None = option(None, "denoising steps", _STEPS)
+    guidance: float | None = option(None, "guidance scale (0 turns it off)", number(0, 50))
+    negative_prompt: str = option("", "what to avoid", text(), aliases=("--negative",))
+    init_image: Path | None = option(None, "start from this picture (image-to-image)",
+                                     ui=False, aliases=("--init",))  # fmt: skip
+    strength: float = option(0.6, "with an init image: how far to move from it",
+                             number(0, 1, lo_open=True), ui=False)  # fmt: skip
+
+    def checked(self, limits: Limits) -> ImageRequest:
+        """The request as it will run: fields checked, the model resolved, what it decides
+        (size, steps, guidance) filled in; an init image must read."""
+        from .images import image_defaults, read_init_image
+        from .models import resolve_model
+
+        values = self.check_fields(limits)
+        ref = resolve_model(self.model, "image")
+        if ref.family.kind != "image":
+            raise ValueError(
+                f"model: {ref.label} is a video model; use an image preset such as sd-turbo or tiny"
+            )
+        req = dataclasses.replace(self, **{**values, "model": ref.spec})
+        req = dataclasses.replace(req, **image_defaults(req, ref, limits))
+        if req.init_image is not None:
+            read_init_image(Path(req.init_image), req.width, req.height)
+        return req
+
+
+@dataclass(frozen=True)
+class ThumbnailRequest(Request):
+    """Rows (a CSV, JSONL or TXT file) or a video's frames into titled thumbnails."""
+
+    input: Path | None = option(None, "a CSV, JSONL or TXT file of rows", positional=True,
+                                ui=False)  # fmt: skip
+    preset: str = option("youtube", "youtube, shorts, square or WxH; a row's preset wins")
+    variants: int = option(1, "images per row (or frames from a video)",
+                           number(1, "max_count", integer=True))  # fmt: skip
+    model: str | None = option(None, "image model (default: sd-turbo, or the tiny twin)")
+    format: str = option("jpg", "jpg (kept under 2 MB) or png", choices=THUMBNAIL_FORMATS)
+    from_video: Path | None = option(None, "pick frames from a run folder or a video file",
+                                     ui=False)  # fmt: skip
+
+    def options(self, limits: Limits, *, dry_run: bool = False):
+        """The engine's options for this request, checked (one line naming the field)."""
+        from .thumbnails import ThumbnailOptions
+
+        self.check_fields(limits)
+        shared = [f.name for f in dataclasses.fields(ThumbnailOptions) if hasattr(self, f.name)]
+        return ThumbnailOptions(**{n: getattr(self, n) for n in shared}, dry_run=dry_run,
+                                limits=limits)  # fmt: skip
+
+
+def _video_checked(req: VideoRequest, limits: Limits, runtime, files: bool) -> VideoRequest:
+    from .chain import read_request
+
+    req.check_fields(limits)
+    sb, models = read_request(req, limits, runtime=runtime, files=files)
+    return dataclasses.replace(
+        req,
+        storyboard=json.loads(json.dumps(sb.to_dict())),  # resolved, as plain JSON
+        model=(models.video or models.image).spec,
+        mode=sb.mode,
+        image_model=models.image.spec,
+        fps=sb.fps,
+        width=sb.width,
+        height=sb.height,
+        steps=sb.steps,
+        negative_prompt=sb.negative_prompt,
+        seed=sb.seed,
+    )
+
+
+def check_upload(path: str | Path, suffixes: Sequence[str], limits: Limits, name: str) -> str:
+    """An uploaded file's suffix, once its type and size pass; the job stores it under a
+    name the server chooses (`audio.mp3`, `rows.csv`), never the uploader's."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise ValueError(
+            f"{name}: {suffix or 'no'} file type is not accepted (use {', '.join(suffixes)})"
+        )
+    if not path.is_file():
+        raise ValueError(f"{name}: the upload did not arrive; try again")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise ValueError(f"{name}: {size} bytes is over the limit of {limits.max_upload_bytes}")
+    return suffix
+
+
+def check_audio(path: str | Path, limits: Limits) -> str:
+    """A music upload's suffix, once its type and size pass and it decodes as audio: a text
+    file named `.mp3` is refused with the request, not when its job runs."""
+    from .video_io import audio_duration
+
+    suffix = check_upload(path, AUDIO_SUFFIXES, limits, "audio")
+    try:
+        audio_duration(Path(path))
+    except ValueError as exc:  # "audio: cannot read '<upload name>': no audio stream"
+        reason = str(exc).rpartition(": ")[2]
+        raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
+    return suffix
