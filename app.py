@@ -956,6 +956,10 @@ def main(argv: list[str] | None = None) -> int:
         queue_size = env_count("REELCHAIN_QUEUE_SIZE", QUEUE_SIZE, env)
         max_waiting = env_count("REELCHAIN_MAX_WAITING_JOBS", MAX_WAITING_JOBS, env)
         runs = runs_folder(args.runs)
+        if runtime.ray:  # the workers start now: a bad address or count is refused here
+            from pipelines.scale import pool_for
+
+            pool_for(runtime)
     except (Refused, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

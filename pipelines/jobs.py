@@ -177,8 +177,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     current batch. An exception from the call itself ends every job of the group.
     """
     from .batching import Planner
-    from .images import generate, write_image
-    from .models import load
+    from .images import image_maker, write_image
 
     outcomes: list[dict[str, Any] | Exception | None] = [None] * len(ctxs)
     orders: dict[int, ImageOrder] = {}
@@ -200,22 +199,20 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
         ctxs[k].report(progress=0.05, message=f"making {len(order.jobs)} image(s){shared}")
-    loaded = load(orders[next(iter(orders))].ref, "text2img", runtime)
+    maker = image_maker(orders[next(iter(orders))].ref, runtime)
 
     def deliver(n: int, arr) -> None:
         k, i = flat[n]
         ctx = ctxs[k]
         if not ctx.cancel.is_set():
-            results[k][i] = write_image(orders[k], i, arr, loaded)
+            results[k][i] = write_image(orders[k], i, arr, maker)
             made = sum(r is not None for r in results[k])
             ctx.report(progress=0.05 + 0.9 * made / len(results[k]))
         if all(ctxs[j].cancel.is_set() for j in orders):
             raise JobCancelled("cancelled")
 
-    generate(
-        loaded,
+    maker.run(
         [orders[k].jobs[i] for k, i in flat],
-        runtime=runtime,
         planner=Planner(runtime, max_batch=limits.max_batch),
         on_result=deliver,
     )

@@ -501,8 +501,8 @@ def _generate_rows(
     ]
     owners = [(w, i) for w in todo for i in range(len(w.seeds))]
     generated = 0
-    loaded = models.load(ref, "text2img", runtime)
-    sampler = images.sampler_name(loaded.pipe)
+    maker = images.image_maker(ref, runtime or Runtime())
+    sampler = maker.sampler
     bar = tqdm(total=len(jobs), desc="thumbnails", unit="img", file=sys.stderr, leave=False)
 
     def write(index: int, arr) -> None:
@@ -535,7 +535,7 @@ def _generate_rows(
             manifest.save()
 
     try:
-        images.generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
+        maker.run(jobs, planner=planner, on_result=write)
     finally:
         bar.close()
         manifest.save(force=True)
