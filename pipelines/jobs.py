@@ -164,7 +164,7 @@ def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] 
     except Exception:
         return None
     key = order.batch_key
-    return None if key is None else (key, len(order.jobs))
+    return None if key is None else (key, len(order.items))
 
 
 def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
@@ -193,12 +193,12 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
         return outcomes  # type: ignore[return-value]
     first = ctxs[next(iter(orders))]
     runtime, limits = first.runtime, first.limits
-    flat = [(k, i) for k, order in orders.items() for i in range(len(order.jobs))]
-    results: dict[int, list] = {k: [None] * len(order.jobs) for k, order in orders.items()}
+    flat = [(k, i) for k, order in orders.items() for i in range(len(order.items))]
+    results: dict[int, list] = {k: [None] * len(order.items) for k, order in orders.items()}
     others = len(orders) - 1
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
-        ctxs[k].report(progress=0.05, message=f"making {len(order.jobs)} image(s){shared}")
+        ctxs[k].report(progress=0.05, message=f"making {len(order.items)} image(s){shared}")
     maker = image_maker(orders[next(iter(orders))].ref, runtime)
 
     def deliver(n: int, arr) -> None:
@@ -212,7 +212,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
             raise JobCancelled("cancelled")
 
     maker.run(
-        [orders[k].jobs[i] for k, i in flat],
+        [orders[k].items[i] for k, i in flat],
         planner=Planner(runtime, max_batch=limits.max_batch),
         on_result=deliver,
     )
@@ -509,8 +509,8 @@ class JobManager:
                 continue
             try:
                 group = [job, *self._take_like(job)]
-            except sqlite3.Error:
-                log.exception("job store: cannot take jobs to run with %s", job.id)
+            except Exception:  # noqa: BLE001 - the worker lives on; the job runs alone
+                log.exception("cannot take jobs to run with %s", job.id)
                 group = [job]
             self._run_group(group, runtime)
 
