@@ -38,6 +38,10 @@ def add_request_args(p: argparse.ArgumentParser, cls: type) -> None:
                            type=Path if optional else parse)  # fmt: skip
             continue
         flags = [f"--{name.replace('_', '-')}", *spec.aliases]
+        if spec.repeat:  # `--lora A --lora B`
+            p.add_argument(*flags[::-1], dest=name, action="append", default=None,
+                           metavar="PATH[:SCALE]", help=spec.help)  # fmt: skip
+            continue
         p.add_argument(*flags, dest=name, type=parse, default=None, help=spec.help,
                        choices=spec.choices or None)  # fmt: skip
 
@@ -47,6 +51,7 @@ def request_from_args(cls: type, args: argparse.Namespace):
     from .requests import fields_of
 
     given = {n: getattr(args, n) for n, _, spec in fields_of(cls) if spec.cli}
+    given = {n: tuple(v) if isinstance(v, list) else v for n, v in given.items()}
     return cls(**{n: v for n, v in given.items() if v is not None})
 
 

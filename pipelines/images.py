@@ -24,7 +24,7 @@ from . import __version__
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .files import atomic_path, slug, write_json
-from .lora import Lora, use_loras
+from .lora import Lora, parse_lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
 from .requests import ImageRequest
 from .settings import Limits, Runtime
@@ -342,9 +342,10 @@ def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
     """A checked request's image items (seed, seed+1, ...); nothing runs yet."""
     ref = resolve_model(req.model, "image")
     init = read_init_image(req.init_image, req.width, req.height) if req.init_image else None
+    loras = tuple(parse_lora(text) for text in req.loras)
     items = [
         ImageItem(req.prompt, req.negative_prompt, req.width, req.height, req.steps,
-                 req.guidance, (req.seed + i) % 2**32, init, req.strength)
+                 req.guidance, (req.seed + i) % 2**32, init, req.strength, loras)
         for i in range(req.count)
     ]  # fmt: skip
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -377,6 +378,7 @@ def write_image(order: ImageOrder, index: int, arr: np.ndarray, maker: ImageMake
             "init_image": Path(req.init_image).name if req.init_image else None,
             "strength": item.strength if order.init is not None else None,
             "parameters": params,
+            "loras": [{"file": Path(lo.path).name, "scale": lo.scale} for lo in item.loras],
             "placement": maker.placement,
             "versions": package_versions(),
         },

@@ -41,6 +41,7 @@ class Option:
     ui: bool = True  # an input of the page and a parameter of the API
     positional: bool = False  # the command's positional argument
     aliases: tuple[str, ...] = ()  # older flag spellings the CLI keeps
+    repeat: bool = False  # a list: the flag may be given more than once
 
 
 def option(default: Any, help: str, check: Check | None = None, **how: Any) -> Any:
@@ -116,6 +117,10 @@ class VideoRequest(Request):
     audio: str | None = option(None, "music for the video (replaces the storyboard's)")
     image_model: str | None = option(None, "the keyframe model (and every frame's in feedback "
                                      "mode); default sd-turbo, or the tiny twin")  # fmt: skip
+    # Over the storyboard's `loras`; each checked (safetensors, readable) when it is read.
+    loras: tuple[str, ...] | None = option(None, "a LoRA for the keyframe model, PATH or "
+                                           "PATH:SCALE (again for more)", ui=False,
+                                           repeat=True, aliases=("--lora",))  # fmt: skip
     # Checked against the model (its legal clip lengths) when the storyboard is read.
     clip_frames: int | None = option(None, "frames per clip (default: the model's)",
                                      number(None, None, integer=True))  # fmt: skip
@@ -162,6 +167,9 @@ class ImageRequest(Request):
                                      ui=False, aliases=("--init",))  # fmt: skip
     strength: float = option(0.6, "with an init image: how far to move from it",
                              number(0, 1, lo_open=True), ui=False)  # fmt: skip
+    loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
+                                    "for more)", ui=False, repeat=True,
+                                    aliases=("--lora",))  # fmt: skip
 
     def checked(self, limits: Limits) -> ImageRequest:
         """The request as it will run: fields checked, the model resolved, what it decides
@@ -179,7 +187,7 @@ class ImageRequest(Request):
         req = dataclasses.replace(req, **image_defaults(req, ref, limits))
         if req.init_image is not None:
             read_init_image(Path(req.init_image), req.width, req.height)
-        return req
+        return dataclasses.replace(req, loras=_checked_loras(req.loras))
 
 
 @dataclass(frozen=True)
@@ -195,15 +203,27 @@ class ThumbnailRequest(Request):
     format: str = option("jpg", "jpg (kept under 2 MB) or png", choices=THUMBNAIL_FORMATS)
     from_video: Path | None = option(None, "pick frames from a run folder or a video file",
                                      ui=False)  # fmt: skip
+    loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
+                                    "for more)", ui=False, repeat=True,
+                                    aliases=("--lora",))  # fmt: skip
 
     def options(self, limits: Limits, *, dry_run: bool = False):
         """The engine's options for this request, checked (one line naming the field)."""
         from .thumbnails import ThumbnailOptions
 
         self.check_fields(limits)
+        _checked_loras(self.loras)
         shared = [f.name for f in dataclasses.fields(ThumbnailOptions) if hasattr(self, f.name)]
         return ThumbnailOptions(**{n: getattr(self, n) for n in shared}, dry_run=dry_run,
                                 limits=limits)  # fmt: skip
+
+
+def _checked_loras(loras) -> tuple[str, ...]:
+    """`PATH[:SCALE]` LoRAs, each checked (safetensors, readable, LoRA weights), with
+    absolute paths."""
+    from .lora import parse_lora
+
+    return tuple(f"{lora.path}:{lora.scale:g}" for lora in map(parse_lora, loras or ()))
 
 
 def _video_checked(req: VideoRequest, limits: Limits, runtime, files: bool) -> VideoRequest:

@@ -47,6 +47,7 @@ from .files import (
     slug,
     write_json,
 )
+from .lora import parse_lora
 from .settings import Limits, Runtime
 
 FORMATS = ("jpg", "png")
@@ -76,6 +77,7 @@ class ThumbnailOptions:
     variants: int = 1  # images per row (seeds seed, seed+1, ...), or frames from a video
     format: str = "jpg"  # jpg (kept under 2 MB) | png
     from_video: Path | None = None  # a run folder or a video file: its frames, no model
+    loras: tuple[str, ...] = ()  # `PATH[:SCALE]` LoRAs for the image model
     dry_run: bool = False  # validate the input only; load nothing, write nothing
     limits: Limits = field(default_factory=Limits.from_env, compare=False, repr=False)
 
@@ -486,6 +488,7 @@ def _generate_rows(
     """Generate the rows' images in planned batches; each thumbnail is written as soon as its
     image exists, and carries its row's fingerprint (so a killed batch knows it is done)."""
     preset = ref.preset
+    loras = tuple(parse_lora(text) for text in opts.loras)
     jobs = [
         images.ImageItem(
             prompt=w.row.prompt,
@@ -495,6 +498,7 @@ def _generate_rows(
             steps=preset.steps,
             guidance=preset.guidance,
             seed=seed,
+            loras=loras,
         )
         for w in todo
         for seed in w.seeds
@@ -573,6 +577,7 @@ def _plan_row(row: Row, opts: ThumbnailOptions, ref: models.ModelRef, base: int)
         steps=ref.preset.steps,
         guidance=ref.preset.guidance,
         generation_size=gen,
+        **({"loras": list(opts.loras)} if opts.loras else {}),  # none: as before LoRAs existed
     )
     entry = {
         "line": row.line,
