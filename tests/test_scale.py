@@ -262,7 +262,7 @@ def test_thumbnails_and_images_on_two_workers_match_a_local_run(pool, tmp_path, 
 
     rows = tmp_path / "rows.csv"
     rows.write_text("prompt,title\n" + "".join(f"a lighthouse {i},Take {i}\n" for i in range(6)))
-    opts = ThumbnailOptions(model="tiny", preset="64x36", variants=2)
+    opts = ThumbnailOptions(model="tiny", preset="128x72", variants=2)
     ray_runtime = on_the_pool(pool, monkeypatch)
     here = make_thumbnails(rows, tmp_path / "here", opts, runtime=RUNTIME)
     done_before = [w.done for w in pool.workers]
@@ -333,7 +333,7 @@ def test_the_web_ui_runs_its_jobs_on_two_workers(tmp_path, one_thread):
         client = server.client()
         video = client.predict(STORY, model="tiny", api_name="/video")
         rows = "prompt,title\n" + "".join(f"a kite {i},Kite {i}\n" for i in range(4))
-        images, _, _ = client.predict(rows, preset="64x36", api_name="/thumbnails")
+        images, _, _ = client.predict(rows, preset="128x72", api_name="/thumbnails")
         jobs = client.predict(api_name="/jobs")
     finally:
         server.stop()
@@ -344,7 +344,7 @@ def test_the_web_ui_runs_its_jobs_on_two_workers(tmp_path, one_thread):
     assert a.shape == b.shape and np.array_equal(a, b)
     (tmp_path / "rows.csv").write_text(rows)
     local_thumbs = make_thumbnails(tmp_path / "rows.csv", tmp_path / "thumbs",
-                                   ThumbnailOptions(model="tiny", preset="64x36"), runtime=RUNTIME)  # fmt: skip
+                                   ThumbnailOptions(model="tiny", preset="128x72"), runtime=RUNTIME)  # fmt: skip
     assert [Path(i["image"]).read_bytes() for i in images] == [
         p.read_bytes() for p in local_thumbs.files
     ]
