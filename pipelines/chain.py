@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -83,13 +84,21 @@ class VideoOptions:
     negative_prompt: str | None = None
     audio: str | None = None  # a music file on this machine
     loras: tuple[str, ...] | None = None  # `PATH[:SCALE]` LoRAs for the keyframe model
+    images: tuple[str, ...] | None = None  # `SHOT:PATH` start pictures (shots from 1)
+    continuity: str | None = None
+    reference: str | None = None  # a picture: `continuity: reference` unless set otherwise
+    continuity_strength: float | None = None
     max_parallel: int = 8  # clips held in memory at once (bounds RAM)
     limits: Limits = field(default_factory=Limits)
 
     def overrides(self) -> dict[str, Any]:
         """The storyboard fields these options set."""
-        names = ("seed", "fps", "width", "height", "steps", "negative_prompt", "audio", "loras")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        names = ("seed", "fps", "width", "height", "steps", "negative_prompt", "audio", "loras",
+                 "continuity", "reference", "continuity_strength")  # fmt: skip
+        given = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.reference and not self.continuity:
+            given["continuity"] = "reference"
+        return given
 
 
 @dataclass
@@ -154,8 +163,24 @@ def read_storyboard(
     sb = source.parse(limits=limits, defaults=defaults)
     changes = {"mode": mode, "model": (models.video or models.image).spec, **opts.overrides()}
     sb = sb.replace(limits=limits, **changes)
+    if opts.images:
+        sb = sb.replace(limits=limits, shots=_with_images(sb, opts.images))
     check_storyboard(sb, models, opts)
     return sb, models
+
+
+def _with_images(sb: Storyboard, images: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The storyboard's shots with `SHOT:PATH` start pictures set (shots from 1)."""
+    shots = [dataclasses.asdict(shot) for shot in sb.shots]
+    for text in images:
+        number, sep, path = str(text).partition(":")
+        if not sep or not number.strip().isdigit() or not path.strip():
+            raise ValueError(f"images: write SHOT:PATH, e.g. 2:start.png (got {text!r})")
+        k = int(number)
+        if not 1 <= k <= len(shots):
+            raise ValueError(f"images: there is no shot {k} (the storyboard has {len(shots)})")
+        shots[k - 1]["image"] = os.path.abspath(os.path.expanduser(path.strip()))
+    return shots
 
 
 def read_request(req, limits: Limits, *, runtime: Runtime | None = None, files: bool = True):

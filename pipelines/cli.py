@@ -40,10 +40,10 @@ def add_request_args(p: argparse.ArgumentParser, cls: type) -> None:
         flags = [f"--{name.replace('_', '-')}", *spec.aliases]
         if spec.repeat:  # `--lora A --lora B`
             p.add_argument(*flags[::-1], dest=name, action="append", default=None,
-                           metavar="PATH[:SCALE]", help=spec.help)  # fmt: skip
+                           metavar=spec.metavar, help=spec.help)  # fmt: skip
             continue
         p.add_argument(*flags, dest=name, type=parse, default=None, help=spec.help,
-                       choices=spec.choices or None)  # fmt: skip
+                       choices=spec.choices or None, metavar=spec.metavar)  # fmt: skip
 
 
 def request_from_args(cls: type, args: argparse.Namespace):

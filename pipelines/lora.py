@@ -72,7 +72,7 @@ def check_lora(lora: Lora, field: str = "lora") -> Lora:
 def loras_for(uses, model: str) -> tuple[Lora, ...]:
     """The LoRAs of a storyboard's list (`storyboard.LoraUse`) that patch `model`: the
     run's `image` model or its `video` model."""
-    return tuple(Lora(u.path, u.scale) for u in uses if u.model == model)
+    return tuple(Lora(u.file, u.scale) for u in uses if u.model == model)
 
 
 def adapter_name(lora: Lora) -> str:

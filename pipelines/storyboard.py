@@ -127,7 +127,9 @@ class LoraUse:
     """A LoRA file, how strongly it applies, and which of the run's models it patches: the
     image model (keyframes, and every frame in feedback mode) or the video model."""
 
-    path: str
+    # `file`, not `path`: gradio_client takes any {"path": text} in an API answer for a file
+    # to download, and the job API answers with the storyboard.
+    file: str
     scale: float = 1.0
     model: str = "image"
 
@@ -547,14 +549,14 @@ def _picture(value: Any, site: Site) -> str:
 
 
 _LORA_FIELDS = (
-    _Field("path", _file, missing="is required (a .safetensors file)"),
+    _Field("file", _file, missing="is required (a .safetensors file)"),
     _Field("scale", number(-4, 4), 1.0),
     _Field("model", choice(LORA_MODELS), "image"),
 )
 
 
 def _loras(value: Any, site: Site) -> tuple[LoraUse, ...]:
-    """LoRA files: mappings `{path, scale, model}` or `PATH[:SCALE]` strings; each must be a
+    """LoRA files: mappings `{file, scale, model}` or `FILE[:SCALE]` strings; each must be a
     readable safetensors file holding LoRA weights."""
     from .lora import Lora, check_lora
 
@@ -565,11 +567,11 @@ def _loras(value: Any, site: Site) -> tuple[LoraUse, ...]:
         path = f"{site.path}[{index}]"
         if isinstance(item, str):
             name, _, scale = item.rpartition(":")
-            item = {"path": name, "scale": float(scale)} if _is_number(scale) and name else {
-                "path": item}  # fmt: skip
+            item = {"file": name, "scale": float(scale)} if _is_number(scale) and name else {
+                "file": item}  # fmt: skip
         use = LoraUse(**_parse_record(item, _LORA_FIELDS, path, site.env))
         try:
-            check_lora(Lora(use.path, use.scale), path)
+            check_lora(Lora(use.file, use.scale), path)
         except ValueError as exc:
             raise StoryboardError(path, str(exc).partition(": ")[2]) from None
         out.append(use)

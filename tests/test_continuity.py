@@ -52,7 +52,7 @@ def keyframes(result) -> list[np.ndarray]:
 def test_loras_per_storyboard_and_shot_switch_like_separate_runs(tmp_path, loras):
     a, b = loras["a"], loras["b"]
     mixed = story(tmp_path, f"loras: ['{a}:0.8']\n",
-                  ["", f"    loras: [{{path: '{b}'}}]\n    loras_mode: replace\n", ""])  # fmt: skip
+                  ["", f"    loras: [{{file: '{b}'}}]\n    loras_mode: replace\n", ""])  # fmt: skip
     only_a = story(tmp_path, f"loras: ['{a}:0.8']\n", ["", "", ""], "a.yaml")
     only_b = story(tmp_path, f"loras: ['{b}']\n", ["", "", ""], "b.yaml")
     plain = story(tmp_path, "", ["", "", ""], "plain.yaml")
@@ -74,7 +74,7 @@ def test_the_cli_lora_replaces_the_storyboards_for_the_shots_that_inherit(tmp_pa
         HEAD + f"loras: ['{a}']\nshots:\n  - one\n  - prompt: two\n    loras: ['{b}:0.5']\n"
     )
     changed = sb.replace(loras=[f"{b}:0.3"])
-    assert [[(lo.path, lo.scale) for lo in s.loras] for s in changed.shots] == [
+    assert [[(lo.file, lo.scale) for lo in s.loras] for s in changed.shots] == [
         [(str(b), 0.3)],
         [(str(b), 0.3), (str(b), 0.5)],
     ]
@@ -180,3 +180,40 @@ def test_the_server_refuses_storyboards_that_name_files(tmp_path):
         with pytest.raises(ValueError, match=rf"^{field.replace('[', '.').replace(']', '.')}: "
                            "a storyboard sent to the server cannot name a file"):  # fmt: skip
             read_request(VideoRequest(text, model="tiny"), Limits(), files=False)
+
+
+def test_the_web_api_takes_start_pictures_a_reference_and_loras_as_uploads(tmp_path, loras):
+    from conftest import Server
+    from gradio_client import handle_file
+
+    pic = tmp_path / "2.png"
+    Image.new("RGB", (32, 32), (20, 200, 60)).save(pic)
+    ref = tmp_path / "look.png"
+    Image.new("RGB", (32, 32), (40, 90, 160)).save(ref)
+    text = (
+        HEAD
+        + "".join("shots:\n" if i == 0 else "" for i in range(1))
+        + "".join(f"  - prompt: {p}\n    seconds: 0.5\n" for p in PROMPTS[:2])
+    )
+    server = Server(tmp_path / "runs").start()
+    try:
+        client = server.client()
+        client.predict(text, mode="keyframes", images=[handle_file(pic)],
+                       reference=handle_file(ref), loras=[handle_file(loras["a"])],
+                       lora_scale=0.5, api_name="/video")  # fmt: skip
+        job = client.predict(api_name="/jobs")[0]
+    finally:
+        server.stop()
+    root = tmp_path / "runs" / job["id"]
+    assert job["status"] == "done"
+    assert sorted(p.name for p in root.iterdir() if p.suffix in (".png", ".safetensors")) == [
+        "lora-1.safetensors", "reference.png", "shot-2.png"
+    ]  # fmt: skip
+    assert np.array_equal(
+        load_png(root / "keyframes" / "shot-001.png"), np.asarray(Image.open(pic))
+    )
+    sb = job["params"]["storyboard"]
+    assert sb["continuity"] == "reference" and sb["reference"] == "reference.png"
+    assert sb["shots"][1]["image"] == "shot-2.png"
+    assert [lo["file"] for lo in sb["shots"][0]["loras"]] == ["lora-1.safetensors"]
+    assert sb["shots"][0]["loras"][0]["scale"] == 0.5
