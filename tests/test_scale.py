@@ -352,3 +352,36 @@ def test_the_web_ui_runs_its_jobs_on_two_workers(tmp_path, one_thread):
     video_job = next(j for j in jobs if j["kind"] == "video")
     assert '"workers": 2' in (runs / video_job["id"] / "manifest.json").read_text()
     assert (runs / "jobs.sqlite3").is_file()
+
+
+def test_a_killed_driver_is_finished_by_resume_on_one_machine(tmp_path, one_thread):
+    """`video --ray local --workers 2` SIGKILLed after its first segments; `video --resume`
+    without Ray finishes the run, frame-identical to a run that was never on Ray."""
+    from conftest import ROOT
+
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.video_io import read_frames
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY)
+    env = {**os.environ, "REELCHAIN_BATCH_SIZE": "1", "OMP_NUM_THREADS": "1"}  # as the workers
+    base = [sys.executable, "-m", "pipelines", "video"]
+    driver = subprocess.Popen([*base, str(story), "--model", "tiny", "--out", str(tmp_path / "run"),
+                               "--ray", "local", "--workers", "2"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    segments = tmp_path / "run" / "segments"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        if segments.is_dir() and len(list(segments.glob("*.mp4"))) >= 1:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)  # the driver alone: its Ray workers are orphaned
+    driver.wait(30)
+    assert not (tmp_path / "run" / "video.mp4").exists()
+    done = subprocess.run([*base, "--resume", str(tmp_path / "run")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    here = make_video(story, tmp_path / "here", VideoOptions(model="tiny"), runtime=RUNTIME)
+    a, b = (np.stack(list(read_frames(v))) for v in (here.video, tmp_path / "run" / "video.mp4"))
+    assert a.shape == b.shape and np.array_equal(a, b)
