@@ -128,14 +128,15 @@ def model_choices(kind: str) -> list[str]:
     names = [
         n for n, p in presets.items() if wanted == "video" or FAMILIES[p.family].kind == wanted
     ]
-    return ["tiny", *names]
+    return ["auto", "tiny", *names] if kind == "video" else ["tiny", *names]
 
 
 def default_model(kind: str, server_model: str | None) -> str:
-    """The server's `--model` where it suits the tab, else the tab's default preset."""
+    """The server's `--model` where it suits the tab, else the tab's default: for video
+    `auto` (the best preset this server's GPU runs; the tiny twins without one)."""
     if server_model and server_model in model_choices(kind):
         return server_model
-    return "ltx-video" if kind == "video" else "sd-turbo"
+    return "auto" if kind == "video" else "sd-turbo"
 
 
 def check_model(name: str | None, kind: str, fallback: str) -> str:
@@ -666,8 +667,8 @@ def field_input(cls: type, name: str, **kw) -> gr.components.Component:
     kind, spec = kinds[name]
     label = kw.pop("label", name.replace("_", " ").capitalize())
     info = kw.pop("info", f"{spec.help}; empty: the default")
-    if spec.choices:
-        return gr.Dropdown([("default", None), *spec.choices], value=None, label=label,
+    if spec.choices:  # "" (not None, which a dropdown shows as blank): the default
+        return gr.Dropdown([("from the storyboard", ""), *spec.choices], value="", label=label,
                            info=spec.help, **kw)  # fmt: skip
     if kind in (int, float):  # text, not gr.Number: a Number box cannot be empty
         return number_box(value="", label=label, info=info, placeholder="default", **kw)
@@ -768,7 +769,7 @@ def _video_inputs(model: str | None, limits: Limits) -> tuple[gr.Dataframe, list
         w["images"] = gr.File(
             label="Start pictures (a number in the name picks the shot: 2.png → shot 2; "
             "otherwise shots 1, 2, … in order)", file_count="multiple",
-            file_types=list(PICTURE_SUFFIXES), height=120)  # fmt: skip
+            file_types=list(PICTURE_SUFFIXES), height=150)  # fmt: skip
         with gr.Row():
             w["continuity"] = field_input(VideoRequest, "continuity")
             w["continuity_strength"] = field_input(VideoRequest, "continuity_strength")
@@ -777,8 +778,8 @@ def _video_inputs(model: str | None, limits: Limits) -> tuple[gr.Dataframe, list
         with gr.Row():
             w["loras"] = gr.File(label="LoRAs for the keyframe model (.safetensors)",
                                  file_count="multiple", file_types=list(LORA_SUFFIXES),
-                                 height=100)  # fmt: skip
-            w["lora_scale"] = field_input(VideoRequest, "lora_scale")
+                                 height=150)  # fmt: skip
+            w["lora_scale"] = field_input(VideoRequest, "lora_scale", label="LoRA scale")
     with gr.Accordion("Advanced", open=False):
         for name in VIDEO_INPUTS:
             if name not in w:  # every other field of the request: steps, clip frames, ...

@@ -488,6 +488,8 @@ class Pool:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
                 for f in sorted(done, key=index.__getitem__):
+                    if cancel is not None and cancel.is_set():  # `on_result` may set it
+                        raise Cancelled("cancelled")
                     out[index[f]] = f.result()
                     if on_result:
                         on_result(index[f], out[index[f]])

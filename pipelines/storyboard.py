@@ -56,6 +56,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -181,16 +182,18 @@ class Storyboard:
     steps: int | None
     guidance: float | None
     format: str
+    # Keyword-only, so that they may stand before `shots` (the field table's order).
+    loras: tuple[LoraUse, ...] = dc_field(default=(), kw_only=True)
+    # none | previous | reference: later keyframes from earlier ones, or from `reference`
+    continuity: str = dc_field(default="none", kw_only=True)
+    reference: str | None = dc_field(default=None, kw_only=True)
+    continuity_strength: float = dc_field(default=0.5, kw_only=True)  # how much carries on
+    title: Card | None = dc_field(default=None, kw_only=True)
+    end_card: Card | None = dc_field(default=None, kw_only=True)
+    voice: str | None = dc_field(default=None, kw_only=True)  # the music ducks under it
+    duck_db: float = dc_field(default=12.0, kw_only=True)
+    music_fade: float = dc_field(default=1.0, kw_only=True)  # seconds, with finishing
     shots: tuple[Shot, ...]
-    loras: tuple[LoraUse, ...] = ()
-    continuity: str = "none"  # none | previous | reference: later keyframes from earlier ones
-    reference: str | None = None  # the picture `continuity: reference` starts every shot from
-    continuity_strength: float = 0.5  # how much of it carries into the next keyframe
-    title: Card | None = None
-    end_card: Card | None = None
-    voice: str | None = None  # a voice track over the video; the music is ducked under it
-    duck_db: float = 12.0
-    music_fade: float = 1.0  # seconds of fade in and out of the music (with finishing)
 
     @property
     def finishing(self) -> bool:
@@ -221,6 +224,8 @@ class Storyboard:
         """The resolved storyboard as plain JSON-ready data (what storyboard.json holds)."""
         data = dataclasses.asdict(self)
         data["shots"] = list(data["shots"])
+        for record in (data, *data["shots"]):
+            record["loras"] = list(record["loras"])
         return data
 
     @classmethod
@@ -289,7 +294,7 @@ SHOT_FILE_FIELDS = ("image", "loras")
 def named_files(text: str) -> list[str]:
     """The fields of a storyboard's text that name files (`audio`, `shots[2].image`, ...):
     a server refuses those before reading any of them."""
-    data = _parse_text(text, None)
+    data = _load_data(text, None)
     if isinstance(data, list | tuple):
         data = {"shots": data}
     if not isinstance(data, Mapping):
