@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import drift
 from .clips import Cancelled
 from .images import ImageItem
-from .lora import loras_for
+from .lora import loras_for, use_loras
 from .models import ModelRef
 from .overlay import fit_to, generation_size
 from .runs import load_png, save_png
@@ -36,6 +36,8 @@ def make_keyframes(ctx: Any) -> None:
     the one before it; otherwise in one batch)."""
     sb, run = ctx.sb, ctx.run
     missing = [k for k in range(len(sb.shots)) if not run.keyframe(k).is_file()]
+    if missing:
+        check_loras(ctx)
     raw: dict[int, np.ndarray] = {}
     for k in missing:
         if sb.shots[k].image:
@@ -47,6 +49,21 @@ def make_keyframes(ctx: Any) -> None:
             _generate(ctx, group, raw, bar)
     if len(sb.shots) > 1:
         ctx.manifest["cuts"] = _cut_drift(ctx, raw)
+
+
+def check_loras(ctx: Any) -> None:
+    """Every LoRA of the run loaded onto its model before any picture is made, so that one
+    made for another model is refused (one line) before the first keyframe, not at its
+    shot. On Ray the workers load them at their first call instead."""
+    if ctx.pool is not None:
+        return
+    for target, ref, task in (("image", ctx.models.image, "text2img"),
+                              ("video", ctx.models.video, "video")):  # fmt: skip
+        found = [lo for shot in ctx.sb.shots for lo in loras_for(shot.loras, target)]
+        if ref is not None and found:
+            loaded = ctx.load(ref, task)
+            use_loras(loaded, tuple(dict.fromkeys(found)))
+            use_loras(loaded, ())
 
 
 def start_picture(path: str, size: tuple[int, int]) -> np.ndarray:

@@ -29,7 +29,8 @@ PROMPTS = ["a red paper boat on a rainy street", "a green forest at noon",
 @pytest.fixture(scope="module")
 def loras(tmp_path_factory):
     d = tmp_path_factory.mktemp("loras")
-    return {k: make_lora("sd", d / k, seed=n) for n, k in enumerate("ab", start=1)}
+    made = {k: make_lora("sd", d / k, seed=n) for n, k in enumerate("ab", start=1)}
+    return made | {"ltx": make_lora("ltx", d / "ltx", seed=3)}
 
 
 def story(tmp_path, body: str, shots: list[str], name: str = "story.yaml"):
@@ -217,3 +218,12 @@ def test_the_web_api_takes_start_pictures_a_reference_and_loras_as_uploads(tmp_p
     assert sb["shots"][1]["image"] == "shot-2.png"
     assert [lo["file"] for lo in sb["shots"][0]["loras"]] == ["lora-1.safetensors"]
     assert sb["shots"][0]["loras"][0]["scale"] == 0.5
+
+
+def test_a_lora_for_another_model_is_refused_before_any_keyframe(tmp_path, loras):
+    """A video model's LoRA given to shot 2's keyframes (the image model): refused in one
+    line naming it before shot 1's keyframe is made."""
+    path = story(tmp_path, "", ["", f"    loras: ['{loras['ltx']}']\n"])
+    with pytest.raises(ValueError, match=r"^lora: 'pytorch_lora_weights' does not fit tiny-image"):
+        run(tmp_path, path, "run")
+    assert not list((tmp_path / "run").glob("keyframes/*.png"))
