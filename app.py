@@ -56,6 +56,8 @@ from pipelines.jobstore import Job, JobError, JobStore
 from pipelines.overlay import THUMBNAIL_SIZES
 from pipelines.requests import (
     AUDIO_SUFFIXES,
+    LORA_SUFFIXES,
+    PICTURE_SUFFIXES,
     ROWS_SUFFIXES,
     THUMBNAIL_FORMATS,
     ImageRequest,
@@ -64,6 +66,7 @@ from pipelines.requests import (
     check_audio,
     check_upload,
     fields_of,
+    look_uploads,
 )
 from pipelines.settings import Limits, OneLineParser, Runtime, add_runtime_flags, runtime_from_args
 
@@ -125,14 +128,15 @@ def model_choices(kind: str) -> list[str]:
     names = [
         n for n, p in presets.items() if wanted == "video" or FAMILIES[p.family].kind == wanted
     ]
-    return ["tiny", *names]
+    return ["auto", "tiny", *names] if kind == "video" else ["tiny", *names]
 
 
 def default_model(kind: str, server_model: str | None) -> str:
-    """The server's `--model` where it suits the tab, else the tab's default preset."""
+    """The server's `--model` where it suits the tab, else the tab's default: for video
+    `auto` (the best preset this server's GPU runs; the tiny twins without one)."""
     if server_model and server_model in model_choices(kind):
         return server_model
-    return "ltx-video" if kind == "video" else "sd-turbo"
+    return "auto" if kind == "video" else "sd-turbo"
 
 
 def check_model(name: str | None, kind: str, fallback: str) -> str:
@@ -245,13 +249,24 @@ def _input_problem(block: Any, value: Any) -> str | None:
             shown = ", ".join(str(a) or "''" for a in allowed)
             return f"{value!r:.60} is not in the list of choices ({shown})"
         return None
-    if isinstance(block, gr.File):
-        if not isinstance(value, dict):
-            return "must be an uploaded file (gradio_client: handle_file(path))"
-        name = str(value.get("orig_name") or value.get("path") or "")
-        suffix = Path(name).suffix.lower()
-        if block.file_types and suffix not in block.file_types:
-            return f"{suffix or 'no'} file type is not accepted (use {', '.join(block.file_types)})"
+    if isinstance(block, gr.File | gr.Image):
+        many = getattr(block, "file_count", "single") == "multiple"
+        for item in value if many and isinstance(value, list) else [value]:
+            problem = _upload_problem(block, item)
+            if problem:
+                return problem
+    return None
+
+
+def _upload_problem(block: Any, value: Any) -> str | None:
+    """An uploaded file's problem (not an upload, or a type the input does not take)."""
+    if not isinstance(value, dict):
+        return "must be an uploaded file (gradio_client: handle_file(path))"
+    name = str(value.get("orig_name") or value.get("path") or "")
+    suffix = Path(name).suffix.lower()
+    types = getattr(block, "file_types", None)
+    if types and suffix not in types:
+        return f"{suffix or 'no'} file type is not accepted (use {', '.join(types)})"
     return None
 
 
@@ -424,11 +439,14 @@ class Actions:
     def _video_request(self, values: dict) -> tuple[dict, dict]:
         """A video job's checked params and uploaded files (what Generate and Plan check)."""
         fallback = default_model("video", self.server_model)
-        req = request_from(VideoRequest, values, audio=None,
+        req = request_from(VideoRequest, values, audio=None, loras=None, images=None,
+                           reference=None,
                            model=check_model(values.get("model"), "video", fallback))  # fmt: skip
         if values.get("image_model"):
             check_model(values["image_model"], "image", "")
-        params, files = video_params(req, self.limits), {}
+        fields, names = look_uploads(values, req.lora_scale, self.limits)
+        params = video_params(req, self.limits, (fields, names))
+        files = {name: path for path, name in names.items()}
         if values.get("audio"):  # checked now, also by Plan: a file that is not music fails
             name = "audio" + check_audio(values["audio"], self.limits)
             params["audio"], files[name] = name, values["audio"]
@@ -649,8 +667,8 @@ def field_input(cls: type, name: str, **kw) -> gr.components.Component:
     kind, spec = kinds[name]
     label = kw.pop("label", name.replace("_", " ").capitalize())
     info = kw.pop("info", f"{spec.help}; empty: the default")
-    if spec.choices:
-        return gr.Dropdown([("default", None), *spec.choices], value=None, label=label,
+    if spec.choices:  # "" (not None, which a dropdown shows as blank): the default
+        return gr.Dropdown([("from the storyboard", ""), *spec.choices], value="", label=label,
                            info=spec.help, **kw)  # fmt: skip
     if kind in (int, float):  # text, not gr.Number: a Number box cannot be empty
         return number_box(value="", label=label, info=info, placeholder="default", **kw)
@@ -747,6 +765,21 @@ def _video_inputs(model: str | None, limits: Limits) -> tuple[gr.Dataframe, list
         for name in ("fps", "width", "height", "seed"):
             w[name] = field_input(VideoRequest, name)
     w["audio"] = gr.File(label="Music (optional)", file_types=list(AUDIO_SUFFIXES), height=150)
+    with gr.Accordion("Look: start pictures, one look across shots, LoRAs", open=False):
+        w["images"] = gr.File(
+            label="Start pictures (a number in the name picks the shot: 2.png → shot 2; "
+            "otherwise shots 1, 2, … in order)", file_count="multiple",
+            file_types=list(PICTURE_SUFFIXES), height=150)  # fmt: skip
+        with gr.Row():
+            w["continuity"] = field_input(VideoRequest, "continuity")
+            w["continuity_strength"] = field_input(VideoRequest, "continuity_strength")
+        w["reference"] = gr.Image(label="Reference picture (continuity: reference)",
+                                  type="filepath", height=160)  # fmt: skip
+        with gr.Row():
+            w["loras"] = gr.File(label="LoRAs for the keyframe model (.safetensors)",
+                                 file_count="multiple", file_types=list(LORA_SUFFIXES),
+                                 height=150)  # fmt: skip
+            w["lora_scale"] = field_input(VideoRequest, "lora_scale", label="LoRA scale")
     with gr.Accordion("Advanced", open=False):
         for name in VIDEO_INPUTS:
             if name not in w:  # every other field of the request: steps, clip frames, ...
@@ -956,6 +989,10 @@ def main(argv: list[str] | None = None) -> int:
         queue_size = env_count("REELCHAIN_QUEUE_SIZE", QUEUE_SIZE, env)
         max_waiting = env_count("REELCHAIN_MAX_WAITING_JOBS", MAX_WAITING_JOBS, env)
         runs = runs_folder(args.runs)
+        if runtime.ray:  # the workers start now: a bad address or count is refused here
+            from pipelines.scale import pool_for
+
+            pool_for(runtime)
     except (Refused, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

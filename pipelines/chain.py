@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -36,21 +37,29 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import __version__, drift, events
+from . import __version__, drift, events, finishing
 from .batching import OutOfMemory, Planner
 from .clips import Cancelled, ClipItem, generate_clips
 from .files import remove_partials
+from .finishing import finish, from_storyboard, shot_times
 from .images import ImageItem, check_size, generate
+from .keyframes import make_keyframes
+from .lora import loras_for
 from .models import ModelRef, check_fast, load, resolve_model
-from .overlay import fit_to, generation_size
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .scale import pool_for
 from .settings import Limits, Runtime
 from .stitch import Part, stitch
-from .storyboard import Storyboard, StoryboardError, StoryboardSource, read_storyboard_file
+from .storyboard import (
+    Storyboard,
+    StoryboardError,
+    StoryboardSource,
+    named_files,
+    read_storyboard_file,
+)
 from .timeline import write_timelines
-from .video_io import VideoWriter, audio_duration
+from .video_io import VideoWriter, audio_duration, probe
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +83,22 @@ class VideoOptions:
     steps: int | None = None
     negative_prompt: str | None = None
     audio: str | None = None  # a music file on this machine
+    loras: tuple[str, ...] | None = None  # `PATH[:SCALE]` LoRAs for the keyframe model
+    images: tuple[str, ...] | None = None  # `SHOT:PATH` start pictures (shots from 1)
+    continuity: str | None = None
+    reference: str | None = None  # a picture: `continuity: reference` unless set otherwise
+    continuity_strength: float | None = None
     max_parallel: int = 8  # clips held in memory at once (bounds RAM)
     limits: Limits = field(default_factory=Limits)
 
     def overrides(self) -> dict[str, Any]:
         """The storyboard fields these options set."""
-        names = ("seed", "fps", "width", "height", "steps", "negative_prompt", "audio")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        names = ("seed", "fps", "width", "height", "steps", "negative_prompt", "audio", "loras",
+                 "continuity", "reference", "continuity_strength")  # fmt: skip
+        given = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.reference and not self.continuity:
+            given["continuity"] = "reference"
+        return given
 
 
 @dataclass
@@ -145,8 +163,24 @@ def read_storyboard(
     sb = source.parse(limits=limits, defaults=defaults)
     changes = {"mode": mode, "model": (models.video or models.image).spec, **opts.overrides()}
     sb = sb.replace(limits=limits, **changes)
+    if opts.images:
+        sb = sb.replace(limits=limits, shots=_with_images(sb, opts.images))
     check_storyboard(sb, models, opts)
     return sb, models
+
+
+def _with_images(sb: Storyboard, images: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The storyboard's shots with `SHOT:PATH` start pictures set (shots from 1)."""
+    shots = [dataclasses.asdict(shot) for shot in sb.shots]
+    for text in images:
+        number, sep, path = str(text).partition(":")
+        if not sep or not number.strip().isdigit() or not path.strip():
+            raise ValueError(f"images: write SHOT:PATH, e.g. 2:start.png (got {text!r})")
+        k = int(number)
+        if not 1 <= k <= len(shots):
+            raise ValueError(f"images: there is no shot {k} (the storyboard has {len(shots)})")
+        shots[k - 1]["image"] = os.path.abspath(os.path.expanduser(path.strip()))
+    return shots
 
 
 def read_request(req, limits: Limits, *, runtime: Runtime | None = None, files: bool = True):
@@ -165,17 +199,13 @@ def read_request(req, limits: Limits, *, runtime: Runtime | None = None, files: 
             )
         raise ValueError("storyboard: give a storyboard file, or YAML or JSON with shots")
     opts = dataclasses.replace(req.options(limits), audio=req.audio if files else None)
-    try:
-        sb, models = read_storyboard(source, opts, text=text, runtime=runtime)
-    except StoryboardError as exc:
-        if files or exc.path != "audio":
-            raise
-        sb = None
-    if not files and (sb is None or sb.audio):
-        raise ValueError(
-            "audio: a storyboard sent to the server cannot name a file; upload the music instead"
-        )
-    return sb, models
+    if not files:  # refused before any is read: the answer must not tell which files exist
+        named = named_files(source) if text else []
+        if named:
+            fix = "upload the music instead" if named[0] == "audio" else "use the command line"
+            raise ValueError(f"{named[0]}: a storyboard sent to the server cannot name a file; "
+                             f"{fix}")  # fmt: skip
+    return read_storyboard(source, opts, text=text, runtime=runtime)
 
 
 def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None:
@@ -190,6 +220,8 @@ def check_storyboard(sb: Storyboard, models: Models, opts: VideoOptions) -> None
             audio_duration(Path(sb.audio))
         except ValueError as exc:
             raise StoryboardError("audio", str(exc).removeprefix("audio: ")) from None
+    if sb.finishing:  # captions that fit, a voice that reads: before any generation
+        finishing.check_storyboard(sb)
     if sb.total_frames > opts.limits.max_frames:
         raise ValueError(
             f"shots: {sb.total_frames} frames is over the limit of {opts.limits.max_frames}"
@@ -451,7 +483,7 @@ def _execute(ctx: _Context) -> VideoResult:
 
 
 def _execute_plan(ctx: _Context) -> VideoResult:
-    _make_keyframes(ctx)
+    make_keyframes(ctx)
     todo = [s for s in ctx.segments if s.status != "done"]
     generated = len(todo)
     with tqdm(total=len(ctx.segments), initial=len(ctx.segments) - len(todo), desc="segments",
@@ -464,44 +496,6 @@ def _execute_plan(ctx: _Context) -> VideoResult:
             bar.update(len(wave))
             todo = [s for s in todo if s.status != "done"]
     return _finish(ctx, generated)
-
-
-def _make_keyframes(ctx: _Context) -> None:
-    """One keyframe per shot (text-to-image, batched), each written as soon as it exists.
-    They are made at the image model's own pixel count with the video's aspect ratio, then
-    scaled to the video's size: an image model asked for far more pixels than it was
-    trained at repeats its subject (sd-turbo at 1280×720)."""
-    sb, run = ctx.sb, ctx.run
-    missing = [k for k in range(len(sb.shots)) if not run.keyframe(k).is_file()]
-    if not missing:
-        return
-    ref = ctx.models.image
-    p = ref.preset
-    steps = sb.steps if (sb.steps and ctx.models.video is None) else p.steps
-    guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
-    width, height = keyframe_size(ref, sb.width, sb.height)
-    jobs = [
-        ImageItem(sb.shots[k].prompt, sb.shots[k].negative_prompt, width, height,
-                 steps, guidance, sb.shots[k].seed)
-        for k in missing
-    ]  # fmt: skip
-    with tqdm(total=len(jobs), desc="keyframes", file=sys.stderr, leave=False) as bar:
-
-        def deliver(i, arr):
-            picture = Image.fromarray(drift.to_uint8(arr))
-            save_png(np.asarray(fit_to(picture, (sb.width, sb.height))), run.keyframe(missing[i]))
-            bar.update(1)
-            if ctx.cancel is not None and ctx.cancel.is_set():
-                raise Cancelled("cancelled")  # finished keyframes are on disk already
-
-        ctx.images(ref, jobs, on_result=deliver)
-
-
-def keyframe_size(ref: ModelRef, width: int, height: int) -> tuple[int, int]:
-    """The size an image model makes a keyframe of a width × height video at: about its
-    native pixel count, the video's aspect ratio, sides on its size multiple."""
-    base = round((ref.preset.width * ref.preset.height) ** 0.5)
-    return generation_size((width, height), base=base, multiple=ref.size_multiple)
 
 
 def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
@@ -636,6 +630,7 @@ def _generate(
                 last=last,
                 last_index=None if last is None else seg.frames - seg.drop - 1,
                 video=tuple(cond) if len(cond) > 1 else None,
+                loras=loras_for(shot.loras, "video"),
             )
         )
     ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip))
@@ -679,7 +674,7 @@ def _feedback(ctx: _Context, segs: list[Segment], attempt: int) -> list[np.ndarr
             jobs.append(
                 ImageItem(shot.prompt, shot.negative_prompt, sb.width, sb.height, steps, guidance,
                          _retry_seed((seg.seed + t) % 2**32, attempt), Image.fromarray(init),
-                         shot.strength)
+                         shot.strength, loras=loras_for(shot.loras, "image"))
             )  # fmt: skip
         if ctx.cancel is not None and ctx.cancel.is_set():
             raise Cancelled("cancelled")
@@ -731,9 +726,17 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
         parts.append(Part(files[0], shown, mine[-1].fade_out, tuple(files[1:])))
     audio = Path(sb.audio) if sb.audio else None
     video = run.root / f"video.{sb.format}"
+    # With cards, captions or a voice, the stitch is kept beside the finished video.
+    stitched = run.root / f"stitched.{sb.format}" if sb.finishing else video
     t0 = time.perf_counter()
-    result = stitch(parts, video, sb.fps, audio=audio, poster=run.root / "poster.jpg")
+    result = stitch(parts, stitched, sb.fps, audio=audio, poster=run.root / "poster.jpg")
     events.emit(events.Stitched(time.perf_counter() - t0))
+    if sb.finishing:
+        finish(stitched, video, from_storyboard(sb), shots=shot_times(sb))
+        info = probe(video)
+        result = dataclasses.replace(result, frames=info.frames)
+        ctx.manifest.update(stitched=stitched.name,
+                            srt=video.with_suffix(".srt").name if any(s.caption for s in sb.shots) else None)  # fmt: skip
     ctx.manifest.update(status="done", video=video.name, poster="poster.jpg")
     ctx.save()
     # The cut for an editor: the segment files with their in/out points and dissolves.

@@ -38,8 +38,12 @@ def add_request_args(p: argparse.ArgumentParser, cls: type) -> None:
                            type=Path if optional else parse)  # fmt: skip
             continue
         flags = [f"--{name.replace('_', '-')}", *spec.aliases]
+        if spec.repeat:  # `--lora A --lora B`
+            p.add_argument(*flags[::-1], dest=name, action="append", default=None,
+                           metavar=spec.metavar, help=spec.help)  # fmt: skip
+            continue
         p.add_argument(*flags, dest=name, type=parse, default=None, help=spec.help,
-                       choices=spec.choices or None)  # fmt: skip
+                       choices=spec.choices or None, metavar=spec.metavar)  # fmt: skip
 
 
 def request_from_args(cls: type, args: argparse.Namespace):
@@ -47,6 +51,7 @@ def request_from_args(cls: type, args: argparse.Namespace):
     from .requests import fields_of
 
     given = {n: getattr(args, n) for n, _, spec in fields_of(cls) if spec.cli}
+    given = {n: tuple(v) if isinstance(v, list) else v for n, v in given.items()}
     return cls(**{n: v for n, v in given.items() if v is not None})
 
 
@@ -109,6 +114,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     req = request_from_args(ImageRequest, args).checked(limits)  # loads nothing
     runtime = runtime_from_args(args)
     check_writable_folder(args.out)  # before a model is loaded, not after
+    _start_cluster(runtime)
     for r in make_images(req, args.out, runtime=runtime, limits=limits):
         print(r.path)
     return EXIT_OK
@@ -143,6 +149,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
         raise ValueError("storyboard: give a storyboard file and --out DIR (or --resume DIR)")
     from .chain import make_request
 
+    _start_cluster(runtime)
     print(make_request(req, args.out, Limits.from_env(), runtime=runtime).video)
     return EXIT_OK
 
@@ -159,6 +166,7 @@ def _resume(args: argparse.Namespace, runtime) -> int:
              and getattr(args, n) is not None]  # fmt: skip
     if fixed:
         raise ValueError(f"resume: the run folder fixes {', '.join(fixed)}; drop them")
+    _start_cluster(runtime)
     result = resume_video(args.resume, reroll=args.reroll, seed=args.seed, runtime=runtime)
     print(result.video)
     return EXIT_OK
@@ -170,10 +178,22 @@ def _cmd_thumbnails(args: argparse.Namespace) -> int:
 
     req = request_from_args(ThumbnailRequest, args)
     opts = req.options(Limits.from_env(), dry_run=args.dry_run)
-    report = make_thumbnails(req.input, args.out, opts, runtime=runtime_from_args(args))
+    runtime = runtime_from_args(args)
+    if not args.dry_run:
+        _start_cluster(runtime)
+    report = make_thumbnails(req.input, args.out, opts, runtime=runtime)
     for path in report.files:
         print(path)
     return EXIT_OK if not report.failed else EXIT_FAILED
+
+
+def _start_cluster(runtime) -> None:
+    """`--ray ADDRESS`: start the workers before anything is written, so that a bad address
+    or worker count is refused first (exit 2); the run then uses this pool."""
+    if runtime.ray:
+        from .scale import pool_for
+
+        pool_for(runtime)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

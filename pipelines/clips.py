@@ -9,6 +9,7 @@ own seeded generator, so a clip is the same alone or in a batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,20 @@ from .images import native_only_message
 from .lora import Lora, use_loras
 from .models import LoadedModel, call_parameters, preset_kwargs
 from .settings import Runtime
+
+
+class _PipelineOwnTimesteps(logging.Filter):
+    """LTX's condition pipeline hands the flow-match scheduler its own timesteps, and the
+    scheduler warns about that on every call; the schedule is the pipeline's design, not
+    ours, so that one warning is dropped (every other passes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "were passed without `sigmas`" not in record.getMessage()
+
+
+logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete").addFilter(
+    _PipelineOwnTimesteps()
+)
 
 
 @dataclass(frozen=True, eq=False)

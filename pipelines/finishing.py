@@ -15,6 +15,7 @@ import contextlib
 import functools
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import tempfile
@@ -466,6 +467,45 @@ def _mux(video: Path, sound: Path, out: Path) -> None:
 
 
 # --- entry point --------------------------------------------------------------------------------
+
+
+def from_storyboard(sb) -> Finishing:
+    """What a storyboard asks of finishing (`Storyboard.finishing`): its cards, each shot's
+    caption, its voice over the music (faded, ducked). Empty when it asks for none of them."""
+    if not sb.finishing:
+        return Finishing()
+
+    def card(c) -> Title | None:
+        return None if c is None else Title(c.text, c.seconds, c.background)
+
+    captions = [Caption(s.caption, shot=k) for k, s in enumerate(sb.shots) if s.caption]
+    return Finishing(
+        title=card(sb.title), end=card(sb.end_card), captions=tuple(captions),
+        music=Path(sb.audio) if sb.audio else None, voice=Path(sb.voice) if sb.voice else None,
+        duck_db=sb.duck_db, fade_seconds=sb.music_fade,
+    )  # fmt: skip
+
+
+def check_storyboard(sb) -> None:
+    """`check` of what a storyboard asks, before any generation; a problem is named by the
+    storyboard's own field (`shots[3].caption`, `end_card.seconds`, `audio`)."""
+    with_caption = [k for k, s in enumerate(sb.shots) if s.caption]
+    try:
+        check(from_storyboard(sb), sb.width, sb.height, sb.fps, shots=len(sb.shots),
+              fmt=sb.format)  # fmt: skip
+    except ValueError as exc:
+        name, _, problem = str(exc).partition(": ")
+        caption = re.fullmatch(r"captions\[(\d+)\]\.text", name)
+        if caption:
+            name = f"shots[{with_caption[int(caption[1])]}].caption"
+        name = {"music": "audio"}.get(name, re.sub(r"^end\b", "end_card", name))
+        raise ValueError(f"{name}: {problem}") from None
+
+
+def shot_times(sb) -> list[tuple[float, float]]:
+    """Each shot's (start, end) in seconds of the stitched video."""
+    ends = list(itertools.accumulate(sb.shot_frames()))
+    return [(a / sb.fps, b / sb.fps) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def finish(

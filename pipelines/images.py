@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from . import __version__
 from .batching import Planner, cost_key, group_indices, ladder_for, run_group
 from .device import reset_fast_state
 from .files import atomic_path, slug, write_json
-from .lora import Lora, use_loras
+from .lora import Lora, parse_lora, use_loras
 from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs, resolve_model
 from .requests import ImageRequest
 from .settings import Limits, Runtime
@@ -204,6 +205,39 @@ def generate(
     return out  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class ImageMaker:
+    """Where an order's images are made: this machine's loaded model, or the Ray workers
+    of `--ray ADDRESS` (the same `generate` runs inside each). `sampler` and `placement`
+    are what sidecars and manifests record."""
+
+    sampler: str
+    placement: dict[str, Any]
+    run: Callable[..., list[np.ndarray]]  # (items, planner=, on_result=) → images in order
+
+
+def image_maker(ref: ModelRef, runtime: Runtime, pool: Any = None) -> ImageMaker:
+    """The maker for `ref`: `pool` (a `scale.Pool`), else the runtime's own pool
+    (`--ray`), else the model loaded here. A Ray worker that cannot load the model is
+    reported in one line and left out, before the first image."""
+    from .scale import pool_for
+
+    pool = pool or pool_for(runtime)
+    if pool is not None:
+        info = pool.preload(ref, "image")
+
+        def on_pool(items, planner=None, on_result=None):  # each worker plans its own share
+            return pool.images(ref, items, on_result=on_result)
+
+        return ImageMaker(info.sampler, {**info.placement, "workers": len(pool.workers)}, on_pool)
+    loaded = load(ref, "text2img", runtime)
+
+    def here(items, planner=None, on_result=None):
+        return generate(loaded, items, runtime=runtime, planner=planner, on_result=on_result)
+
+    return ImageMaker(sampler_name(loaded.pipe), loaded.placement.describe(), here)
+
+
 def _call_image_pipe(loaded: LoadedModel, batch: list[ImageItem]) -> list[np.ndarray]:
     import torch
 
@@ -308,9 +342,10 @@ def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
     """A checked request's image items (seed, seed+1, ...); nothing runs yet."""
     ref = resolve_model(req.model, "image")
     init = read_init_image(req.init_image, req.width, req.height) if req.init_image else None
+    loras = tuple(parse_lora(text) for text in req.loras)
     items = [
         ImageItem(req.prompt, req.negative_prompt, req.width, req.height, req.steps,
-                 req.guidance, (req.seed + i) % 2**32, init, req.strength)
+                 req.guidance, (req.seed + i) % 2**32, init, req.strength, loras)
         for i in range(req.count)
     ]  # fmt: skip
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -318,10 +353,10 @@ def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
     return ImageOrder(req, ref, items, Path(out_dir), init)
 
 
-def write_image(order: ImageOrder, index: int, arr: np.ndarray, loaded: LoadedModel) -> ImageResult:
+def write_image(order: ImageOrder, index: int, arr: np.ndarray, maker: ImageMaker) -> ImageResult:
     """Write image `index` of an order: the PNG with its `parameters` chunk, and its sidecar."""
     item, ref, req = order.items[index], order.ref, order.req
-    sampler = sampler_name(loaded.pipe)
+    sampler = maker.sampler
     params = a1111_parameters(item, ref.label, sampler)
     path = order.out_dir / f"{slug(req.prompt)}-{item.seed}.png"
     save_png(to_pil(arr), path, params)
@@ -343,7 +378,8 @@ def write_image(order: ImageOrder, index: int, arr: np.ndarray, loaded: LoadedMo
             "init_image": Path(req.init_image).name if req.init_image else None,
             "strength": item.strength if order.init is not None else None,
             "parameters": params,
-            "placement": loaded.placement.describe(),
+            "loras": [{"file": Path(lo.path).name, "scale": lo.scale} for lo in item.loras],
+            "placement": maker.placement,
             "versions": package_versions(),
         },
     )
@@ -361,11 +397,11 @@ def make_images(
     """The `image` command: check, generate `count` images, write PNGs and sidecars."""
     runtime = runtime or Runtime()
     order = plan_images(req.checked(limits or Limits()), out_dir)
-    loaded = load(order.ref, "text2img", runtime)
+    maker = image_maker(order.ref, runtime)
     results: list[ImageResult | None] = [None] * len(order.items)
 
     def write(i: int, arr: np.ndarray) -> None:
-        results[i] = write_image(order, i, arr, loaded)
+        results[i] = write_image(order, i, arr, maker)
 
-    generate(loaded, order.items, runtime=runtime, planner=planner, on_result=write)
+    maker.run(order.items, planner=planner, on_result=write)
     return results  # type: ignore[return-value]

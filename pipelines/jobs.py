@@ -30,8 +30,10 @@ at once with the engine's own one-line message.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -106,6 +108,8 @@ def run_video(ctx: JobContext) -> dict[str, Any]:
     req = VideoRequest.from_json(dict(params))
     if req.audio:  # the upload, under the name the server gave it in the job's folder
         req = dataclasses.replace(req, audio=str(root / req.audio))
+    in_folder = storyboard_files(req.storyboard, lambda name: str(root / Path(name).name))
+    req = dataclasses.replace(req, storyboard=in_folder)
     opts = req.options(ctx.limits)
 
     def on_segment(segment, path) -> None:
@@ -177,8 +181,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     current batch. An exception from the call itself ends every job of the group.
     """
     from .batching import Planner
-    from .images import generate, write_image
-    from .models import load
+    from .images import image_maker, write_image
 
     outcomes: list[dict[str, Any] | Exception | None] = [None] * len(ctxs)
     orders: dict[int, ImageOrder] = {}
@@ -200,22 +203,20 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
         ctxs[k].report(progress=0.05, message=f"making {len(order.items)} image(s){shared}")
-    loaded = load(orders[next(iter(orders))].ref, "text2img", runtime)
+    maker = image_maker(orders[next(iter(orders))].ref, runtime)
 
     def deliver(n: int, arr) -> None:
         k, i = flat[n]
         ctx = ctxs[k]
         if not ctx.cancel.is_set():
-            results[k][i] = write_image(orders[k], i, arr, loaded)
+            results[k][i] = write_image(orders[k], i, arr, maker)
             made = sum(r is not None for r in results[k])
             ctx.report(progress=0.05 + 0.9 * made / len(results[k]))
         if all(ctxs[j].cancel.is_set() for j in orders):
             raise JobCancelled("cancelled")
 
-    generate(
-        loaded,
+    maker.run(
         [orders[k].items[i] for k, i in flat],
-        runtime=runtime,
         planner=Planner(runtime, max_batch=limits.max_batch),
         on_result=deliver,
     )
@@ -465,11 +466,10 @@ class JobManager:
         """A new job with the same parameters and inputs (same seeds: the same result)."""
         job = self.store.get(job_id)
         params = {k: v for k, v in job.params.items() if k not in ("reroll", "rerolls")}
-        files = {
-            params[key]: job.run_dir / params[key]
-            for key in ("audio", "input")
-            if params.get(key) and (job.run_dir / params[key]).is_file()
-        }
+        names = [params[key] for key in ("audio", "input") if params.get(key)]
+        if job.kind == "video":
+            names += look_files(params)
+        files = {name: job.run_dir / name for name in names if (job.run_dir / name).is_file()}
         return self.submit(job.kind, params, files)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25) -> Job:
@@ -620,21 +620,54 @@ class JobManager:
 # Requests into job params: what the store keeps
 
 
-def video_params(req: VideoRequest, limits: Limits) -> dict[str, Any]:
+def video_params(req: VideoRequest, limits: Limits, look=None) -> dict[str, Any]:
     """A video request checked as the server takes it (its storyboard names no file; music
     is an upload, `audio` its name in the job's folder): the request's JSON, which History
-    shows and a re-run repeats, with its length for the table."""
-    checked = req.checked(limits, files=False)
-    return checked.to_json() | checked.summary()
+    shows and a re-run repeats, with its length for the table. `look`: `look_uploads`'
+    fields and names; checked with the request, then kept in the resolved storyboard under
+    their names in the job's folder."""
+    fields, names = look or ({}, {})
+    checked = dataclasses.replace(req, **fields).checked(limits, files=False)
+    named = {os.path.normpath(path): name for path, name in names.items()}
+    storyboard = storyboard_files(checked.storyboard, lambda p: named.get(os.path.normpath(p), p))
+    kept = dataclasses.replace(checked, storyboard=storyboard, loras=None, images=None,
+                               reference=None)  # fmt: skip
+    return kept.to_json() | kept.summary()
+
+
+def storyboard_files(storyboard: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """A resolved storyboard with `rename` applied to each file of its look (start
+    pictures, the reference, LoRAs): names in a job's folder to paths, or back."""
+    sb = copy.deepcopy(storyboard)
+    if sb.get("reference"):
+        sb["reference"] = rename(sb["reference"])
+    for lora in [*sb.get("loras", []), *(lo for s in sb["shots"] for lo in s.get("loras", []))]:
+        lora["file"] = rename(lora["file"])
+    for shot in sb["shots"]:
+        if shot.get("image"):
+            shot["image"] = rename(shot["image"])
+    return sb
+
+
+def look_files(params: Mapping[str, Any]) -> list[str]:
+    """The names of a video job's look uploads in its folder."""
+    names: list[str] = []
+    storyboard_files(params["storyboard"], lambda name: names.append(name) or name)
+    return sorted(set(names))
 
 
 def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
     """What a video job with these params would make: the plan as `python -m pipelines
-    video --dry-run` prints it. Nothing is loaded."""
+    video --dry-run` prints it. Nothing is loaded; uploads change no plan and are left out."""
     from .chain import plan_request
 
-    req = VideoRequest.from_json(dict(params))  # music changes no plan: its upload is left out
-    return plan_request(dataclasses.replace(req, audio=None), limits or Limits())
+    req = VideoRequest.from_json(dict(params))
+    sb = copy.deepcopy(req.storyboard)
+    sb.update(reference=None, loras=[],
+              continuity="none" if sb.get("continuity") == "reference" else sb.get("continuity"))  # fmt: skip
+    for shot in sb["shots"]:
+        shot.update(image=None, loras=[])
+    return plan_request(dataclasses.replace(req, audio=None, storyboard=sb), limits or Limits())
 
 
 def image_params(req: ImageRequest, limits: Limits) -> dict[str, Any]:

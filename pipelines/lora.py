@@ -69,6 +69,12 @@ def check_lora(lora: Lora, field: str = "lora") -> Lora:
     return Lora(str(path.resolve()), float(lora.scale))
 
 
+def loras_for(uses, model: str) -> tuple[Lora, ...]:
+    """The LoRAs of a storyboard's list (`storyboard.LoraUse`) that patch `model`: the
+    run's `image` model or its `video` model."""
+    return tuple(Lora(u.file, u.scale) for u in uses if u.model == model)
+
+
 def adapter_name(lora: Lora) -> str:
     """A stable adapter name for a file as it is now."""
     stat = Path(lora.path).stat()

@@ -14,6 +14,7 @@ fix. `to_json()`/`from_json()` are what the job store keeps. Each face reads
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import typing
 from collections.abc import Sequence
@@ -23,11 +24,13 @@ from typing import Any
 
 from .checks import Check, check_value, number, text
 from .settings import Limits
-from .storyboard import MIN_SIDE, MODES, SEED_MAX
+from .storyboard import CONTINUITY, MIN_SIDE, MODES, SEED_MAX
 
 THUMBNAIL_FORMATS = ("jpg", "png")
 AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".m4a", ".aac", ".flac")
 ROWS_SUFFIXES = (".csv", ".jsonl", ".txt")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+LORA_SUFFIXES = (".safetensors",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Option:
     ui: bool = True  # an input of the page and a parameter of the API
     positional: bool = False  # the command's positional argument
     aliases: tuple[str, ...] = ()  # older flag spellings the CLI keeps
+    repeat: bool = False  # a list: the flag may be given more than once
+    metavar: str | None = None  # how the CLI's help writes the flag's value
 
 
 def option(default: Any, help: str, check: Check | None = None, **how: Any) -> Any:
@@ -116,6 +121,26 @@ class VideoRequest(Request):
     audio: str | None = option(None, "music for the video (replaces the storyboard's)")
     image_model: str | None = option(None, "the keyframe model (and every frame's in feedback "
                                      "mode); default sd-turbo, or the tiny twin")  # fmt: skip
+    # Files on this machine (CLI), or uploads' names in the job's folder (UI, API); each is
+    # checked (a picture, a safetensors LoRA) when the storyboard is read.
+    loras: tuple[str, ...] | None = option(None, "LoRAs for the keyframe model, over the "
+                                           "storyboard's: PATH or PATH:SCALE (again for more)",
+                                           repeat=True, aliases=("--lora",),
+                                           metavar="PATH[:SCALE]")  # fmt: skip
+    lora_scale: float | None = option(None, "how strongly the uploaded LoRAs apply",
+                                      number(-4, 4), cli=False)  # fmt: skip
+    images: tuple[str, ...] | None = option(None, "a picture as a shot's first frame, "
+                                            "SHOT:PATH with shots counted from 1 (again for "
+                                            "more)", repeat=True, aliases=("--image",),
+                                            metavar="SHOT:PATH")  # fmt: skip
+    continuity: str | None = option(None, "one look across shots: later keyframes start from "
+                                    "the previous shot's or from the reference picture",
+                                    choices=CONTINUITY)  # fmt: skip
+    reference: str | None = option(None, "the picture every keyframe starts from (sets "
+                                   "continuity: reference)")  # fmt: skip
+    continuity_strength: float | None = option(None, "how much of the previous keyframe or the "
+                                               "reference carries on (0 to 1)",
+                                               number(0, 1, lo_open=True, hi_open=True))  # fmt: skip
     # Checked against the model (its legal clip lengths) when the storyboard is read.
     clip_frames: int | None = option(None, "frames per clip (default: the model's)",
                                      number(None, None, integer=True))  # fmt: skip
@@ -162,6 +187,9 @@ class ImageRequest(Request):
                                      ui=False, aliases=("--init",))  # fmt: skip
     strength: float = option(0.6, "with an init image: how far to move from it",
                              number(0, 1, lo_open=True), ui=False)  # fmt: skip
+    loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
+                                    "for more)", ui=False, repeat=True,
+                                    aliases=("--lora",), metavar="PATH[:SCALE]")  # fmt: skip
 
     def checked(self, limits: Limits) -> ImageRequest:
         """The request as it will run: fields checked, the model resolved, what it decides
@@ -179,7 +207,7 @@ class ImageRequest(Request):
         req = dataclasses.replace(req, **image_defaults(req, ref, limits))
         if req.init_image is not None:
             read_init_image(Path(req.init_image), req.width, req.height)
-        return req
+        return dataclasses.replace(req, loras=_checked_loras(req.loras))
 
 
 @dataclass(frozen=True)
@@ -195,15 +223,27 @@ class ThumbnailRequest(Request):
     format: str = option("jpg", "jpg (kept under 2 MB) or png", choices=THUMBNAIL_FORMATS)
     from_video: Path | None = option(None, "pick frames from a run folder or a video file",
                                      ui=False)  # fmt: skip
+    loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
+                                    "for more)", ui=False, repeat=True,
+                                    aliases=("--lora",), metavar="PATH[:SCALE]")  # fmt: skip
 
     def options(self, limits: Limits, *, dry_run: bool = False):
         """The engine's options for this request, checked (one line naming the field)."""
         from .thumbnails import ThumbnailOptions
 
         self.check_fields(limits)
+        _checked_loras(self.loras)
         shared = [f.name for f in dataclasses.fields(ThumbnailOptions) if hasattr(self, f.name)]
         return ThumbnailOptions(**{n: getattr(self, n) for n in shared}, dry_run=dry_run,
                                 limits=limits)  # fmt: skip
+
+
+def _checked_loras(loras) -> tuple[str, ...]:
+    """`PATH[:SCALE]` LoRAs, each checked (safetensors, readable, LoRA weights), with
+    absolute paths."""
+    from .lora import parse_lora
+
+    return tuple(f"{lora.path}:{lora.scale:g}" for lora in map(parse_lora, loras or ()))
 
 
 def _video_checked(req: VideoRequest, limits: Limits, runtime, files: bool) -> VideoRequest:
@@ -255,3 +295,58 @@ def check_audio(path: str | Path, limits: Limits) -> str:
         reason = str(exc).rpartition(": ")[2]
         raise ValueError(f"audio: the upload is not music Reelchain can read ({reason})") from None
     return suffix
+
+
+def look_uploads(
+    values: dict[str, Any], scale: float | None, limits: Limits
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A video request's uploaded LoRAs, start pictures and reference picture (their type
+    and size checked): the request fields that point at the uploads, and the name each
+    upload is kept under in the job's folder (the server's choice, never the uploader's).
+    A start picture goes to the shot its file name numbers (`2.png`: shot 2), the others
+    to the shots in order."""
+    fields: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    loras = _upload_paths(values.get("loras"))
+    for i, path in enumerate(loras, start=1):
+        names[path] = f"lora-{i}" + check_upload(path, LORA_SUFFIXES, limits, "loras")
+    if loras:
+        fields["loras"] = tuple(f"{path}:{1.0 if scale is None else scale:g}" for path in loras)
+    pictures = _upload_paths(values.get("images"))
+    for k, path in _numbered(pictures):
+        names[path] = f"shot-{k}" + check_upload(path, PICTURE_SUFFIXES, limits, "images")
+    if pictures:
+        fields["images"] = tuple(f"{k}:{path}" for k, path in _numbered(pictures))
+    reference = _upload_paths(values.get("reference"))
+    if reference:
+        names[reference[0]] = "reference" + check_upload(
+            reference[0], PICTURE_SUFFIXES, limits, "reference"
+        )
+        fields["reference"] = reference[0]
+    return fields, names
+
+
+def _upload_paths(value: Any) -> list[str]:
+    """An upload input's file paths (one file, several, or none)."""
+    if value in (None, "", [], ()):
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    return [str(Path(getattr(v, "path", v) if not isinstance(v, dict) else v["path"]))
+            for v in items]  # fmt: skip
+
+
+def _numbered(paths: list[str]) -> list[tuple[int, str]]:
+    """(shot, path) pairs: the number in a file's name, else the next shot without one."""
+    import re
+
+    fixed = {}
+    for path in paths:
+        match = re.search(r"(\d+)", Path(path).stem)
+        if match and int(match[1]) >= 1 and int(match[1]) not in fixed:
+            fixed[int(match[1])] = path
+    free = (k for k in itertools.count(1) if k not in fixed)
+    out = dict(fixed)
+    for path in paths:
+        if path not in fixed.values():
+            out[next(free)] = path
+    return sorted(out.items())

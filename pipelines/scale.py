@@ -488,6 +488,8 @@ class Pool:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
                 for f in sorted(done, key=index.__getitem__):
+                    if cancel is not None and cancel.is_set():  # `on_result` may set it
+                        raise Cancelled("cancelled")
                     out[index[f]] = f.result()
                     if on_result:
                         on_result(index[f], out[index[f]])
@@ -835,8 +837,8 @@ def _connect(ray, address: str) -> bool:
     """Connect to Ray (start a private instance for `local`); True if this call did."""
     if ray.is_initialized():
         return False
-    if address == "local":
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    if address == "local":  # "local", not None: None would join a cluster found on this machine
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
         return True
     # Workers on other nodes import this package from the driver's copy.
     env = {"py_modules": [str(Path(__file__).resolve().parent)]}

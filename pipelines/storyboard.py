@@ -56,6 +56,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,11 @@ from .checks import (
 from .settings import Limits  # one set of caps for every face
 
 MODES = ("continue", "keyframes", "feedback")
+CONTINUITY = ("none", "previous", "reference")
+LORAS_MODES = ("add", "replace")
+LORA_MODELS = ("image", "video")
+MAX_DUCK_DB = 60.0
+MAX_CARD_SECONDS = 60.0
 TRANSITIONS = ("cut", "crossfade")
 FORMATS = ("mp4", "webm", "gif")
 SUFFIXES = {".json": "json", ".txt": "txt", ".yaml": "yaml", ".yml": "yaml"}
@@ -118,6 +124,27 @@ class Motion:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """A LoRA file, how strongly it applies, and which of the run's models it patches: the
+    image model (keyframes, and every frame in feedback mode) or the video model."""
+
+    # `file`, not `path`: gradio_client takes any {"path": text} in an API answer for a file
+    # to download, and the job API answers with the storyboard.
+    file: str
+    scale: float = 1.0
+    model: str = "image"
+
+
+@dataclass(frozen=True)
+class Card:
+    """A title card before the video, or an end card after it."""
+
+    text: str
+    seconds: float = 2.0
+    background: str = "black"  # a colour name or #rrggbb, first_frame or last_frame
+
+
+@dataclass(frozen=True)
 class Shot:
     """One resolved shot. ``transition`` is how this shot hands over to the next one;
     ``transition_seconds`` is 0.0 for a cut. ``motion`` and ``strength`` are only read in
@@ -131,6 +158,10 @@ class Shot:
     transition_seconds: float
     motion: Motion
     strength: float
+    image: str | None = None  # a picture that is this shot's first frame (its keyframe)
+    caption: str | None = None  # burned in under the shot, and in the .srt
+    loras: tuple[LoraUse, ...] = ()  # resolved: the storyboard's plus (or instead of) its own
+    loras_mode: str = "replace"  # as resolved, `loras` is the whole list
 
 
 @dataclass(frozen=True)
@@ -151,7 +182,24 @@ class Storyboard:
     steps: int | None
     guidance: float | None
     format: str
+    # Keyword-only, so that they may stand before `shots` (the field table's order).
+    loras: tuple[LoraUse, ...] = dc_field(default=(), kw_only=True)
+    # none | previous | reference: later keyframes from earlier ones, or from `reference`
+    continuity: str = dc_field(default="none", kw_only=True)
+    reference: str | None = dc_field(default=None, kw_only=True)
+    continuity_strength: float = dc_field(default=0.5, kw_only=True)  # how much carries on
+    title: Card | None = dc_field(default=None, kw_only=True)
+    end_card: Card | None = dc_field(default=None, kw_only=True)
+    voice: str | None = dc_field(default=None, kw_only=True)  # the music ducks under it
+    duck_db: float = dc_field(default=12.0, kw_only=True)
+    music_fade: float = dc_field(default=1.0, kw_only=True)  # seconds, with finishing
     shots: tuple[Shot, ...]
+
+    @property
+    def finishing(self) -> bool:
+        """Whether anything is added after the stitch (otherwise the stitch is the video)."""
+        return bool(self.title or self.end_card or self.voice
+                    or any(shot.caption for shot in self.shots))  # fmt: skip
 
     @property
     def total_seconds(self) -> float:
@@ -176,6 +224,8 @@ class Storyboard:
         """The resolved storyboard as plain JSON-ready data (what storyboard.json holds)."""
         data = dataclasses.asdict(self)
         data["shots"] = list(data["shots"])
+        for record in (data, *data["shots"]):
+            record["loras"] = list(record["loras"])
         return data
 
     @classmethod
@@ -213,6 +263,10 @@ class Storyboard:
                     shot["seed"] = None
                 if "negative_prompt" in changes and shot["negative_prompt"] == self.negative_prompt:
                     shot["negative_prompt"] = None
+                if "loras" in changes:  # shots that added to the old list add to the new
+                    old = data["loras"]
+                    if shot["loras"][: len(old)] == old:
+                        shot["loras"] = [*changes["loras"], *shot["loras"][len(old) :]]
         data.update(changes)
         return _build(data, Env.make(None, limits))
 
@@ -231,6 +285,26 @@ class StoryboardSource:
         return parse_storyboard(
             self.text, base_dir=self.base_dir, limits=limits, fmt=self.fmt, defaults=defaults
         )
+
+
+FILE_FIELDS = ("audio", "reference", "voice", "loras")  # storyboard keys that name files
+SHOT_FILE_FIELDS = ("image", "loras")
+
+
+def named_files(text: str) -> list[str]:
+    """The fields of a storyboard's text that name files (`audio`, `shots[2].image`, ...):
+    a server refuses those before reading any of them."""
+    data = _load_data(text, None)
+    if isinstance(data, list | tuple):
+        data = {"shots": data}
+    if not isinstance(data, Mapping):
+        return []
+    named = [k for k in FILE_FIELDS if data.get(k)]
+    shots = data.get("shots")
+    for index, shot in enumerate(shots if isinstance(shots, list | tuple) else []):
+        if isinstance(shot, Mapping):
+            named += [f"shots[{index}].{k}" for k in SHOT_FILE_FIELDS if shot.get(k)]
+    return named
 
 
 def read_storyboard_file(path: str | os.PathLike[str]) -> StoryboardSource:
@@ -438,7 +512,7 @@ class _Field:
     missing: str = "is required"
 
 
-def _audio(value: Any, site: Site) -> str:
+def _file(value: Any, site: Site) -> str:
     """An existing file, relative to the storyboard's folder; resolved to an absolute path
     so the resolved storyboard no longer depends on where it was read from."""
     if not isinstance(value, str) or not value.strip():
@@ -454,6 +528,86 @@ def _audio(value: Any, site: Site) -> str:
     if not path.is_file():
         raise Invalid(f"not a file: {value!r}")
     return os.path.normpath(path)
+
+
+_audio = _file  # read as audio where the model is known (`chain.check_storyboard`)
+
+
+def _picture(value: Any, site: Site) -> str:
+    """An existing file that opens as a picture of sane size (a decompression bomb is
+    refused before it is decoded)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = _file(value, site)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise Invalid(f"{value!r} has too many pixels to be a picture to start from") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise Invalid(f"{value!r} is not a picture (use a PNG, JPEG or WebP)") from None
+    return path
+
+
+_LORA_FIELDS = (
+    _Field("file", _file, missing="is required (a .safetensors file)"),
+    _Field("scale", number(-4, 4), 1.0),
+    _Field("model", choice(LORA_MODELS), "image"),
+)
+
+
+def _loras(value: Any, site: Site) -> tuple[LoraUse, ...]:
+    """LoRA files: mappings `{file, scale, model}` or `FILE[:SCALE]` strings; each must be a
+    readable safetensors file holding LoRA weights."""
+    from .lora import Lora, check_lora
+
+    if not isinstance(value, list | tuple):
+        raise Invalid(f"must be a list of LoRAs (got {show(value)})")
+    out = []
+    for index, item in enumerate(value):
+        path = f"{site.path}[{index}]"
+        if isinstance(item, str):
+            name, _, scale = item.rpartition(":")
+            item = {"file": name, "scale": float(scale)} if _is_number(scale) and name else {
+                "file": item}  # fmt: skip
+        use = LoraUse(**_parse_record(item, _LORA_FIELDS, path, site.env))
+        try:
+            check_lora(Lora(use.file, use.scale), path)
+        except ValueError as exc:
+            raise StoryboardError(path, str(exc).partition(": ")[2]) from None
+        out.append(use)
+    return tuple(out)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _card(value: Any, site: Site) -> Card:
+    """A card: its text alone, or `{text, seconds, background}`."""
+    from PIL import ImageColor
+
+    if isinstance(value, str):
+        value = {"text": value}
+    card = Card(**_parse_record(value, _CARD_FIELDS, site.path, site.env))
+    if card.background not in ("first_frame", "last_frame"):
+        try:
+            ImageColor.getrgb(card.background)
+        except ValueError:
+            raise StoryboardError(
+                f"{site.path}.background",
+                f"{card.background!r} is not a colour (use a name, #rrggbb, first_frame or "
+                "last_frame)",
+            ) from None
+    return card
 
 
 def _record(fields: tuple[_Field, ...], build: Callable[..., Any]) -> Check:
@@ -485,7 +639,12 @@ def _shots(value: Any, site: Site) -> tuple[Shot, ...]:
             "storyboard_seed": site.scope["seed"],
             "storyboard_negative_prompt": site.scope["negative_prompt"],
         }
-        shots.append(Shot(**_parse_record(item, _SHOT_FIELDS, path, site.env, inherited)))
+        values = _parse_record(item, _SHOT_FIELDS, path, site.env, inherited)
+        own = values["loras"] or ()
+        if values["loras_mode"] == "add":
+            own = (*site.scope["loras"], *own)
+        values.update(loras=tuple(own), loras_mode="replace")  # resolved: the whole list
+        shots.append(Shot(**values))
     return tuple(shots)
 
 
@@ -520,6 +679,16 @@ _SHOT_FIELDS = (
     ),
     _Field("motion", _record(_MOTION_FIELDS, Motion), Motion()),
     _Field("strength", number(0, 1, lo_open=True, hi_open=True), 0.45),
+    _Field("image", _picture, None),
+    _Field("caption", text(), None),
+    _Field("loras", _loras, None),
+    _Field("loras_mode", choice(LORAS_MODES), "add"),
+)
+
+_CARD_FIELDS = (
+    _Field("text", text(required=True), missing="must be non-empty text"),
+    _Field("seconds", number(0, MAX_CARD_SECONDS, lo_open=True), Card.seconds),
+    _Field("background", text(required=True), Card.background),
 )
 
 _SIDE = number(MIN_SIDE, "max_side", integer=True, multiple_of=SIDE_MULTIPLE)
@@ -539,6 +708,15 @@ _STORYBOARD_FIELDS = (
     _Field("steps", number(1, "max_steps", integer=True), None),
     _Field("guidance", number(0, MAX_GUIDANCE), None),
     _Field("format", choice(FORMATS), "mp4"),
+    _Field("loras", _loras, ()),
+    _Field("continuity", choice(CONTINUITY), "none"),
+    _Field("reference", _picture, None),
+    _Field("continuity_strength", number(0, 1, lo_open=True, hi_open=True), 0.5),
+    _Field("title", _card, None),
+    _Field("end_card", _card, None),
+    _Field("voice", _file, None),
+    _Field("duck_db", number(0, MAX_DUCK_DB), 12.0),
+    _Field("music_fade", number(0, 60), 1.0),
     _Field("shots", _shots, missing="at least one shot is required"),
 )
 
@@ -602,8 +780,19 @@ def _build(data: Any, env: Env) -> Storyboard:
     return storyboard
 
 
+def _check_continuity(storyboard: Storyboard) -> None:
+    """`continuity: reference` needs its picture; a picture needs that continuity."""
+    if storyboard.continuity == "reference" and storyboard.reference is None:
+        raise StoryboardError("reference", "continuity: reference needs a picture here")
+    if storyboard.reference is not None and storyboard.continuity != "reference":
+        raise StoryboardError(
+            "reference", "only applies to continuity: reference; set it or remove reference"
+        )
+
+
 def _check_shots(storyboard: Storyboard, limits: Limits) -> None:
     """Rules that span shots: crossfades against their neighbours, total length, frames."""
+    _check_continuity(storyboard)
     shots = storyboard.shots
     for index, shot in enumerate(shots):
         path = f"shots[{index}]"

@@ -47,6 +47,7 @@ from .files import (
     slug,
     write_json,
 )
+from .lora import parse_lora
 from .settings import Limits, Runtime
 
 FORMATS = ("jpg", "png")
@@ -76,6 +77,7 @@ class ThumbnailOptions:
     variants: int = 1  # images per row (seeds seed, seed+1, ...), or frames from a video
     format: str = "jpg"  # jpg (kept under 2 MB) | png
     from_video: Path | None = None  # a run folder or a video file: its frames, no model
+    loras: tuple[str, ...] = ()  # `PATH[:SCALE]` LoRAs for the image model
     dry_run: bool = False  # validate the input only; load nothing, write nothing
     limits: Limits = field(default_factory=Limits.from_env, compare=False, repr=False)
 
@@ -486,6 +488,7 @@ def _generate_rows(
     """Generate the rows' images in planned batches; each thumbnail is written as soon as its
     image exists, and carries its row's fingerprint (so a killed batch knows it is done)."""
     preset = ref.preset
+    loras = tuple(parse_lora(text) for text in opts.loras)
     jobs = [
         images.ImageItem(
             prompt=w.row.prompt,
@@ -495,14 +498,15 @@ def _generate_rows(
             steps=preset.steps,
             guidance=preset.guidance,
             seed=seed,
+            loras=loras,
         )
         for w in todo
         for seed in w.seeds
     ]
     owners = [(w, i) for w in todo for i in range(len(w.seeds))]
     generated = 0
-    loaded = models.load(ref, "text2img", runtime)
-    sampler = images.sampler_name(loaded.pipe)
+    maker = images.image_maker(ref, runtime or Runtime())
+    sampler = maker.sampler
     bar = tqdm(total=len(jobs), desc="thumbnails", unit="img", file=sys.stderr, leave=False)
 
     def write(index: int, arr) -> None:
@@ -535,7 +539,7 @@ def _generate_rows(
             manifest.save()
 
     try:
-        images.generate(loaded, jobs, runtime=runtime, planner=planner, on_result=write)
+        maker.run(jobs, planner=planner, on_result=write)
     finally:
         bar.close()
         manifest.save(force=True)
@@ -573,6 +577,7 @@ def _plan_row(row: Row, opts: ThumbnailOptions, ref: models.ModelRef, base: int)
         steps=ref.preset.steps,
         guidance=ref.preset.guidance,
         generation_size=gen,
+        **({"loras": list(opts.loras)} if opts.loras else {}),  # none: as before LoRAs existed
     )
     entry = {
         "line": row.line,

@@ -95,11 +95,12 @@ def read_cut(run_dir: str | Path) -> RunCut:
     by_shot = [[s for s in segments if s["shot"] == k] for k in range(n_shots)]
     shots = [_shot_cuts(root, segs) for segs in by_shot]
     fades = [segs[-1].get("fade_out", 0) for segs in by_shot]
-    frames = probe(root / manifest["video"]).frames
+    cut = manifest.get("stitched") or manifest["video"]  # the stitch, before any title card
+    frames = probe(root / cut).frames
     placed = sum(c.record for shot in shots for c in shot)
     if placed != frames:
         raise ValueError(
-            f"run: {manifest['video']} has {frames} frames but its segments make {placed}; "
+            f"run: {cut} has {frames} frames but its segments make {placed}; "
             "stitch it again with `video --resume`"
         )
     audio = storyboard.get("audio")

@@ -13,8 +13,9 @@ from conftest import TWO_SHOTS
 from PIL import Image
 
 from pipelines import batching, chain, clips, device, models
-from pipelines.chain import VideoOptions, keyframe_size, make_video
+from pipelines.chain import VideoOptions, make_video
 from pipelines.clips import ClipItem, generate_clips
+from pipelines.keyframes import keyframe_size
 from pipelines.models import load, resolve_model
 from pipelines.settings import Runtime
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,143 @@ def test_a_video_made_on_two_workers_is_frame_identical_to_a_local_one(pool, tmp
     assert a.shape == b.shape and np.array_equal(a, b)
     manifest = (tmp_path / "there" / "manifest.json").read_text()
     assert '"workers": 2' in manifest
+
+
+def on_the_pool(pool, monkeypatch) -> Runtime:
+    """A runtime that asks for `--ray local --workers 2`, answered by the module's pool."""
+    from pipelines import scale
+
+    monkeypatch.setitem(scale._POOLS, ("local", 2), pool)
+    return dataclasses.replace(RUNTIME, ray="local", workers=2)
+
+
+def test_thumbnails_and_images_on_two_workers_match_a_local_run(pool, tmp_path, monkeypatch):
+    from pipelines.images import make_images
+    from pipelines.requests import ImageRequest
+    from pipelines.thumbnails import ThumbnailOptions, make_thumbnails
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,title\n" + "".join(f"a lighthouse {i},Take {i}\n" for i in range(6)))
+    opts = ThumbnailOptions(model="tiny", preset="128x72", variants=2)
+    ray_runtime = on_the_pool(pool, monkeypatch)
+    here = make_thumbnails(rows, tmp_path / "here", opts, runtime=RUNTIME)
+    done_before = [w.done for w in pool.workers]
+    there = make_thumbnails(rows, tmp_path / "there", opts, runtime=ray_runtime)
+    assert [p.name for p in there.files] == [p.name for p in here.files]  # row order
+    assert len(here.files) == 12
+    assert all(
+        a.read_bytes() == b.read_bytes() for a, b in zip(here.files, there.files, strict=True)
+    )
+    assert all(
+        w.done > d for w, d in zip(pool.workers, done_before, strict=True)
+    )  # both workers made some
+
+    req = ImageRequest("a red kite", count=3, model="tiny")
+    a = make_images(req, tmp_path / "img-here", runtime=RUNTIME)
+    b = make_images(req, tmp_path / "img-there", runtime=ray_runtime)
+    assert [x.path.read_bytes() for x in a] == [y.path.read_bytes() for y in b]
+    assert '"workers": 2' in b[0].sidecar.read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (
+            ["--ray", "local", "--workers", "0"],
+            "error: workers: must be a whole number ≥ 1 (got 0)",
+        ),
+        (["--ray", "127.0.0.1:1", "--workers", "1"], "error: ray: cannot reach 127.0.0.1:1"),
+        (["--workers", "2"], "error: workers: they are Ray workers; give --ray ADDRESS too"),
+    ],
+)
+@pytest.mark.parametrize("command", ["image", "video", "thumbnails", "app"])
+def test_every_face_refuses_a_bad_cluster_in_one_line(tmp_path, command, flags, error):
+    from conftest import ROOT, TWO_SHOTS
+
+    story = tmp_path / "story.yaml"
+    story.write_text(TWO_SHOTS)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt\na lighthouse\n")
+    argv = {
+        "image": ["-m", "pipelines", "image", "a kite", "--model", "tiny", "--out", str(tmp_path)],
+        "video": ["-m", "pipelines", "video", str(story), "--model", "tiny", "--out",
+                  str(tmp_path / "run")],
+        "thumbnails": ["-m", "pipelines", "thumbnails", str(rows), "--model", "tiny", "--out",
+                       str(tmp_path / "thumbs")],
+        "app": ["app.py", "--model", "tiny", "--runs", str(tmp_path / "runs")],
+    }[command]  # fmt: skip
+    out = subprocess.run([sys.executable, *argv, *flags], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(error), out.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "thumbs").exists()
+
+
+def test_the_web_ui_runs_its_jobs_on_two_workers(tmp_path, one_thread):
+    """`app.py --ray local --workers 2`: jobs made on the workers, through gradio_client,
+    are the same as a local run; the job store and History stay on this (the head) node."""
+    from conftest import Server
+
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.thumbnails import ThumbnailOptions, make_thumbnails
+    from pipelines.video_io import read_frames
+
+    runs = tmp_path / "runs"
+    server = Server(runs, {"REELCHAIN_BATCH_SIZE": "1"}, args=("--ray", "local", "--workers", "2"))
+    server.start(timeout=240)
+    try:
+        client = server.client()
+        video = client.predict(STORY, model="tiny", api_name="/video")
+        rows = "prompt,title\n" + "".join(f"a kite {i},Kite {i}\n" for i in range(4))
+        images, _, _ = client.predict(rows, preset="128x72", api_name="/thumbnails")
+        jobs = client.predict(api_name="/jobs")
+    finally:
+        server.stop()
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY)
+    here = make_video(story, tmp_path / "here", VideoOptions(model="tiny"), runtime=RUNTIME)
+    a, b = (np.stack(list(read_frames(v))) for v in (here.video, video))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    (tmp_path / "rows.csv").write_text(rows)
+    local_thumbs = make_thumbnails(tmp_path / "rows.csv", tmp_path / "thumbs",
+                                   ThumbnailOptions(model="tiny", preset="128x72"), runtime=RUNTIME)  # fmt: skip
+    assert [Path(i["image"]).read_bytes() for i in images] == [
+        p.read_bytes() for p in local_thumbs.files
+    ]
+    assert [j["status"] for j in jobs] == ["done", "done"]
+    video_job = next(j for j in jobs if j["kind"] == "video")
+    assert '"workers": 2' in (runs / video_job["id"] / "manifest.json").read_text()
+    assert (runs / "jobs.sqlite3").is_file()
+
+
+def test_a_killed_driver_is_finished_by_resume_on_one_machine(tmp_path, one_thread):
+    """`video --ray local --workers 2` SIGKILLed after its first segments; `video --resume`
+    without Ray finishes the run, frame-identical to a run that was never on Ray."""
+    from conftest import ROOT
+
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.video_io import read_frames
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY)
+    env = {**os.environ, "REELCHAIN_BATCH_SIZE": "1", "OMP_NUM_THREADS": "1"}  # as the workers
+    base = [sys.executable, "-m", "pipelines", "video"]
+    driver = subprocess.Popen([*base, str(story), "--model", "tiny", "--out", str(tmp_path / "run"),
+                               "--ray", "local", "--workers", "2"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    segments = tmp_path / "run" / "segments"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        if segments.is_dir() and len(list(segments.glob("*.mp4"))) >= 1:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)  # the driver alone: its Ray workers are orphaned
+    driver.wait(30)
+    assert not (tmp_path / "run" / "video.mp4").exists()
+    done = subprocess.run([*base, "--resume", str(tmp_path / "run")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    here = make_video(story, tmp_path / "here", VideoOptions(model="tiny"), runtime=RUNTIME)
+    a, b = (np.stack(list(read_frames(v))) for v in (here.video, tmp_path / "run" / "video.mp4"))
+    assert a.shape == b.shape and np.array_equal(a, b)

@@ -124,6 +124,15 @@ def test_defaults_are_filled_in() -> None:
         "steps": None,
         "guidance": None,
         "format": "mp4",
+        "loras": [],
+        "continuity": "none",
+        "reference": None,
+        "continuity_strength": 0.5,
+        "title": None,
+        "end_card": None,
+        "voice": None,
+        "duck_db": 12.0,
+        "music_fade": 1.0,
         "shots": [
             {
                 "prompt": "a boat",
@@ -134,6 +143,10 @@ def test_defaults_are_filled_in() -> None:
                 "transition_seconds": 0.0,
                 "motion": {"zoom": 1.0, "pan_x": 0.0, "pan_y": 0.0, "rotate": 0.0},
                 "strength": 0.45,
+                "image": None,
+                "caption": None,
+                "loras": [],
+                "loras_mode": "replace",
             }
         ],
     }
@@ -297,7 +310,9 @@ def test_unknown_top_level_key_suggests_the_closest() -> None:
     message = error_of(two_shots(fsp=8))
     assert message == (
         "storyboard: unknown key 'fsp' (allowed: mode, fps, width, height, seed, model, "
-        "negative_prompt, audio, interpolate, color_match, steps, guidance, format, shots); "
+        "negative_prompt, audio, interpolate, color_match, steps, guidance, format, loras, "
+        "continuity, reference, continuity_strength, title, end_card, voice, duck_db, "
+        "music_fade, shots); "
         "did you mean 'fps'?"
     )
 

@@ -87,7 +87,8 @@ def assert_refused(server: Server, api: str, data: list, phrase: str) -> None:
 
 def video_inputs(**changes) -> list:
     names = ["storyboard", "model", "mode", "fps", "width", "height", "seed", "steps",
-             "negative_prompt", "audio", "image_model", "clip_frames"]  # fmt: skip
+             "negative_prompt", "audio", "image_model", "loras", "lora_scale", "images",
+             "continuity", "reference", "continuity_strength", "clip_frames"]  # fmt: skip
     values = dict.fromkeys(names)
     values["storyboard"] = SHORT
     values.update(changes)
@@ -100,8 +101,8 @@ BOMB = "shots:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"  - &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
 )
 VIDEO_CASES = [  # (inputs, phrase), each sent to /video and to /plan (item 13: the same checks)
-    ([], "takes 12 values (storyboard, model, mode, fps"),  # item 14: too few inputs
-    ([SHORT], "takes 12 values"),
+    ([], "takes 18 values (storyboard, model, mode, fps"),  # item 14: too few inputs
+    ([SHORT], "takes 18 values"),
     (video_inputs()[:9], "got 9; send null for any left at its default"),
     (video_inputs(fps="abc"), "fps: must be an integer (got 'abc')"),  # item 14
     (video_inputs(fps=NAN), "fps: must be a finite number (got nan)"),
@@ -129,10 +130,15 @@ VIDEO_CASES = [  # (inputs, phrase), each sent to /video and to /plan (item 13: 
     (video_inputs(storyboard=BOMB), "shots[0]: must be a mapping or a prompt string (got a list)"),
     (video_inputs(storyboard="shots:\n" + "  - a\n" * 501), "at most 500 shots are allowed"),
     (video_inputs(storyboard=SHORT + "colour: red\n"), "unknown key 'colour'"),
-    (video_inputs(model="nonsense"), "model: 'nonsense' is not in the list of choices (tiny, "),
+    (video_inputs(model="nonsense"), "model: 'nonsense' is not in the list of choices (auto, tiny, "),
     (video_inputs(mode="sideways"), "mode: 'sideways' is not in the list of choices"),
     (video_inputs(negative_prompt=5), "negative_prompt: must be text"),
     (video_inputs(audio="/etc/passwd"), "audio: must be an uploaded file"),
+    (video_inputs(loras=["/etc/passwd"]), "loras: must be an uploaded file"),
+    (video_inputs(reference="/etc/passwd"), "reference: must be an uploaded file"),
+    (video_inputs(continuity="sideways"), "continuity: 'sideways' is not in the list of choices"),
+    (video_inputs(continuity_strength="2"), "continuity_strength: must be > 0 and < 1"),
+    (video_inputs(storyboard=SHORT + "reference: /etc/hostname\n"), "reference: a storyboard sent to the server cannot name a file"),
 ]  # fmt: skip
 
 
