@@ -495,7 +495,10 @@ def _execute_plan(ctx: _Context) -> VideoResult:
         while todo:
             done = {s.index for s in ctx.segments if s.status == "done"}
             ready = [s for s in todo if s.depends is None or s.depends in done]
-            wave = ready[: max(1, ctx.opts.max_parallel)]
+            # Every ready segment, up to `max_parallel` clips in memory at once, and at least
+            # one per Ray worker so that none idles.
+            workers = len(ctx.pool.workers) if ctx.pool is not None else 0
+            wave = ready[: max(1, ctx.opts.max_parallel, workers)]
             _generate_wave(ctx, wave)
             bar.update(len(wave))
             todo = [s for s in todo if s.status != "done"]
