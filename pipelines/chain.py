@@ -310,10 +310,11 @@ class _Context:
 
     def clips(self, ref: ModelRef, items: list, on_result=None, on_audio=None) -> list[np.ndarray]:
         """Clips, here or spread over the Ray workers (each batches its share); `on_audio`
-        hears the sound of the clips that have one (here only: workers send frames)."""
+        hears the sound of the clips that have one."""
         if self.pool is not None:
             self._record(ref, "video", self.pool.preload(ref, "video").placement)
-            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel)
+            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,
+                                   on_audio=on_audio)  # fmt: skip
         loaded = self.load(ref, "video")
         return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
                               cancel=self.cancel, on_result=on_result, on_audio=on_audio)  # fmt: skip
