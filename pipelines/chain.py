@@ -50,6 +50,7 @@ from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stre
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .scale import pool_for
 from .settings import Limits, Runtime
+from .soundtrack import mix_sounds, write_clip_sound, write_soundtrack
 from .stitch import Part, stitch
 from .storyboard import (
     Storyboard,
@@ -262,6 +263,8 @@ class _Context:
     _writer: ThreadPoolExecutor | None = field(default=None, init=False)
     _writes: list[Future] = field(default_factory=list, init=False)
     _save_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # A clip's own sound (LTX-2), by segment, until the writer keeps it beside the segment.
+    sounds: dict[int, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
@@ -305,14 +308,16 @@ class _Context:
         return generate(loaded, items, runtime=self.runtime, planner=self.planner,
                         on_result=on_result)  # fmt: skip
 
-    def clips(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
-        """Clips, here or spread over the Ray workers (each batches its share)."""
+    def clips(self, ref: ModelRef, items: list, on_result=None, on_audio=None) -> list[np.ndarray]:
+        """Clips, here or spread over the Ray workers (each batches its share); `on_audio`
+        hears the sound of the clips that have one."""
         if self.pool is not None:
             self._record(ref, "video", self.pool.preload(ref, "video").placement)
-            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel)
+            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,
+                                   on_audio=on_audio)  # fmt: skip
         loaded = self.load(ref, "video")
         return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
-                              cancel=self.cancel, on_result=on_result)  # fmt: skip
+                              cancel=self.cancel, on_result=on_result, on_audio=on_audio)  # fmt: skip
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model here, and record where and how it runs in the manifest."""
@@ -491,7 +496,10 @@ def _execute_plan(ctx: _Context) -> VideoResult:
         while todo:
             done = {s.index for s in ctx.segments if s.status == "done"}
             ready = [s for s in todo if s.depends is None or s.depends in done]
-            wave = ready[: max(1, ctx.opts.max_parallel)]
+            # Every ready segment, up to `max_parallel` clips in memory at once, and at least
+            # one per Ray worker so that none idles.
+            workers = len(ctx.pool.workers) if ctx.pool is not None else 0
+            wave = ready[: max(1, ctx.opts.max_parallel, workers)]
             _generate_wave(ctx, wave)
             bar.update(len(wave))
             todo = [s for s in todo if s.status != "done"]
@@ -633,7 +641,8 @@ def _generate(
                 loras=loras_for(shot.loras, "video"),
             )
         )
-    ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip))
+    ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip),
+              on_audio=lambda i, sound: ctx.sounds.__setitem__(segs[i].index, sound))  # fmt: skip
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -707,6 +716,9 @@ def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
     for i, f in enumerate(frames[len(frames) - (seg.holdback or 1) :]):
         save_png(f, run.tail(seg.index, i))
     path = run.segment(seg.index)
+    sound = ctx.sounds.pop(seg.index, None)
+    if sound is not None:  # kept before the segment counts as done: a resume has it
+        write_clip_sound(path.with_suffix(".wav"), sound.samples, sound.rate)
     with VideoWriter(path, sb.fps, sb.width, sb.height, quality="segment") as w:
         w.write(keep)
     seg.status, seg.file, seg.drift = "done", run.rel(path), report
@@ -724,7 +736,7 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
         files = [run.root / s.file for s in mine]
         shown = sum(s.n_out for s in mine) - mine[-1].fade_out
         parts.append(Part(files[0], shown, mine[-1].fade_out, tuple(files[1:])))
-    audio = Path(sb.audio) if sb.audio else None
+    audio = _sound_of(ctx)
     video = run.root / f"video.{sb.format}"
     # With cards, captions or a voice, the stitch is kept beside the finished video.
     stitched = run.root / f"stitched.{sb.format}" if sb.finishing else video
@@ -744,6 +756,23 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
     ctx.save()
     return VideoResult(run.root, video, result.poster, result.frames, result.fps,
                        result.width, result.height, len(ctx.segments), generated)  # fmt: skip
+
+
+def _sound_of(ctx: _Context) -> Path | None:
+    """The video's sound: the storyboard's music, the model's own soundtrack, or both mixed
+    (`audio_mix`); None for a silent video."""
+    sb, run = ctx.sb, ctx.run
+    music = Path(sb.audio) if sb.audio else None
+    if music is not None and sb.audio_mix == "replace":
+        return music
+    shots = [[(run.segment(s.index).with_suffix(".wav"), s.overlap, s.frames - s.drop, s.n_out)
+              for s in ctx.segments if s.shot == k] for k in range(len(sb.shots))]  # fmt: skip
+    fades = [[s for s in ctx.segments if s.shot == k][-1].fade_out for k in range(len(sb.shots))]
+    own = write_soundtrack(shots, fades, gen_rate(sb, ctx.models), sb.fps,
+                           run.root / "soundtrack.wav")  # fmt: skip
+    if own is None or music is None:
+        return own or music
+    return mix_sounds(own, music, run.root / "soundtrack-mix.wav")
 
 
 # ---------------------------------------------------------------------------------------

@@ -255,8 +255,11 @@ class Worker:
         from .clips import generate_clips
         from .images import generate
 
+        sounds: dict[int, Any] = {}  # a clip's sound (LTX-2) is heard just before its frames
+
         def put(i: int, arr: np.ndarray) -> None:
-            results.put((i, arr))
+            sound = sounds.pop(i, None)
+            results.put((i, arr if sound is None else (arr, sound)))
             if self.stopping.is_set():
                 raise Cancelled("cancelled")
 
@@ -264,7 +267,8 @@ class Worker:
             loaded = self._load(ref, kind)
             common = dict(runtime=self.runtime, planner=self.planner, on_result=put)
             if kind == "video":
-                generate_clips(loaded, jobs, cancel=self.stopping, **common)
+                generate_clips(loaded, jobs, cancel=self.stopping,
+                               on_audio=sounds.__setitem__, **common)  # fmt: skip
             else:
                 generate(loaded, jobs, **common)
         except BaseException as exc:  # noqa: BLE001 - raised again in `run`, for the driver
@@ -382,6 +386,7 @@ class Pool:
         self._closing = False
         self.notes: list[str] = []  # every line said about workers (for a manifest)
         self.retried = 0  # jobs that went back to the queue after their worker died
+        self._sounds: dict[Future, Any] = {}  # clips' own sound (LTX-2), until delivered
         self._thread = threading.Thread(target=self._serve, name="reelchain-pool", daemon=True)
         self._thread.start()
 
@@ -452,10 +457,12 @@ class Pool:
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
+        on_audio: Callable[[int, Any], None] | None = None,
     ) -> list[np.ndarray]:
         """`clips.generate_clips` across the workers: float32 (F, H, W, 3) clips in job
-        order; `on_result(i, clip)` runs on this thread as each arrives."""
-        return self.run(model, jobs, on_result=on_result, cancel=cancel)
+        order; `on_result(i, clip)` runs on this thread as each arrives, after
+        `on_audio(i, sound)` for a clip that has its own sound (`clips.ClipAudio`)."""
+        return self.run(model, jobs, on_result=on_result, cancel=cancel, on_audio=on_audio)
 
     def images(
         self,
@@ -475,6 +482,7 @@ class Pool:
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
+        on_audio: Callable[[int, Any], None] | None = None,
     ) -> list[np.ndarray]:
         """Submit `jobs` and wait for all; the first error (or `cancel` being set) cancels
         the rest and is raised here."""
@@ -491,6 +499,10 @@ class Pool:
                     if cancel is not None and cancel.is_set():  # `on_result` may set it
                         raise Cancelled("cancelled")
                     out[index[f]] = f.result()
+                    with self._lock:
+                        sound = self._sounds.pop(f, None)
+                    if sound is not None and on_audio:
+                        on_audio(index[f], sound)
                     if on_result:
                         on_result(index[f], out[index[f]])
         except BaseException:
@@ -531,9 +543,12 @@ class Pool:
     def cancel(self, futures) -> None:
         """Cancel jobs: queued ones never run; a worker whose every job in its current call
         is cancelled stops at the end of its current step."""
+        futures = list(futures)
         running = [f for f in futures if not f.cancel() and not f.done()]
-        if running:
-            with self._lock:
+        with self._lock:
+            for f in futures:  # a sound that arrived with frames nobody will take
+                self._sounds.pop(f, None)
+            if running:
                 self._cancel_running(set(running))
 
     @property
@@ -711,8 +726,11 @@ class Pool:
             return
         call.finished.add(pos)
         call.slot.done += 1
+        future = call.tasks[pos].future
+        if isinstance(arr, tuple):  # frames and the clip's own sound
+            arr, self._sounds[future] = arr
         # A copy: writable, and the object store's copy is freed at once.
-        _settle(call.tasks[pos].future, result=np.array(arr))
+        _settle(future, result=np.array(arr))
         if not call.pieces:
             self._end(call, requeue=[])
 

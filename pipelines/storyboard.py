@@ -82,6 +82,7 @@ MODES = ("continue", "keyframes", "feedback")
 CONTINUITY = ("none", "previous", "reference")
 LORAS_MODES = ("add", "replace")
 LORA_MODELS = ("image", "video")
+AUDIO_MIXES = ("mix", "replace")
 MAX_DUCK_DB = 60.0
 MAX_CARD_SECONDS = 60.0
 TRANSITIONS = ("cut", "crossfade")
@@ -193,6 +194,8 @@ class Storyboard:
     voice: str | None = dc_field(default=None, kw_only=True)  # the music ducks under it
     duck_db: float = dc_field(default=12.0, kw_only=True)
     music_fade: float = dc_field(default=1.0, kw_only=True)  # seconds, with finishing
+    # With a model that makes sound (LTX-2): `audio` mixed with it, or in its place.
+    audio_mix: str = dc_field(default="mix", kw_only=True)
     shots: tuple[Shot, ...]
 
     @property
@@ -717,6 +720,7 @@ _STORYBOARD_FIELDS = (
     _Field("voice", _file, None),
     _Field("duck_db", number(0, MAX_DUCK_DB), 12.0),
     _Field("music_fade", number(0, 60), 1.0),
+    _Field("audio_mix", choice(AUDIO_MIXES), "mix"),
     _Field("shots", _shots, missing="at least one shot is required"),
 )
 

@@ -104,6 +104,9 @@ def read_cut(run_dir: str | Path) -> RunCut:
             "stitch it again with `video --resume`"
         )
     audio = storyboard.get("audio")
+    own = root / "soundtrack.wav"  # the model's own sound, joined like the frames
+    if own.is_file() and (not audio or storyboard.get("audio_mix") == "mix"):
+        audio = str(own if not audio else root / "soundtrack-mix.wav")
     return RunCut(root.name, float(storyboard["fps"]), frames, shots, fades,
                   Path(audio) if audio else None)  # fmt: skip
 

@@ -385,3 +385,16 @@ def test_a_killed_driver_is_finished_by_resume_on_one_machine(tmp_path, one_thre
     here = make_video(story, tmp_path / "here", VideoOptions(model="tiny"), runtime=RUNTIME)
     a, b = (np.stack(list(read_frames(v))) for v in (here.video, tmp_path / "run" / "video.mp4"))
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_ltx2s_own_sound_comes_back_from_the_workers(pool, tmp_path):
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.soundtrack import read_clip_sound
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY.replace("width: 32", "width: 64").replace("height: 32", "height: 64"))
+    opts = VideoOptions(model="tiny-ltx2")
+    here = make_video(story, tmp_path / "here", opts, runtime=RUNTIME)
+    there = make_video(story, tmp_path / "there", opts, runtime=RUNTIME, pool=pool)
+    a, b = (read_clip_sound(r.run_dir / "soundtrack.wav")[0] for r in (here, there))
+    assert a.shape == b.shape and np.array_equal(a, b)

@@ -133,6 +133,7 @@ def test_defaults_are_filled_in() -> None:
         "voice": None,
         "duck_db": 12.0,
         "music_fade": 1.0,
+        "audio_mix": "mix",
         "shots": [
             {
                 "prompt": "a boat",
@@ -312,7 +313,7 @@ def test_unknown_top_level_key_suggests_the_closest() -> None:
         "storyboard: unknown key 'fsp' (allowed: mode, fps, width, height, seed, model, "
         "negative_prompt, audio, interpolate, color_match, steps, guidance, format, loras, "
         "continuity, reference, continuity_strength, title, end_card, voice, duck_db, "
-        "music_fade, shots); "
+        "music_fade, audio_mix, shots); "
         "did you mean 'fps'?"
     )
 
