@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import html
 import inspect
@@ -67,6 +68,8 @@ from pipelines.requests import (
     check_upload,
     fields_of,
     look_uploads,
+    lora_uploads,
+    renamed_loras,
 )
 from pipelines.settings import Limits, OneLineParser, Runtime, add_runtime_flags, runtime_from_args
 
@@ -508,9 +511,13 @@ class Actions:
     def _image(self, values: dict, progress):
         """Prompt → images (PNG with A1111-style parameters) and each one's parameters."""
         fallback = default_model("image", self.server_model)
-        req = request_from(ImageRequest, values,
+        req = request_from(ImageRequest, values, loras=(),
                            model=check_model(values.get("model"), "image", fallback))  # fmt: skip
-        job = self._finished(self._submit("image", image_params(req, self.limits)), progress)
+        loras, names = lora_uploads(values, req.lora_scale, self.limits)
+        params = image_params(dataclasses.replace(req, loras=loras), self.limits)
+        params["loras"] = renamed_loras(params["loras"], names)
+        files = {name: path for path, name in names.items()}
+        job = self._finished(self._submit("image", params, files), progress)
         images = [str(p) for p in job.files("images")]
         seeds = job.outputs.get("seeds", [])
         details = [
@@ -524,11 +531,15 @@ class Actions:
     def _thumbnails(self, values: dict, progress):
         """CSV text (or an uploaded CSV/JSONL/TXT file) → thumbnails, a zip and a report."""
         fallback = default_model("thumbnails", self.server_model)
-        req = request_from(ThumbnailRequest, values,
+        req = request_from(ThumbnailRequest, values, loras=(),
                            model=check_model(values.get("model"), "thumbnails", fallback))  # fmt: skip
+        loras, names = lora_uploads(values, req.lora_scale, self.limits)
+        req = dataclasses.replace(req, loras=loras)
         with self._rows_file(values.get("rows"), values.get("rows_file")) as source:
             params = thumbnail_params(req, source, self.limits)
-            job = self._submit("thumbnails", params, {params["input"]: source})
+            params["loras"] = renamed_loras(params["loras"], names)
+            files = {params["input"]: source} | {name: path for path, name in names.items()}
+            job = self._submit("thumbnails", params, files)
         job = self._finished(job, progress)
         images = [str(p) for p in job.files("images")]
         archive = job.files("zip")
@@ -806,6 +817,7 @@ def thumbnails_tab(app: Actions, model: str | None) -> None:
                 w["model"] = gr.Dropdown(model_choices("image"), label="Model",
                                          value=default_model("thumbnails", model))  # fmt: skip
                 w["format"] = gr.Radio(list(THUMBNAIL_FORMATS), value="jpg", label="Format")
+                _lora_inputs(w, ThumbnailRequest)
             make = gr.Button("Make thumbnails", variant="primary")
             gr.Examples([[EXAMPLE_ROWS]], inputs=[w["rows"]], label="Examples")
         with gr.Column():
@@ -813,6 +825,14 @@ def thumbnails_tab(app: Actions, model: str | None) -> None:
                        gr.File(label="All thumbnails (zip)"), gr.Markdown()]  # fmt: skip
     make.click(app.thumbnails, [w[n] for n in THUMBNAIL_INPUTS], outputs, api_name="thumbnails",
                **API)  # fmt: skip
+
+
+def _lora_inputs(w: dict, cls: type) -> None:
+    """LoRA uploads and their scale, for the image model of a tab's request."""
+    with gr.Row():
+        w["loras"] = gr.File(label="LoRAs (.safetensors)", file_count="multiple",
+                             file_types=list(LORA_SUFFIXES), height=150)  # fmt: skip
+        w["lora_scale"] = field_input(cls, "lora_scale", label="LoRA scale")
 
 
 def image_tab(app: Actions, model: str | None) -> None:
@@ -826,6 +846,7 @@ def image_tab(app: Actions, model: str | None) -> None:
                                          value=default_model("image", model))  # fmt: skip
             with gr.Accordion("Advanced", open=False):
                 w["seed"] = gr.Number(value=0, label="Seed", precision=0)
+                _lora_inputs(w, ImageRequest)
                 for name in IMAGE_INPUTS:
                     if name not in w:  # size, steps, guidance, negative prompt, ...
                         w[name] = field_input(ImageRequest, name)

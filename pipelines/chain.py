@@ -311,6 +311,7 @@ class _Context:
     def clips(self, ref: ModelRef, items: list, on_result=None, on_audio=None) -> list[np.ndarray]:
         """Clips, here or spread over the Ray workers (each batches its share); `on_audio`
         hears the sound of the clips that have one."""
+        on_audio = on_audio if ref.family.sound else None
         if self.pool is not None:
             self._record(ref, "video", self.pool.preload(ref, "video").placement)
             return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,

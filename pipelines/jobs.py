@@ -51,6 +51,7 @@ from .requests import (
     ThumbnailRequest,
     VideoRequest,
     check_upload,
+    loras_in_folder,
 )
 from .settings import Limits, Runtime
 
@@ -156,7 +157,8 @@ def image_order(params: Mapping[str, Any], root: Path, limits: Limits) -> ImageO
     """An image job's params (a checked request's JSON) as an `ImageOrder` for its folder."""
     from .images import plan_images
 
-    return plan_images(ImageRequest.from_json(dict(params)).checked(limits), root / "images")
+    req = ImageRequest.from_json(loras_in_folder(dict(params), root))
+    return plan_images(req.checked(limits), root / "images")
 
 
 def image_group(params: Mapping[str, Any], limits: Limits) -> tuple[tuple, int] | None:
@@ -245,7 +247,7 @@ def run_thumbnails(ctx: JobContext) -> dict[str, Any]:
     from .thumbnails import make_thumbnails
 
     p, root = ctx.job.params, ctx.job.run_dir
-    opts = ThumbnailRequest.from_json(dict(p)).options(ctx.limits)
+    opts = ThumbnailRequest.from_json(loras_in_folder(dict(p), root)).options(ctx.limits)
     ctx.report(progress=0.05, message="making thumbnails")
     out = root / "thumbnails"
     report = make_thumbnails(
@@ -469,6 +471,7 @@ class JobManager:
         names = [params[key] for key in ("audio", "input") if params.get(key)]
         if job.kind == "video":
             names += look_files(params)
+        names += [spec.rpartition(":")[0] for spec in params.get("loras") or ()]
         files = {name: job.run_dir / name for name in names if (job.run_dir / name).is_file()}
         return self.submit(job.kind, params, files)
 

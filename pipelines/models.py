@@ -59,6 +59,7 @@ class Family:
     ]  # text, init_image, first_frame, last_frame, frames_at_indices, video
     description: str
     text_mask: bool = False  # its denoiser attends to text under a float attention mask
+    sound: bool = False  # it makes a soundtrack with its frames
 
     def legal_frames(self, n: int) -> int:
         """The nearest legal frame count ≥ n (so a clip is never shorter than asked)."""
@@ -115,7 +116,7 @@ FAMILIES: dict[str, Family] = {
             name="ltx2", kind="video", pipeline_class="LTX2ConditionPipeline", twin="ltx2",
             size_multiple=32, frame_step=8, conditioning=("text", "first_frame", "video"),
             description="LTX-2: video with its own soundtrack; continues from frames",
-            text_mask=True,
+            text_mask=True, sound=True,
         ),
     )
 }  # fmt: skip

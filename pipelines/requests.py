@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,9 +189,12 @@ class ImageRequest(Request):
                                      ui=False, aliases=("--init",))  # fmt: skip
     strength: float = option(0.6, "with an init image: how far to move from it",
                              number(0, 1, lo_open=True), ui=False)  # fmt: skip
+    # Files on this machine (CLI), or uploads' names in the job's folder (UI, API).
     loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
-                                    "for more)", ui=False, repeat=True,
+                                    "for more)", repeat=True,
                                     aliases=("--lora",), metavar="PATH[:SCALE]")  # fmt: skip
+    lora_scale: float | None = option(None, "how strongly the uploaded LoRAs apply",
+                                      number(-4, 4), cli=False)  # fmt: skip
 
     def checked(self, limits: Limits) -> ImageRequest:
         """The request as it will run: fields checked, the model resolved, what it decides
@@ -223,9 +228,12 @@ class ThumbnailRequest(Request):
     format: str = option("jpg", "jpg (kept under 2 MB) or png", choices=THUMBNAIL_FORMATS)
     from_video: Path | None = option(None, "pick frames from a run folder or a video file",
                                      ui=False)  # fmt: skip
+    # Files on this machine (CLI), or uploads' names in the job's folder (UI, API).
     loras: tuple[str, ...] = option((), "a LoRA for the image model, PATH or PATH:SCALE (again "
-                                    "for more)", ui=False, repeat=True,
+                                    "for more)", repeat=True,
                                     aliases=("--lora",), metavar="PATH[:SCALE]")  # fmt: skip
+    lora_scale: float | None = option(None, "how strongly the uploaded LoRAs apply",
+                                      number(-4, 4), cli=False)  # fmt: skip
 
     def options(self, limits: Limits, *, dry_run: bool = False):
         """The engine's options for this request, checked (one line naming the field)."""
@@ -306,12 +314,9 @@ def look_uploads(
     A start picture goes to the shot its file name numbers (`2.png`: shot 2), the others
     to the shots in order."""
     fields: dict[str, Any] = {}
-    names: dict[str, str] = {}
-    loras = _upload_paths(values.get("loras"))
-    for i, path in enumerate(loras, start=1):
-        names[path] = f"lora-{i}" + check_upload(path, LORA_SUFFIXES, limits, "loras")
+    loras, names = lora_uploads(values, scale, limits)
     if loras:
-        fields["loras"] = tuple(f"{path}:{1.0 if scale is None else scale:g}" for path in loras)
+        fields["loras"] = loras
     pictures = _upload_paths(values.get("images"))
     for k, path in _numbered(pictures):
         names[path] = f"shot-{k}" + check_upload(path, PICTURE_SUFFIXES, limits, "images")
@@ -326,6 +331,47 @@ def look_uploads(
     return fields, names
 
 
+def lora_uploads(
+    values: dict[str, Any], scale: float | None, limits: Limits
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Uploaded LoRAs (type and size checked): `PATH:SCALE` for the request, and the name
+    each is kept under in the job's folder (`lora-1.safetensors`, ...)."""
+    paths = _upload_paths(values.get("loras"))
+    names: dict[str, str] = {}
+    for path in paths:
+        suffix = check_upload(path, LORA_SUFFIXES, limits, "loras")
+        names[path] = _lora_name(Path(path).stem, suffix, set(names.values()))
+    return tuple(f"{path}:{1.0 if scale is None else scale:g}" for path in paths), names
+
+
+def _lora_name(stem: str, suffix: str, taken: set[str]) -> str:
+    """An uploaded LoRA's name in the job's folder: its own name made safe (letters,
+    digits, `_`, `-`), since `<lora:name:scale>` in the images' parameters names it."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", stem)[:60].strip("-") or "lora"
+    name, n = base + suffix, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}{suffix}"
+    return name
+
+
+def renamed_loras(loras, names: dict[str, str]) -> list[str]:
+    """Checked `PATH:SCALE` LoRAs with each uploaded file's path put as its name in the
+    job's folder (what the job store keeps)."""
+    by_path = {os.path.realpath(p): n for p, n in names.items()}
+    out = []
+    for spec in loras or ():
+        path, _, scale = str(spec).rpartition(":")
+        out.append(f"{by_path.get(os.path.realpath(path), path)}:{scale}")
+    return out
+
+
+def loras_in_folder(params: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A stored request's params with its LoRAs' names in the job's folder made paths."""
+    names = params.get("loras") or ()
+    return {**params, "loras": [s if os.path.isabs(s) else str(root / s) for s in names]}
+
+
 def _upload_paths(value: Any) -> list[str]:
     """An upload input's file paths (one file, several, or none)."""
     if value in (None, "", [], ()):
@@ -337,7 +383,6 @@ def _upload_paths(value: Any) -> list[str]:
 
 def _numbered(paths: list[str]) -> list[tuple[int, str]]:
     """(shot, path) pairs: the number in a file's name, else the next shot without one."""
-    import re
 
     fixed = {}
     for path in paths:

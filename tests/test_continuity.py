@@ -208,7 +208,7 @@ def test_the_web_api_takes_start_pictures_a_reference_and_loras_as_uploads(tmp_p
     root = tmp_path / "runs" / job["id"]
     assert job["status"] == "done"
     assert sorted(p.name for p in root.iterdir() if p.suffix in (".png", ".safetensors")) == [
-        "lora-1.safetensors", "reference.png", "shot-2.png"
+        "pytorch_lora_weights.safetensors", "reference.png", "shot-2.png"
     ]  # fmt: skip
     assert np.array_equal(
         load_png(root / "keyframes" / "shot-001.png"), np.asarray(Image.open(pic))
@@ -216,7 +216,7 @@ def test_the_web_api_takes_start_pictures_a_reference_and_loras_as_uploads(tmp_p
     sb = job["params"]["storyboard"]
     assert sb["continuity"] == "reference" and sb["reference"] == "reference.png"
     assert sb["shots"][1]["image"] == "shot-2.png"
-    assert [lo["file"] for lo in sb["shots"][0]["loras"]] == ["lora-1.safetensors"]
+    assert [lo["file"] for lo in sb["shots"][0]["loras"]] == ["pytorch_lora_weights.safetensors"]
     assert sb["shots"][0]["loras"][0]["scale"] == 0.5
 
 
@@ -227,3 +227,30 @@ def test_a_lora_for_another_model_is_refused_before_any_keyframe(tmp_path, loras
     with pytest.raises(ValueError, match=r"^lora: 'pytorch_lora_weights' does not fit tiny-image"):
         run(tmp_path, path, "run")
     assert not list((tmp_path / "run").glob("keyframes/*.png"))
+
+
+def test_the_image_and_thumbnail_apis_take_lora_uploads(tmp_path, loras):
+    from conftest import Server
+    from gradio_client import handle_file
+
+    server = Server(tmp_path / "runs").start()
+    try:
+        client = server.client()
+        plain, _ = client.predict("a lighthouse", seed=3, api_name="/image")
+        styled, details = client.predict("a lighthouse", seed=3, loras=[handle_file(loras["a"])],
+                                         lora_scale=0.5, api_name="/image")  # fmt: skip
+        thumbs, _, report = client.predict("prompt\na kite\n", preset="128x72",
+                                           loras=[handle_file(loras["b"])], api_name="/thumbnails")  # fmt: skip
+        jobs = client.predict(api_name="/jobs")
+    finally:
+        server.stop()
+    a, b = (np.asarray(Image.open(x[0]["image"])) for x in (plain, styled))
+    assert not np.array_equal(a, b)  # the LoRA changed the picture
+    assert "<lora:pytorch_lora_weights:0.5>" in details[0]["parameters"]
+    assert len(thumbs) == 1 and "1 thumbnail(s)" in report
+    by_kind = {j["kind"]: j for j in jobs if j["params"].get("loras")}
+    name = "pytorch_lora_weights.safetensors"  # the upload's own name, made safe
+    assert by_kind["image"]["params"]["loras"] == [f"{name}:0.5"]
+    assert by_kind["thumbnails"]["params"]["loras"] == [f"{name}:1"]
+    for job in by_kind.values():
+        assert (tmp_path / "runs" / job["id"] / name).is_file()

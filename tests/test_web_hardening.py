@@ -149,7 +149,7 @@ def test_raw_video_and_plan_calls_get_one_message(server, api, data, phrase):
 
 
 IMAGE_NAMES = ["prompt", "count", "model", "seed", "width", "height", "steps", "guidance",
-               "negative_prompt"]  # fmt: skip
+               "negative_prompt", "loras", "lora_scale"]  # fmt: skip
 
 
 def image_inputs(**changes) -> list:
@@ -158,14 +158,16 @@ def image_inputs(**changes) -> list:
 
 
 def thumbs_inputs(**changes) -> list:
-    names = ["rows", "rows_file", "preset", "variants", "model", "format"]
+    names = ["rows", "rows_file", "preset", "variants", "model", "format", "loras", "lora_scale"]
     values = {**dict.fromkeys(names), "rows": "prompt\na cat\n", **changes}
     return [values[n] for n in names]
 
 
 OTHER_CASES = [  # (api, inputs, phrase)
-    ("image", [], "takes 9 values (prompt, count, model"),
-    ("image", ["a cat"], "takes 9 values"),
+    ("image", [], "takes 11 values (prompt, count, model"),
+    ("image", ["a cat"], "takes 11 values"),
+    ("image", image_inputs(loras=["/etc/passwd"]), "loras: must be an uploaded file"),
+    ("image", image_inputs(lora_scale="9"), "lora_scale: must be between -4 and 4"),
     ("image", image_inputs(prompt=""), "prompt: must be a non-empty string"),
     ("image", image_inputs(prompt=5), "prompt: must be text"),
     ("image", image_inputs(prompt="x" * 2500), "prompt: must be at most 2000 characters (got 2500"),
@@ -182,7 +184,7 @@ OTHER_CASES = [  # (api, inputs, phrase)
     ("image", image_inputs(guidance=INF), "guidance: must be a finite number"),
     ("image", image_inputs(negative_prompt=[1]), "negative_prompt: must be text"),
     ("image", image_inputs(model="tiny-ltx"), "model: 'tiny-ltx' is not in the list of choices"),
-    ("thumbnails", [], "takes 6 values (rows, rows_file, preset"),
+    ("thumbnails", [], "takes 8 values (rows, rows_file, preset"),
     ("thumbnails", thumbs_inputs(rows=""), "rows: paste CSV with a 'prompt' column"),
     ("thumbnails", thumbs_inputs(rows=5), "rows: must be text"),
     ("thumbnails", thumbs_inputs(rows="title\nx\n"), "the CSV header needs a 'prompt' column"),
