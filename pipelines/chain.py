@@ -265,6 +265,7 @@ class _Context:
     _save_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     # A clip's own sound (LTX-2), by segment, until the writer keeps it beside the segment.
     sounds: dict[int, Any] = field(default_factory=dict, init=False)
+    _pooled: set[tuple[str, str]] = field(default_factory=set, init=False)  # on the workers
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
@@ -302,7 +303,7 @@ class _Context:
     def images(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
         """Text-to-image or image-to-image items, here or on the Ray workers."""
         if self.pool is not None:
-            self._record(ref, "text2img", self.pool.preload(ref, "image").placement)
+            self._on_pool(ref, "text2img", "image")
             return self.pool.images(ref, items, on_result=on_result, cancel=self.cancel)
         loaded = self.load(ref, "text2img")
         return generate(loaded, items, runtime=self.runtime, planner=self.planner,
@@ -313,12 +314,19 @@ class _Context:
         hears the sound of the clips that have one."""
         on_audio = on_audio if ref.family.sound else None
         if self.pool is not None:
-            self._record(ref, "video", self.pool.preload(ref, "video").placement)
+            self._on_pool(ref, "video", "video")
             return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,
                                    on_audio=on_audio)  # fmt: skip
         loaded = self.load(ref, "video")
         return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
                               cancel=self.cancel, on_result=on_result, on_audio=on_audio)  # fmt: skip
+
+    def _on_pool(self, ref: ModelRef, task: str, kind: str) -> None:
+        """Load a model on the Ray workers once per run (feedback mode calls per frame), and
+        record where it runs."""
+        if (ref.spec, task) not in self._pooled:
+            self._record(ref, task, self.pool.preload(ref, kind).placement)
+            self._pooled.add((ref.spec, task))
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model here, and record where and how it runs in the manifest."""
@@ -731,13 +739,15 @@ def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
 
 def _finish(ctx: _Context, generated: int) -> VideoResult:
     sb, run = ctx.sb, ctx.run
+    by_shot = [[s for s in ctx.segments if s.shot == k] for k in range(len(sb.shots))]
     parts = []
-    for k in range(len(sb.shots)):  # a shot's files retimed as one stream
-        mine = [s for s in ctx.segments if s.shot == k]
+    for mine in by_shot:  # a shot's files retimed as one stream
         files = [run.root / s.file for s in mine]
         shown = sum(s.n_out for s in mine) - mine[-1].fade_out
         parts.append(Part(files[0], shown, mine[-1].fade_out, tuple(files[1:])))
-    audio = _sound_of(ctx)
+    audio = _sound_of(ctx, by_shot)
+    # The sound the video carries, for the editor's timeline too.
+    ctx.manifest["sound"] = None if audio is None else str(audio)
     video = run.root / f"video.{sb.format}"
     # With cards, captions or a voice, the stitch is kept beside the finished video.
     stitched = run.root / f"stitched.{sb.format}" if sb.finishing else video
@@ -759,16 +769,16 @@ def _finish(ctx: _Context, generated: int) -> VideoResult:
                        result.width, result.height, len(ctx.segments), generated)  # fmt: skip
 
 
-def _sound_of(ctx: _Context) -> Path | None:
+def _sound_of(ctx: _Context, by_shot: list[list[Segment]]) -> Path | None:
     """The video's sound: the storyboard's music, the model's own soundtrack, or both mixed
-    (`audio_mix`); None for a silent video."""
+    (`audio_mix`); None for a silent video. `by_shot`: each shot's segments."""
     sb, run = ctx.sb, ctx.run
     music = Path(sb.audio) if sb.audio else None
     if music is not None and sb.audio_mix == "replace":
         return music
     shots = [[(run.segment(s.index).with_suffix(".wav"), s.overlap, s.frames - s.drop, s.n_out)
-              for s in ctx.segments if s.shot == k] for k in range(len(sb.shots))]  # fmt: skip
-    fades = [[s for s in ctx.segments if s.shot == k][-1].fade_out for k in range(len(sb.shots))]
+              for s in mine] for mine in by_shot]  # fmt: skip
+    fades = [mine[-1].fade_out for mine in by_shot]
     own = write_soundtrack(shots, fades, gen_rate(sb, ctx.models), sb.fps,
                            run.root / "soundtrack.wav")  # fmt: skip
     if own is None or music is None:

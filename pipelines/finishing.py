@@ -17,7 +17,6 @@ import itertools
 import math
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,15 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from .files import TMP_MARK, atomic_path, write_text
 from .overlay import draw_title, font_path, safe_area
-from .video_io import FORMATS, VideoInfo, VideoWriter, audio_duration, probe, read_frames
+from .video_io import (
+    FORMATS,
+    VideoInfo,
+    VideoWriter,
+    audio_duration,
+    probe,
+    read_frames,
+    run_ffmpeg,
+)
 
 CARD_FRAMES = ("first_frame", "last_frame")  # card backgrounds taken from the video
 _CARD_DIM = 0.45  # a video frame behind a card's text is darkened to this share
@@ -451,19 +458,10 @@ def _write_sound(
 
 def _mux(video: Path, sound: Path, out: Path) -> None:
     """Put the finished picture and sound in one file, both copied (no re-encoding)."""
-    import imageio_ffmpeg
-
+    faststart = ["-movflags", "+faststart"] if out.suffix.lower() == ".mp4" else []
     with atomic_path(out) as tmp:
-        cmd = [
-            imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-y", "-i", str(video), "-i", str(sound), "-map", "0:v:0", "-map", "1:a:0",
-            "-c", "copy", *(["-movflags", "+faststart"] if out.suffix.lower() == ".mp4" else []),
-            str(tmp),
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            tail = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
-            raise RuntimeError(f"ffmpeg failed ({proc.returncode}) adding the sound: {tail}")
+        run_ffmpeg(["-i", str(video), "-i", str(sound), "-map", "0:v:0", "-map", "1:a:0",
+                    "-c", "copy", *faststart, str(tmp)], "adding the sound")  # fmt: skip
 
 
 # --- entry point --------------------------------------------------------------------------------

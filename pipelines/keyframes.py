@@ -82,15 +82,16 @@ def keyframe_size(ref: ModelRef, width: int, height: int) -> tuple[int, int]:
     return generation_size((width, height), base=base, multiple=ref.size_multiple)
 
 
-def _anchor(ctx: Any, k: int) -> np.ndarray | None:
-    """What shot `k`'s keyframe carries on from, at the video's size: the reference
-    picture, the previous shot's keyframe, or nothing."""
+def _anchors(ctx: Any, ks: list[int]) -> dict[int, np.ndarray | None]:
+    """What each shot's keyframe carries on from, at the video's size: the reference
+    picture (read once), the previous shot's keyframe, or nothing."""
     sb = ctx.sb
     if sb.continuity == "reference":
-        return start_picture(sb.reference, (sb.width, sb.height))
-    if sb.continuity == "previous" and k > 0:
-        return load_png(ctx.run.keyframe(k - 1))
-    return None
+        reference = start_picture(sb.reference, (sb.width, sb.height))
+        return dict.fromkeys(ks, reference)
+    if sb.continuity == "previous":
+        return {k: load_png(ctx.run.keyframe(k - 1)) if k > 0 else None for k in ks}
+    return dict.fromkeys(ks)
 
 
 def _generate(ctx: Any, ks: list[int], raw: dict[int, np.ndarray], bar) -> None:
@@ -101,7 +102,7 @@ def _generate(ctx: Any, ks: list[int], raw: dict[int, np.ndarray], bar) -> None:
     steps = sb.steps if (sb.steps and ctx.models.video is None) else p.steps
     guidance = p.guidance if (sb.guidance is None or ctx.models.video) else sb.guidance
     size = keyframe_size(ref, sb.width, sb.height)
-    anchors = {k: _anchor(ctx, k) for k in ks}
+    anchors = _anchors(ctx, ks)
     items = []
     for k in ks:
         shot, anchor = sb.shots[k], anchors[k]

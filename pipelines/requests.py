@@ -317,11 +317,11 @@ def look_uploads(
     loras, names = lora_uploads(values, scale, limits)
     if loras:
         fields["loras"] = loras
-    pictures = _upload_paths(values.get("images"))
-    for k, path in _numbered(pictures):
+    pictures = _numbered(_upload_paths(values.get("images")))
+    for k, path in pictures:
         names[path] = f"shot-{k}" + check_upload(path, PICTURE_SUFFIXES, limits, "images")
     if pictures:
-        fields["images"] = tuple(f"{k}:{path}" for k, path in _numbered(pictures))
+        fields["images"] = tuple(f"{k}:{path}" for k, path in pictures)
     reference = _upload_paths(values.get("reference"))
     if reference:
         names[reference[0]] = "reference" + check_upload(
@@ -383,15 +383,12 @@ def _upload_paths(value: Any) -> list[str]:
 
 def _numbered(paths: list[str]) -> list[tuple[int, str]]:
     """(shot, path) pairs: the number in a file's name, else the next shot without one."""
-
-    fixed = {}
+    shots: dict[int, str] = {}
     for path in paths:
         match = re.search(r"(\d+)", Path(path).stem)
-        if match and int(match[1]) >= 1 and int(match[1]) not in fixed:
-            fixed[int(match[1])] = path
-    free = (k for k in itertools.count(1) if k not in fixed)
-    out = dict(fixed)
-    for path in paths:
-        if path not in fixed.values():
-            out[next(free)] = path
-    return sorted(out.items())
+        if match and int(match[1]) >= 1 and int(match[1]) not in shots:
+            shots[int(match[1])] = path
+    free = (k for k in itertools.count(1) if k not in shots)
+    numbered = set(shots.values())
+    shots |= {next(free): path for path in paths if path not in numbered}
+    return sorted(shots.items())

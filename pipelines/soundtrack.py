@@ -17,17 +17,27 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
+from .video_io import run_ffmpeg
 
 
 def write_clip_sound(path: Path, samples: np.ndarray, rate: int) -> Path:
     """A clip's float samples (channels, n) in [-1, 1] as a 16-bit WAV, atomically."""
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as out:
-        out.setnchannels(pcm.shape[0])
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.ascontiguousarray(pcm.T).tobytes())
+        _open(out, samples.shape[0], rate)
+        out.writeframes(_pcm(samples))
     return path
+
+
+def _open(out: wave.Wave_write, channels: int, rate: int) -> None:
+    out.setnchannels(channels)
+    out.setsampwidth(2)
+    out.setframerate(rate)
+
+
+def _pcm(samples: np.ndarray) -> bytes:
+    """Float samples (channels, n) in [-1, 1] as interleaved 16-bit little-endian PCM."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    return np.ascontiguousarray(pcm.T).tobytes()
 
 
 def read_clip_sound(path: Path) -> tuple[np.ndarray, int]:
@@ -65,11 +75,8 @@ def write_soundtrack(
             tail = round(fades[k] / fps * rate) if k + 1 < len(shots) else 0
             body, carry = sound[:, : sound.shape[1] - tail], sound[:, sound.shape[1] - tail :]
             if k == 0:
-                dst.setnchannels(body.shape[0])
-                dst.setsampwidth(2)
-                dst.setframerate(rate)
-            pcm = np.round(np.clip(body, -1.0, 1.0) * 32767).astype("<i2")
-            dst.writeframes(np.ascontiguousarray(pcm.T).tobytes())
+                _open(dst, body.shape[0], rate)
+            dst.writeframes(_pcm(body))
     return out
 
 
@@ -115,17 +122,8 @@ def _fit(sound: np.ndarray, n: int) -> np.ndarray:
 def mix_sounds(own: Path, music: Path, out: Path) -> Path:
     """The model's soundtrack and the storyboard's music, mixed at equal weight for the
     soundtrack's length (ffmpeg's amix, streaming), into `out` (WAV)."""
-    import subprocess
-
-    import imageio_ffmpeg
-
     with atomic_path(out) as tmp:
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-               "-y", "-i", str(own), "-i", str(music), "-filter_complex",
-               "amix=inputs=2:duration=first:normalize=0", "-c:a", "pcm_s16le", "-f", "wav",
-               str(tmp)]  # fmt: skip
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            tail = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
-            raise RuntimeError(f"ffmpeg failed ({proc.returncode}) mixing the sound: {tail}")
+        run_ffmpeg(["-i", str(own), "-i", str(music), "-filter_complex",
+                    "amix=inputs=2:duration=first:normalize=0", "-c:a", "pcm_s16le", "-f", "wav",
+                    str(tmp)], "mixing the sound")  # fmt: skip
     return out

@@ -103,10 +103,9 @@ def read_cut(run_dir: str | Path) -> RunCut:
             f"run: {cut} has {frames} frames but its segments make {placed}; "
             "stitch it again with `video --resume`"
         )
-    audio = storyboard.get("audio")
-    own = root / "soundtrack.wav"  # the model's own sound, joined like the frames
-    if own.is_file() and (not audio or storyboard.get("audio_mix") == "mix"):
-        audio = str(own if not audio else root / "soundtrack-mix.wav")
+    # The sound the stitch put in (music, the model's own, or both mixed); runs made before
+    # the manifest said so carry the storyboard's music.
+    audio = manifest["sound"] if "sound" in manifest else storyboard.get("audio")
     return RunCut(root.name, float(storyboard["fps"]), frames, shots, fades,
                   Path(audio) if audio else None)  # fmt: skip
 

@@ -54,6 +54,16 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def run_ffmpeg(args: list[str], what: str) -> None:
+    """Run the ffmpeg binary quietly with `args` (inputs, filters, the output path); a
+    failure raises RuntimeError naming `what` it was doing, with ffmpeg's last words."""
+    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}) {what}: {tail}")
+
+
 @functools.lru_cache(maxsize=1)
 def _decode_flags() -> Any:
     from av.video.reformatter import Interpolation
@@ -416,17 +426,8 @@ def _mux_audio(
         ]
     filters.append(f"apad=whole_dur={duration:.6f}")
     codec = ["-c:a", "aac", "-b:a", "192k"] if fmt == "mp4" else ["-c:a", "libopus", "-b:a", "128k"]
+    faststart = ["-movflags", "+faststart"] if fmt == "mp4" else []
     with atomic_path(out_path) as tmp:
-        cmd = [
-            _ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-i", str(video), "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-            "-af", ",".join(filters), *codec,
-        ]  # fmt: skip
-        if fmt == "mp4":
-            cmd += ["-movflags", "+faststart"]
-        cmd.append(str(tmp))
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            tail = proc.stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
-            raise RuntimeError(f"ffmpeg failed ({proc.returncode}) adding audio: {tail}")
+        run_ffmpeg(["-i", str(video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+                    "-c:v", "copy", "-af", ",".join(filters), *codec, *faststart, str(tmp)],
+                   "adding audio")  # fmt: skip

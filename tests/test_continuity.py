@@ -33,11 +33,16 @@ def loras(tmp_path_factory):
     return made | {"ltx": make_lora("ltx", d / "ltx", seed=3)}
 
 
-def story(tmp_path, body: str, shots: list[str], name: str = "story.yaml"):
-    text = HEAD + body + "shots:\n" + "".join(f"  - prompt: {p}\n    seconds: 0.5\n{x}"
+def story_text(body: str, shots: list[str]) -> str:
+    """A storyboard: `body`'s fields, then one half-second shot per entry of `shots` (each
+    the shot's extra YAML lines)."""
+    return HEAD + body + "shots:\n" + "".join(f"  - prompt: {p}\n    seconds: 0.5\n{x}"
                                               for p, x in zip(PROMPTS[: len(shots)], shots, strict=True))  # fmt: skip
+
+
+def story(tmp_path, body: str, shots: list[str], name: str = "story.yaml"):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(story_text(body, shots))
     return path
 
 
@@ -191,11 +196,7 @@ def test_the_web_api_takes_start_pictures_a_reference_and_loras_as_uploads(tmp_p
     Image.new("RGB", (32, 32), (20, 200, 60)).save(pic)
     ref = tmp_path / "look.png"
     Image.new("RGB", (32, 32), (40, 90, 160)).save(ref)
-    text = (
-        HEAD
-        + "".join("shots:\n" if i == 0 else "" for i in range(1))
-        + "".join(f"  - prompt: {p}\n    seconds: 0.5\n" for p in PROMPTS[:2])
-    )
+    text = story_text("", ["", ""])
     server = Server(tmp_path / "runs").start()
     try:
         client = server.client()
