@@ -61,11 +61,13 @@ def test_skyreels_windows_overlap_by_its_overlap_history():
 # The whole chain on the twins
 
 
+@pytest.mark.parametrize("mode", ["continue", "keyframes"])
 @pytest.mark.parametrize("spec,fps", [("tiny-skyreels-df", 24), ("tiny-framepack", 30)])
-def test_a_long_video_family_makes_the_storyboard_it_is_given(tmp_path, spec, fps):
-    """Frames, rate and size as the storyboard says; every shot in several segments."""
+def test_a_long_video_family_makes_the_storyboard_it_is_given(tmp_path, spec, fps, mode):
+    """Frames, rate and size as the storyboard says; every shot in several segments (in
+    keyframes mode the shots crossfade: neither family ends a clip on a given frame)."""
     path = tmp_path / "story.yaml"
-    path.write_text(story(fps))
+    path.write_text(f"mode: {mode}\n" + story(fps))
     result = make_video(path, tmp_path / "run", VideoOptions(model=spec))
     info = probe(result.video)
     assert (info.width, info.height, info.frames) == (32, 32, 4 * fps)
@@ -190,3 +192,50 @@ def test_killed_mid_shot_a_long_video_resumes_frame_identical(tmp_path, spec, fp
         assert np.array_equal(frames_of(tmp_path / name / "video.mp4"), reference), name
     if spec == "tiny-framepack":  # both shots' first sections were done; shot 0's made again
         assert "segment 0: its last frames or state are gone" in resumed[-1]["err"]
+
+
+# ---------------------------------------------------------------------------------------
+# Re-rolling a section, and what is refused before any work
+
+
+def test_rerolling_a_section_makes_it_and_the_rest_of_its_shot_again(tmp_path):
+    """A re-rolled FramePack section gets a new seed; the sections after it read its new
+    state, so they are made again too; the other shot is untouched."""
+    from pipelines.chain import resume_video
+
+    path = tmp_path / "story.yaml"
+    path.write_text(story(30, seconds=3))
+    run = tmp_path / "run"
+    make_video(path, run, VideoOptions(model="tiny-framepack"))
+    segments = json.loads((run / "manifest.json").read_text())["segments"]
+    assert [s["shot"] for s in segments] == [0, 0, 0, 1, 1, 1]
+    before = {s["index"]: (run / s["file"]).read_bytes() for s in segments}
+    states = {i: (run / f"segments/seg-{i:03d}-state.safetensors").read_bytes() for i in before}
+    resume_video(run, reroll=1)
+    changed = {i for i in before if (run / segments[i]["file"]).read_bytes() != before[i]}
+    assert changed == {1, 2}
+    assert {i for i in states
+            if (run / f"segments/seg-{i:03d}-state.safetensors").read_bytes() != states[i]} == {1, 2}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags,error",
+    [
+        (("--model", "tiny-framepack", "--clip-frames", "40"),
+         "clip-frames: tiny-framepack makes sections of 8k-3 frames, k ≥ 2 (got 40; use 37)"),
+        (("--model", "tiny-framepack", "--clip-frames", "5"),
+         "clip-frames: tiny-framepack makes sections of 8k-3 frames, k ≥ 2 (got 5; use 13)"),
+        (("--model", "tiny-skyreels-df", "--clip-frames", "18"),
+         "clip-frames: tiny-skyreels-df needs 4k+1 frames (got 18; use 21)"),
+        (("--model", "tiny-framepack", "--width", "40"),
+         "width: tiny-framepack needs a multiple of 16 (got 40; use 32 or 48)"),
+    ],
+)  # fmt: skip
+def test_what_a_long_video_family_cannot_do_is_one_line_before_any_work(cli, tmp_path, flags,
+                                                                          error):  # fmt: skip
+    path = tmp_path / "story.yaml"
+    path.write_text(story(30))
+    code, _, err = cli("video", path, "--out", tmp_path / "run", *flags)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and error in lines[0], err
+    assert not (tmp_path / "run").exists()
