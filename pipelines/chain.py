@@ -39,17 +39,17 @@ from tqdm.auto import tqdm
 
 from . import __version__, drift, events, finishing
 from .batching import OutOfMemory, Planner
-from .clips import Cancelled, ClipItem, generate_clips
+from .clips import Cancelled, ClipItem
 from .files import remove_partials
 from .finishing import finish, from_storyboard, shot_times
 from .framepack import SectionState, readable_state
-from .images import ImageItem, check_size, generate
+from .images import ImageItem, check_size
 from .keyframes import make_keyframes
 from .lora import loras_for
 from .models import ModelRef, check_fast, load, resolve_model
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
-from .scale import pool_for
+from .scale import maker_for, pool_for
 from .settings import Limits, Runtime
 from .soundtrack import mix_sounds, write_clip_sound, write_soundtrack
 from .stitch import Part, stitch
@@ -273,7 +273,7 @@ class _Context:
     # What a clip leaves besides its frames (LTX-2's sound, FramePack's state), by segment,
     # until the writer keeps it beside the segment.
     extras: dict[int, Any] = field(default_factory=dict, init=False)
-    _pooled: set[tuple[str, str]] = field(default_factory=set, init=False)  # on the workers
+    _makers: dict[tuple[str, str], Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
@@ -310,31 +310,25 @@ class _Context:
 
     def images(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
         """Text-to-image or image-to-image items, here or on the Ray workers."""
-        if self.pool is not None:
-            self._on_pool(ref, "text2img", "image")
-            return self.pool.images(ref, items, on_result=on_result, cancel=self.cancel)
-        loaded = self.load(ref, "text2img")
-        return generate(loaded, items, runtime=self.runtime, planner=self.planner,
-                        on_result=on_result)  # fmt: skip
+        return self._make(ref, "image", items, on_result=on_result)
 
     def clips(self, ref: ModelRef, items: list, on_result=None, on_extra=None) -> list[np.ndarray]:
         """Clips, here or spread over the Ray workers (each batches its share); `on_extra`
         hears what clips leave besides frames, for families that leave something."""
         on_extra = on_extra if ref.family.sound or ref.family.sections else None
-        if self.pool is not None:
-            self._on_pool(ref, "video", "video")
-            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,
-                                   on_extra=on_extra)  # fmt: skip
-        loaded = self.load(ref, "video")
-        return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
-                              cancel=self.cancel, on_result=on_result, on_extra=on_extra)  # fmt: skip
+        return self._make(ref, "video", items, on_result=on_result, on_extra=on_extra)
 
-    def _on_pool(self, ref: ModelRef, task: str, kind: str) -> None:
-        """Load a model on the Ray workers once per run (feedback mode calls per frame), and
-        record where it runs."""
-        if (ref.spec, task) not in self._pooled:
-            self._record(ref, task, self.pool.preload(ref, kind).placement)
-            self._pooled.add((ref.spec, task))
+    def _make(self, ref: ModelRef, kind: str, items: list, **kw) -> list[np.ndarray]:
+        """Items made where `scale.maker_for` says (the workers load a model once a run);
+        where it ran goes into the manifest after each call (the out-of-memory ladder may
+        have moved it)."""
+        if (ref.spec, kind) not in self._makers:
+            self._makers[ref.spec, kind] = maker_for(ref, kind, self.runtime, self.pool)
+        maker = self._makers[ref.spec, kind]
+        try:
+            return maker.run(items, planner=self.planner, cancel=self.cancel, **kw)
+        finally:
+            self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model here, and record where and how it runs in the manifest."""

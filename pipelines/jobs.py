@@ -183,7 +183,8 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     current batch. An exception from the call itself ends every job of the group.
     """
     from .batching import Planner
-    from .images import image_maker, write_image
+    from .images import write_image
+    from .scale import maker_for
 
     outcomes: list[dict[str, Any] | Exception | None] = [None] * len(ctxs)
     orders: dict[int, ImageOrder] = {}
@@ -205,7 +206,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
         ctxs[k].report(progress=0.05, message=f"making {len(order.items)} image(s){shared}")
-    maker = image_maker(orders[next(iter(orders))].ref, runtime)
+    maker = maker_for(orders[next(iter(orders))].ref, "image", runtime)
 
     def deliver(n: int, arr) -> None:
         k, i = flat[n]

@@ -912,6 +912,52 @@ _POOLS: dict[tuple[str, int | None], Pool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Maker:
+    """Where a run's images or clips are made: this machine's loaded model, or the Ray
+    workers of a pool (the same engine call runs inside each). `sampler` and `placement`
+    are what sidecars and manifests record; the placement is read at each call, as the
+    out-of-memory ladder may move a model loaded here."""
+
+    sampler: str
+    where: Callable[[], dict[str, Any]]
+    # (items, planner=, on_result=, cancel=, on_extra=) → images or clips, in order
+    run: Callable[..., list[np.ndarray]]
+
+    @property
+    def placement(self) -> dict[str, Any]:
+        return self.where()
+
+
+def maker_for(ref: ModelRef, kind: str, runtime: Runtime, pool: Pool | None = None) -> Maker:
+    """The one place that picks where `kind` ("image" or "video") work runs: `pool`, else
+    the runtime's own (`--ray`), else the model loaded here. A Ray worker that cannot load
+    the model is reported in one line and left out, before the first item."""
+    from .clips import generate_clips
+    from .images import generate, sampler_name
+    from .models import load
+
+    pool = pool or pool_for(runtime)
+    if pool is not None:
+        info = pool.preload(ref, kind)
+        placement = {**info.placement, "workers": len(pool.workers)}
+        make = pool.images if kind == "image" else pool.clips
+
+        def on_pool(items, planner=None, on_result=None, cancel=None, **extra):
+            return make(ref, items, on_result=on_result, cancel=cancel, **extra)
+
+        return Maker(info.sampler, lambda: placement, on_pool)
+    loaded = load(ref, "text2img" if kind == "image" else "video", runtime)
+
+    def here(items, planner=None, on_result=None, cancel=None, **extra):
+        if kind == "image":  # an image call is short: a cancel waits for its end
+            return generate(loaded, items, runtime=runtime, planner=planner, on_result=on_result)
+        return generate_clips(loaded, items, runtime=runtime, planner=planner, cancel=cancel,
+                              on_result=on_result, **extra)  # fmt: skip
+
+    return Maker(sampler_name(loaded.pipe), loaded.placement.describe, here)
+
+
 def pool_for(runtime: Runtime) -> Pool | None:
     """The pool a runtime asks for (`--ray ADDRESS --workers N`), started once per process
     and kept (a server's jobs share it), closed when the process exits; None without
