@@ -560,6 +560,8 @@ def _generate_attempts(ctx: _Context, wave: list[Segment]) -> None:
                     f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
                     f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
                 )
+            if attempt:  # the seed that made it: made again, it makes the same frames
+                seg.seed = _retry_seed(seg.seed, attempt)
             ctx.write_later(seg, clip)
 
         _generate_or_shorten(ctx, pending, attempt, keep, bad)

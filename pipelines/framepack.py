@@ -70,7 +70,17 @@ def window_of(job: ClipItem) -> int:
 def make_section(
     pipe, job: ClipItem, cancel: threading.Event | None = None
 ) -> tuple[np.ndarray, SectionState]:
-    """One section: its frames, float32 (F, H, W, 3) in [0, 1], and the state after it."""
+    """One section: its frames, float32 (F, H, W, 3) in [0, 1], and the state after it.
+    Afterwards, as after a pipeline call, offloaded models go back and caches are reset."""
+    try:
+        return _section(pipe, job, cancel)
+    finally:
+        pipe.maybe_free_model_hooks()
+
+
+def _section(
+    pipe, job: ClipItem, cancel: threading.Event | None
+) -> tuple[np.ndarray, SectionState]:
     import torch
 
     device = pipe._execution_device
@@ -137,14 +147,15 @@ def _denoise(pipe, job, window, text, image_embeds, image, history, generator, c
     for t in timesteps:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
-        noise = pipe.transformer(
-            hidden_states=latents.to(dtype), timestep=t.expand(1), encoder_hidden_states=prompt_embeds,
-            encoder_attention_mask=mask, pooled_projections=pooled, image_embeds=image_embeds,
-            indices_latents=at_window, guidance=guidance, latents_clean=clean,
-            indices_latents_clean=torch.cat([at_prefix, at_1x]), latents_history_2x=h2.to(dtype),
-            indices_latents_history_2x=at_2x, latents_history_4x=h4.to(dtype),
-            indices_latents_history_4x=at_4x, return_dict=False,
-        )[0]  # fmt: skip
+        with pipe.transformer.cache_context("cond"):  # the first-block cache's state (`--fast`)
+            noise = pipe.transformer(
+                hidden_states=latents.to(dtype), timestep=t.expand(1), encoder_hidden_states=prompt_embeds,
+                encoder_attention_mask=mask, pooled_projections=pooled, image_embeds=image_embeds,
+                indices_latents=at_window, guidance=guidance, latents_clean=clean,
+                indices_latents_clean=torch.cat([at_prefix, at_1x]), latents_history_2x=h2.to(dtype),
+                indices_latents_history_2x=at_2x, latents_history_4x=h4.to(dtype),
+                indices_latents_history_4x=at_4x, return_dict=False,
+            )[0]  # fmt: skip
         latents = pipe.scheduler.step(noise.float(), t, latents, return_dict=False)[0]
     return latents
 

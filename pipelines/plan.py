@@ -231,7 +231,9 @@ def _split_sections(need: float, window: int) -> tuple[list[int], int, list[int]
     new = 4 * window
     fewer = max(1, math.floor((need - 1) / new))
     n = fewer if _speed_error(new * fewer + 1, need) <= SPEED_TOLERANCE else fewer + 1
-    cut = 0 if n == fewer else max(0, new * n + 1 - max(2, round(need)))
+    if new + 1 >= need:  # a short shot: one section, cut (a second would all be cut)
+        n = 1
+    cut = max(0, new * n + 1 - max(2, round(need)))
     sizes = [new + 1] + [2 * new - 3] * (n - 1)
     return sizes, new - 3, [0] * (n - 1) + [cut]
 

@@ -69,8 +69,9 @@ def _ltx(configs: Configs, label: str) -> dict[str, Any]:
 
 def _skyreels_df(configs: Configs, label: str) -> dict[str, Any]:
     """A SkyReels-V2 diffusion-forcing model: its VAE in float32 (as Wan's), noise on the
-    overlap."""
-    return {"call": SKYREELS_DF_CALL, "fp32": ("vae",) if has(configs, "vae") else ()}
+    overlap, and shift 5 from an image (its repos ship 8, for text-to-video)."""
+    return {"call": SKYREELS_DF_CALL, "fp32": ("vae",) if has(configs, "vae") else (),
+            "scheduler": (("flow_shift", 5.0),)}  # fmt: skip
 
 
 def _wan(configs: Configs, label: str) -> dict[str, Any]:

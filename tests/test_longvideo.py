@@ -46,6 +46,16 @@ def test_framepack_plans_sections_that_overlap_by_the_previous_section():
     assert sum(s.frames - s.overlap for s in segs) - segs[-1].drop == 90
 
 
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 1.2])
+def test_a_short_framepack_shot_is_one_section_cut(seconds):
+    """Under one section's length a shot is that section, cut: a second section would add
+    only frames that are cut away."""
+    ref = resolve_model("framepack-f1", "video")
+    sb = parse_storyboard(story(30, seconds=seconds, shots=1, side=32))
+    (seg,) = plan(sb, Models(video=ref, image=IMAGE))
+    assert seg.frames == 37 and seg.frames - seg.drop == round(30 * seconds)
+
+
 def test_skyreels_windows_overlap_by_its_overlap_history():
     """SkyReels-V2 diffusion forcing continues over 17 frames (its README's
     `overlap_history`), 97-frame windows: 80 new frames a window."""
@@ -138,6 +148,19 @@ def test_framepack_sections_make_what_the_pipeline_makes_in_one_call(monkeypatch
     assert whole.shape[0] == 37 + 36 and one.shape[0] == 37 and two.shape[0] == 69
     np.testing.assert_allclose(one[:4], whole[:4], atol=1e-5)  # before the blended overlap
     np.testing.assert_allclose(two[33:], whole[37:], atol=1e-5)  # the second's new frames
+
+
+def test_framepack_runs_with_the_first_block_cache(tmp_path):
+    """`--fast cache` on FramePack's own section loop: each transformer call inside a cache
+    context (else diffusers refuses it), the cache reset after each section."""
+    from pipelines.settings import Runtime
+
+    path = tmp_path / "story.yaml"
+    path.write_text(story(30, seconds=2.4, shots=1))
+    result = make_video(path, tmp_path / "run", VideoOptions(model="tiny-framepack"),
+                        runtime=Runtime(fast=("cache",)))  # fmt: skip
+    assert probe(result.video).frames == 72
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["fast"] == ["cache"]
 
 
 def test_a_section_state_is_kept_exactly(tmp_path):
