@@ -13,7 +13,10 @@ beside this one (`report.py` holds what they share; this file is the command lin
 4. `economy.py`: output frames per generated frame, what the plan throws away, and what
    interpolating costs in picture (run with the video section, from its run);
 5. `fast.py`: seconds per call with and without an opt-in fast path (first-block cache);
-6. `gpu.py`: full-size configurations (only where CUDA is available).
+6. `scale.py`: the same work on one Ray worker and on two;
+7. `sections.py`: FramePack's peak memory over a 4x longer shot, one call per section
+   against diffusers' one call;
+8. `gpu.py`: full-size configurations (only where CUDA is available).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from benchmarks.fast import bench_fast
 from benchmarks.gpu import GPU_MODELS, bench_gpu
 from benchmarks.report import ROOT, Config, Report, machine_info, markdown, save_report
 from benchmarks.scale import bench_scale
+from benchmarks.sections import bench_sections
 from benchmarks.video import SHORT_RUN, bench_video
 
 
@@ -47,7 +51,7 @@ def bench_video_and_economy(cfg: Config, report: Report, tmp: Path) -> None:
 
 SECTIONS = {"batching": bench_batching, "video": bench_video_and_economy,
             "encoding": bench_encoding, "fast": bench_fast, "scale": bench_scale,
-            "gpu": bench_gpu}  # fmt: skip
+            "sections": bench_sections, "gpu": bench_gpu}  # fmt: skip
 
 
 def quiet_progress_bars() -> None:

@@ -39,16 +39,17 @@ from tqdm.auto import tqdm
 
 from . import __version__, drift, events, finishing
 from .batching import OutOfMemory, Planner
-from .clips import Cancelled, ClipItem, generate_clips
+from .clips import Cancelled, ClipItem
 from .files import remove_partials
 from .finishing import finish, from_storyboard, shot_times
-from .images import ImageItem, check_size, generate
+from .framepack import SectionState, readable_state
+from .images import ImageItem, check_size
 from .keyframes import make_keyframes
 from .lora import loras_for
 from .models import ModelRef, check_fast, load, resolve_model
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
-from .scale import pool_for
+from .scale import maker_for, pool_for
 from .settings import Limits, Runtime
 from .soundtrack import mix_sounds, write_clip_sound, write_soundtrack
 from .stitch import Part, stitch
@@ -234,6 +235,12 @@ def _check_clip_frames(ref: ModelRef, clip_frames: int | None) -> None:
         return
     if clip_frames < 2:
         raise ValueError(f"clip-frames: must be at least 2 (got {clip_frames})")
+    if ref.family.sections:  # a section's frames: 8w - 3 for w latent frames, w ≥ 2
+        use = 8 * ref.section_window(clip_frames) - 3
+        if use != clip_frames:
+            raise ValueError(f"clip-frames: {ref.label} makes sections of 8k-3 frames, k ≥ 2 "
+                             f"(got {clip_frames}; use {use})")  # fmt: skip
+        return
     if ref.legal_frames(clip_frames) != clip_frames:
         raise ValueError(
             f"clip-frames: {ref.label} needs {ref.frame_rule} frames "
@@ -263,9 +270,10 @@ class _Context:
     _writer: ThreadPoolExecutor | None = field(default=None, init=False)
     _writes: list[Future] = field(default_factory=list, init=False)
     _save_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    # A clip's own sound (LTX-2), by segment, until the writer keeps it beside the segment.
-    sounds: dict[int, Any] = field(default_factory=dict, init=False)
-    _pooled: set[tuple[str, str]] = field(default_factory=set, init=False)  # on the workers
+    # What a clip leaves besides its frames (LTX-2's sound, FramePack's state), by segment,
+    # until the writer keeps it beside the segment.
+    extras: dict[int, Any] = field(default_factory=dict, init=False)
+    _makers: dict[tuple[str, str], Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.runtime, max_batch=self.opts.limits.max_batch)
@@ -302,31 +310,25 @@ class _Context:
 
     def images(self, ref: ModelRef, items: list, on_result=None) -> list[np.ndarray]:
         """Text-to-image or image-to-image items, here or on the Ray workers."""
-        if self.pool is not None:
-            self._on_pool(ref, "text2img", "image")
-            return self.pool.images(ref, items, on_result=on_result, cancel=self.cancel)
-        loaded = self.load(ref, "text2img")
-        return generate(loaded, items, runtime=self.runtime, planner=self.planner,
-                        on_result=on_result)  # fmt: skip
+        return self._make(ref, "image", items, on_result=on_result)
 
-    def clips(self, ref: ModelRef, items: list, on_result=None, on_audio=None) -> list[np.ndarray]:
-        """Clips, here or spread over the Ray workers (each batches its share); `on_audio`
-        hears the sound of the clips that have one."""
-        on_audio = on_audio if ref.family.sound else None
-        if self.pool is not None:
-            self._on_pool(ref, "video", "video")
-            return self.pool.clips(ref, items, on_result=on_result, cancel=self.cancel,
-                                   on_audio=on_audio)  # fmt: skip
-        loaded = self.load(ref, "video")
-        return generate_clips(loaded, items, runtime=self.runtime, planner=self.planner,
-                              cancel=self.cancel, on_result=on_result, on_audio=on_audio)  # fmt: skip
+    def clips(self, ref: ModelRef, items: list, on_result=None, on_extra=None) -> list[np.ndarray]:
+        """Clips, here or spread over the Ray workers (each batches its share); `on_extra`
+        hears what clips leave besides frames, for families that leave something."""
+        on_extra = on_extra if ref.family.sound or ref.family.sections else None
+        return self._make(ref, "video", items, on_result=on_result, on_extra=on_extra)
 
-    def _on_pool(self, ref: ModelRef, task: str, kind: str) -> None:
-        """Load a model on the Ray workers once per run (feedback mode calls per frame), and
-        record where it runs."""
-        if (ref.spec, task) not in self._pooled:
-            self._record(ref, task, self.pool.preload(ref, kind).placement)
-            self._pooled.add((ref.spec, task))
+    def _make(self, ref: ModelRef, kind: str, items: list, **kw) -> list[np.ndarray]:
+        """Items made where `scale.maker_for` says (the workers load a model once a run);
+        where it ran goes into the manifest after each call (the out-of-memory ladder may
+        have moved it)."""
+        if (ref.spec, kind) not in self._makers:
+            self._makers[ref.spec, kind] = maker_for(ref, kind, self.runtime, self.pool)
+        maker = self._makers[ref.spec, kind]
+        try:
+            return maker.run(items, planner=self.planner, cancel=self.cancel, **kw)
+        finally:
+            self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model here, and record where and how it runs in the manifest."""
@@ -515,9 +517,10 @@ def _execute_plan(ctx: _Context) -> VideoResult:
     return _finish(ctx, generated)
 
 
-def _conditioning(ctx: _Context, seg: Segment) -> list[np.ndarray]:
-    """The frames a segment starts from: its shot's keyframe, or the previous tail."""
-    if seg.depends is None:
+def _conditioning(ctx: _Context, seg: Segment, frames: bool = True) -> list[np.ndarray]:
+    """The frames a segment starts from: its shot's keyframe, or the previous tail (not
+    `frames`: the keyframe, which a section of FramePack reads with its state)."""
+    if seg.depends is None or not frames:
         return [load_png(ctx.run.keyframe(seg.shot))]
     prev = ctx.segments[seg.depends]
     return [load_png(ctx.run.tail(prev.index, i)) for i in range(prev.holdback or 1)]
@@ -557,6 +560,8 @@ def _generate_attempts(ctx: _Context, wave: list[Segment]) -> None:
                     f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
                     f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
                 )
+            if attempt:  # the seed that made it: made again, it makes the same frames
+                seg.seed = _retry_seed(seg.seed, attempt)
             ctx.write_later(seg, clip)
 
         _generate_or_shorten(ctx, pending, attempt, keep, bad)
@@ -591,7 +596,7 @@ def _shorten(ctx: _Context, segs: list[Segment]) -> bool:
     """Halve the failing segments' clips where the model takes shorter ones (a learned
     table over time fixes CogVideoX-5B's at 49: it is never shortened)."""
     ref = ctx.models.video
-    if ref.preset.fixed_frames:
+    if ref.preset.fixed_frames or ref.family.sections:
         return False
     changed = False
     for seg in segs:
@@ -624,9 +629,14 @@ def _generate(
     steps = sb.steps or p.steps
     guidance = p.guidance if sb.guidance is None else sb.guidance
     jobs = []
+    sections = ctx.models.video.family.sections
     for seg in segs:
         shot = sb.shots[seg.shot]
-        cond = [Image.fromarray(f) for f in _conditioning(ctx, seg)]
+        # FramePack continues from the previous section's state, not from its frames.
+        history = None
+        if sections and seg.depends is not None:
+            history = SectionState.load(ctx.run.state(seg.depends))
+        cond = [Image.fromarray(f) for f in _conditioning(ctx, seg, frames=history is None)]
         last = (
             Image.fromarray(load_png(ctx.run.keyframe(seg.last_keyframe)))
             if seg.last_keyframe is not None
@@ -648,10 +658,11 @@ def _generate(
                 last_index=None if last is None else seg.frames - seg.drop - 1,
                 video=tuple(cond) if len(cond) > 1 else None,
                 loras=loras_for(shot.loras, "video"),
+                history=history,
             )
         )
     ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip),
-              on_audio=lambda i, sound: ctx.sounds.__setitem__(segs[i].index, sound))  # fmt: skip
+              on_extra=lambda i, extra: ctx.extras.__setitem__(segs[i].index, extra))  # fmt: skip
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:
@@ -725,9 +736,11 @@ def _write_segment(ctx: _Context, seg: Segment, clip: np.ndarray) -> None:
     for i, f in enumerate(frames[len(frames) - (seg.holdback or 1) :]):
         save_png(f, run.tail(seg.index, i))
     path = run.segment(seg.index)
-    sound = ctx.sounds.pop(seg.index, None)
-    if sound is not None:  # kept before the segment counts as done: a resume has it
-        write_clip_sound(path.with_suffix(".wav"), sound.samples, sound.rate)
+    extra = ctx.extras.pop(seg.index, None)  # kept before the segment counts as done
+    if isinstance(extra, SectionState):
+        extra.save(run.state(seg.index))
+    elif extra is not None:
+        write_clip_sound(path.with_suffix(".wav"), extra.samples, extra.rate)
     with VideoWriter(path, sb.fps, sb.width, sb.height, quality="segment") as w:
         w.write(keep)
     seg.status, seg.file, seg.drift = "done", run.rel(path), report
@@ -871,10 +884,11 @@ def _recheck_segments(run: RunFolder, segments: list[Segment]) -> None:
         seg.status = "pending"
 
 
-def _recheck_conditioning(run: RunFolder, segments: list[Segment]) -> None:
+def _recheck_conditioning(run: RunFolder, segments: list[Segment], sections: bool) -> None:
     """What the segments left to make start from must read whole. A finished segment whose
-    tail PNGs are gone or damaged is made again with its own seed (its frames, so its tails,
-    come out the same), and so on up the chain; a damaged keyframe is removed so that it is
+    tail PNGs (or, for a family that makes `sections`, its state) are gone or damaged is
+    made again with its own seed (its frames, so its tails, come out the same), and so on
+    up the chain; a damaged keyframe is removed so that it is
     made again like a missing one."""
     from .runs import readable_png
 
@@ -885,8 +899,11 @@ def _recheck_conditioning(run: RunFolder, segments: list[Segment]) -> None:
         for dep in {s.depends for s in todo if s.depends is not None}:
             prev = segments[dep]
             tails = [run.tail(prev.index, i) for i in range(prev.holdback or 1)]
-            if prev.status == "done" and not all(readable_png(t) for t in tails):
-                log.warning("segment %d: its last frames are gone; making it again", dep)
+            kept = all(readable_png(t) for t in tails)
+            kept = kept and (not sections or readable_state(run.state(prev.index)))
+            if prev.status == "done" and not kept:
+                what = "last frames or state" if sections else "last frames"
+                log.warning("segment %d: its %s are gone; making it again", dep, what)
                 prev.status, changed = "pending", True
     todo = [s for s in segments if s.status != "done"]
     shots = {s.shot for s in todo} | {s.last_keyframe for s in todo if s.last_keyframe is not None}
@@ -937,7 +954,8 @@ def _resume_claimed(
             segments[i].tries = 0
     elif seed is not None:
         raise ValueError("seed: use it with --reroll K")
-    _recheck_conditioning(run, segments)  # what the segments left to make start from
+    sections = models.video is not None and models.video.family.sections
+    _recheck_conditioning(run, segments, sections)  # what those left to make start from
     runtime = runtime or Runtime()
     if runtime.batch_size is None and manifest.get("batch_size"):
         runtime = dataclasses.replace(runtime, batch_size=manifest["batch_size"])

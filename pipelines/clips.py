@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -57,6 +59,8 @@ class ClipItem:
     last_index: int | None = None  # where `last` goes (None: the last frame; LTX: any)
     video: tuple[Image.Image, ...] | None = None  # continue from these frames (overlap)
     loras: tuple[Lora, ...] = ()  # active for this clip (a batch shares one set)
+    # Continue from the previous section's state (FramePack: a `framepack.SectionState`).
+    history: Any = None
 
     @property
     def conditioning(self) -> str:
@@ -66,7 +70,7 @@ class ClipItem:
     def batch_key(self) -> tuple:
         return (self.width, self.height, self.num_frames, self.steps, self.guidance,
                 self.fps, self.conditioning, len(self.video or ()), self.last_index,
-                self.loras)  # fmt: skip
+                self.loras, self.history is None)  # fmt: skip
 
 
 class Cancelled(RuntimeError):
@@ -81,6 +85,12 @@ class Adapter:
     kwargs: Callable[[list[ClipItem]], dict]
     # Around each call, for what arguments alone cannot say (None: nothing).
     around: Callable[[object, list[ClipItem]], contextlib.AbstractContextManager] | None = None
+    # The pipeline a batch calls, and how many frames its output shows before the clip
+    # (None: the loaded one, none).
+    pipe: Callable[[object, list[ClipItem]], tuple[object, int]] | None = None
+    # A family that runs its own loop around the pipeline's parts (FramePack's sections):
+    # one clip's frames and what it leaves for the next (None: the pipeline's call).
+    run: Callable[[object, ClipItem, threading.Event | None], tuple[np.ndarray, Any]] | None = None
 
 
 def _text(jobs: list[ClipItem]) -> dict:
@@ -215,6 +225,53 @@ def _ltx2_kwargs(jobs: list[ClipItem]) -> dict:
     }
 
 
+def _skyreels_kwargs(jobs: list[ClipItem]) -> dict:
+    """SkyReels-V2 diffusion forcing, one window per call: from a picture (image-to-video),
+    or from the previous window's last frames (`overlap_history` of them, video-to-video);
+    its frame-rate embedding is told the rate (16 fps or not)."""
+    job = jobs[0]
+    kw = _text(jobs) | {"base_num_frames": job.num_frames, "fps": job.fps}
+    if job.video:
+        return kw | {"video": list(job.video), "overlap_history": len(job.video)}
+    return kw | {"image": job.first}
+
+
+_V2V: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # image-to-video -> video-to-video
+
+
+def _skyreels_pipe(pipe, jobs: list[ClipItem]) -> tuple[object, int]:
+    """Continuing from frames runs the video-to-video pipeline over the very same
+    components; its output shows the frames it was given before the new window."""
+    if not jobs[0].video:
+        return pipe, 0
+    from diffusers import SkyReelsV2DiffusionForcingVideoToVideoPipeline as V2V
+
+    v2v = _V2V.get(pipe)
+    if v2v is None or v2v.transformer is not pipe.transformer:
+        v2v = _V2V[pipe] = V2V(**pipe.components)
+        v2v.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return v2v, len(jobs[0].video)
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(pipe, jobs: list[ClipItem]) -> Iterator[None]:
+    """SkyReels' noise on the overlap (`addnoise_condition`) is drawn from torch's global
+    generator, not the call's: seeded from the clip's seed for the call (then put back), so
+    a window is the same alone, in a resumed run or on another worker."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(jobs[0].seed)
+        yield
+
+
+def _framepack_run(pipe, job: ClipItem, cancel: threading.Event | None):
+    from .framepack import make_section
+
+    return make_section(pipe, job, cancel)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "ltx": Adapter(batchable=lambda pipe, j: True, kwargs=_ltx_kwargs),
     # Wan repeats one conditioning image over the batch: one clip per call.
@@ -227,6 +284,14 @@ ADAPTERS: dict[str, Adapter] = {
         batchable=lambda pipe, j: False, kwargs=_hunyuan15_kwargs, around=_guider_scale
     ),
     "ltx2": Adapter(batchable=lambda pipe, j: False, kwargs=_ltx2_kwargs),
+    # One window per call (its image-to-video path batches last frames along the batch).
+    "skyreels-df": Adapter(
+        batchable=lambda pipe, j: False,
+        kwargs=_skyreels_kwargs,
+        around=_seeded_global_rng,
+        pipe=_skyreels_pipe,
+    ),
+    "framepack": Adapter(batchable=lambda pipe, j: False, kwargs=_text, run=_framepack_run),
 }
 
 
@@ -286,13 +351,14 @@ def generate_clips(
     planner: Planner | None = None,
     cancel: threading.Event | None = None,
     on_result: Callable[[int, np.ndarray], None] | None = None,
-    on_audio: Callable[[int, ClipAudio], None] | None = None,
+    on_extra: Callable[[int, Any], None] | None = None,
 ) -> list[np.ndarray]:
     """Make every clip; returns float32 (frames, H, W, 3) arrays in [0, 1], in job order.
 
     Compatible jobs (same size, frames, steps, conditioning) run together in batches
-    sized by the planner; `on_result` fires as each clip exists, and `on_audio` with its
-    soundtrack where the family makes one (LTX-2).
+    sized by the planner; `on_result` fires as each clip exists, and just before it
+    `on_extra` with what the clip leaves besides its frames, where the family leaves
+    something (LTX-2: its soundtrack, a `ClipAudio`; FramePack: a `SectionState`).
     """
     runtime = runtime or Runtime()
     planner = planner or Planner(runtime)
@@ -308,13 +374,13 @@ def generate_clips(
         def call(batch: list[ClipItem]) -> list[np.ndarray]:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            if on_audio is None:
+            if on_extra is None:
                 return _call(loaded, batch, adapter, cancel)
 
-            def hear(job: ClipItem, audio: ClipAudio) -> None:
-                on_audio(index[id(job)], audio)
+            def keep(job: ClipItem, extra: Any) -> None:
+                on_extra(index[id(job)], extra)
 
-            return _call(loaded, batch, adapter, cancel, on_audio=hear)
+            return _call(loaded, batch, adapter, cancel, on_extra=keep)
 
         run_group(
             jobs,
@@ -342,12 +408,15 @@ def _call(
     batch: list[ClipItem],
     adapter: Adapter,
     cancel: threading.Event | None,
-    on_audio: Callable[[ClipItem, ClipAudio], None] | None = None,
+    on_extra: Callable[[ClipItem, Any], None] | None = None,
 ) -> list[np.ndarray]:
     import torch
 
     job = batch[0]
-    takes = call_parameters(type(loaded.pipe))
+    if adapter.run is not None:
+        return _run_own(loaded, batch, adapter, cancel, on_extra)
+    pipe, lead = adapter.pipe(loaded.pipe, batch) if adapter.pipe else (loaded.pipe, 0)
+    takes = call_parameters(type(pipe))
     gens = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
     kwargs = adapter.kwargs(batch) | preset_kwargs(loaded, [j.negative_prompt for j in batch])
     kwargs |= {
@@ -367,18 +436,41 @@ def _call(
     if cancel is not None and "callback_on_step_end" in takes:
         kwargs["callback_on_step_end"] = _stop_on(cancel)
     elif cancel is not None:
-        stop = _stop_denoisers(loaded.pipe, cancel)
+        stop = _stop_denoisers(pipe, cancel)
     use_loras(loaded, job.loras)
-    around = adapter.around(loaded.pipe, batch) if adapter.around else contextlib.nullcontext()
+    around = adapter.around(pipe, batch) if adapter.around else contextlib.nullcontext()
     with torch.inference_mode(), around, stop:
-        output = loaded.pipe(**kwargs)
-    frames = np.asarray(output.frames, dtype=np.float32)
+        output = pipe(**kwargs)
+    frames = np.asarray(output.frames, dtype=np.float32)[:, lead:]
     if frames.shape[:1] + frames.shape[2:4] != (len(batch), job.height, job.width):
         raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
-    if on_audio is not None and getattr(output, "audio", None) is not None:
-        for each, audio in zip(batch, _soundtracks(loaded.pipe, output.audio), strict=True):
-            on_audio(each, audio)
+    if on_extra is not None and getattr(output, "audio", None) is not None:
+        for each, audio in zip(batch, _soundtracks(pipe, output.audio), strict=True):
+            on_extra(each, audio)
     return [frames[i] for i in range(len(batch))]
+
+
+def _run_own(
+    loaded: LoadedModel,
+    batch: list[ClipItem],
+    adapter: Adapter,
+    cancel: threading.Event | None,
+    on_extra: Callable[[ClipItem, Any], None] | None,
+) -> list[np.ndarray]:
+    """A family's own loop (`Adapter.run`), one clip at a time."""
+    import torch
+
+    use_loras(loaded, batch[0].loras)
+    out = []
+    for job in batch:
+        with torch.inference_mode():
+            frames, extra = adapter.run(loaded.pipe, job, cancel)
+        if frames.shape[1:3] != (job.height, job.width):
+            raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
+        if on_extra is not None:
+            on_extra(job, extra)
+        out.append(frames)
+    return out
 
 
 def _soundtracks(pipe, audio) -> list[ClipAudio]:

@@ -15,10 +15,9 @@ import contextlib
 import functools
 import itertools
 import math
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +161,22 @@ def _check_caption(name: str, caption: Caption) -> None:
 # --- checks against a video ---------------------------------------------------------------------
 
 
+def _caption_field(i: int, part: str) -> str:
+    return f"captions[{i}].{part}"
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """What `check`'s one-line errors call each part of a spec: the finishing spec's own
+    names by default; a storyboard passes its own (`end_card`, `audio`, `shots[3].caption`)."""
+
+    title: str = "title"
+    end: str = "end"
+    music: str = "music"
+    voice: str = "voice"
+    caption: Callable[[int, str], str] = _caption_field  # (caption index, "text" | "shot")
+
+
 def check(
     spec: Finishing,
     width: int,
@@ -170,31 +185,31 @@ def check(
     *,
     shots: int | None = None,
     fmt: str = "mp4",
+    names: FieldNames = FieldNames(),  # noqa: B008 - frozen, never changed
 ) -> None:
     """What `spec` needs of a video of this size, rate, shot count and format (`mp4`,
     `webm`, `gif`): cards a frame long at least, captions within two lines and existing
     shots, readable music and voice. Cheap: the faces call it before any generation."""
-    for name in ("title", "end"):
-        card = getattr(spec, name)
+    for part in ("title", "end"):
+        card = getattr(spec, part)
         if card is not None and round(card.seconds * fps) < 1:
-            raise ValueError(
-                f"{name}.seconds: {card.seconds:g} s is shorter than one frame at {fps:g} fps"
-            )
+            raise ValueError(f"{getattr(names, part)}.seconds: {card.seconds:g} s is shorter "
+                             f"than one frame at {fps:g} fps")  # fmt: skip
     for i, caption in enumerate(spec.captions):
         if shots is not None and caption.shot is not None and caption.shot >= shots:
-            raise ValueError(
-                f"captions[{i}].shot: there is no shot {caption.shot} (the video has {shots})"
-            )
+            raise ValueError(f"{names.caption(i, 'shot')}: there is no shot {caption.shot} "
+                             f"(the video has {shots})")  # fmt: skip
         lines = caption_lines(caption.text, width, height)
         if len(lines) > _MAX_CAPTION_LINES:
             raise ValueError(
-                f"captions[{i}].text: wraps to {len(lines)} lines at {width} px wide (at most "
-                f"{_MAX_CAPTION_LINES}); shorten it or split it into two captions"
+                f"{names.caption(i, 'text')}: wraps to {len(lines)} lines at {width} px wide "
+                f"(at most {_MAX_CAPTION_LINES}); shorten it or split it into two captions"
             )
-    for name in ("music", "voice"):
-        path = getattr(spec, name)
+    for part in ("music", "voice"):
+        path = getattr(spec, part)
         if path is None:
             continue
+        name = getattr(names, part)
         if fmt == "gif":
             raise ValueError(f"{name}: a GIF has no sound; finish to .mp4 or .webm")
         try:
@@ -488,16 +503,10 @@ def check_storyboard(sb) -> None:
     """`check` of what a storyboard asks, before any generation; a problem is named by the
     storyboard's own field (`shots[3].caption`, `end_card.seconds`, `audio`)."""
     with_caption = [k for k, s in enumerate(sb.shots) if s.caption]
-    try:
-        check(from_storyboard(sb), sb.width, sb.height, sb.fps, shots=len(sb.shots),
-              fmt=sb.format)  # fmt: skip
-    except ValueError as exc:
-        name, _, problem = str(exc).partition(": ")
-        caption = re.fullmatch(r"captions\[(\d+)\]\.text", name)
-        if caption:
-            name = f"shots[{with_caption[int(caption[1])]}].caption"
-        name = {"music": "audio"}.get(name, re.sub(r"^end\b", "end_card", name))
-        raise ValueError(f"{name}: {problem}") from None
+    names = FieldNames(end="end_card", music="audio",
+                       caption=lambda i, part: f"shots[{with_caption[i]}].caption")  # fmt: skip
+    check(from_storyboard(sb), sb.width, sb.height, sb.fps, shots=len(sb.shots), fmt=sb.format,
+          names=names)  # fmt: skip
 
 
 def shot_times(sb) -> list[tuple[float, float]]:

@@ -15,9 +15,11 @@ parameters per component; ``tests/test_fullsize.py`` holds them to the published
 Where the builds differ from the published checkpoints:
 
 - Tokenizers are the twins' byte-level CLIP and character-level T5 tokenizers (a few hundred
-  tokens). Token ids stay far below every model's vocabulary, so embedding tables keep their
-  full published size and sequence lengths keep their published padding (77 for CLIP, 226 to
-  512 for T5); only the tokenization of a prompt differs. The CLIP text configs take their
+  tokens), and for FramePack the twin's byte-level Llama 3 one, which makes HunyuanVideo's
+  system template the same 95 tokens as Llama 3 does. Token ids stay far below every model's
+  vocabulary, so embedding tables keep their full published size and sequence lengths keep
+  their published padding (77 for CLIP, 226 to 512 for T5); only the tokenization of a
+  prompt differs. The CLIP text configs take their
   special-token ids from these tokenizers, so the pooled output is read at the end-of-text
   token as the published models do.
 - ``sdxl-turbo`` has no invisible-watermark post-processing (``add_watermarker=False``),
@@ -49,11 +51,12 @@ calls of ``layers=1`` builds at 32 to 64 px (build and call times: ``benchmarks/
 ``layers`` caps the number of repeated blocks of every big component while keeping every
 width, so a real-width model fits a CPU test:
 
-- DiT transformers (Flux, LTX, Wan, CogVideoX): ``num_layers``; Flux also
-  ``num_single_layers``.
+- DiT transformers (Flux, LTX, Wan, SkyReels, CogVideoX, FramePack): ``num_layers``; Flux
+  and FramePack also ``num_single_layers``.
 - UNets: ``transformer_layers_per_block`` where it exceeds 1 (SDXL's 2 and 10); the SD 2.1
   and SVD UNets have one transformer layer per block and stay whole, as do ResNet depths.
-- Text encoders (CLIP, T5, UMT5) and vision towers (CLIP ViT-H): their layer counts.
+- Text encoders (CLIP, T5, UMT5, Llama, Qwen, Gemma) and vision towers (CLIP ViT-H, SigLIP):
+  their layer counts.
 - VAEs: never reduced.
 """
 
@@ -65,8 +68,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .twins import (
+    _SKYREELS_DF_SHIFT,
     _clip_image_processor,
     _clip_tokenizer,
+    _llama3_tokenizer,
     _quiet,
     _seeded,
     _svd_scheduler,
@@ -91,6 +96,9 @@ FULLSIZE_PRESETS: tuple[str, ...] = (
     "wan2.2-i2v-a14b",
     "hunyuanvideo-1.5-i2v",
     "ltx-2",
+    "skyreels-v2-df-1.3b",
+    "skyreels-v2-df-14b",
+    "framepack-f1",
 )
 
 
@@ -733,6 +741,90 @@ def _ltx_2(layers: int | None) -> _Recipe:
     )  # fmt: skip
 
 
+def _skyreels_df(layers: int | None, *, heads: int, ffn: int, depth: int, fps: bool) -> _Recipe:
+    """A SkyReels-V2 diffusion-forcing checkpoint (diffusers' convert_skyreelsv2_to_diffusers.py):
+    Wan 2.1's text-to-video transformer (heads of 128, text 4096, 16 input channels, no image
+    encoder), with the fps embedding where ``fps`` (``inject_sample_info``: the 1.3B only),
+    one frame per causal block; the Wan 2.1 VAE and UMT5-XXL."""
+    from diffusers import AutoencoderKLWan, SkyReelsV2Transformer3DModel
+
+    return _Recipe(
+        "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+        modules={
+            "transformer": lambda: SkyReelsV2Transformer3DModel(
+                num_attention_heads=heads, attention_head_dim=128, in_channels=16,
+                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=ffn,
+                num_layers=_cap(depth, layers), cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
+                added_kv_proj_dim=None, inject_sample_info=fps, num_frame_per_block=1,
+            ),
+            "vae": AutoencoderKLWan,
+            "text_encoder": lambda: _t5_xxl(layers, umt5=True),
+        },
+        parts={"tokenizer": _t5_tokenizer, "scheduler": lambda: _wan_scheduler(_SKYREELS_DF_SHIFT)},
+    )  # fmt: skip
+
+
+def _skyreels_v2_df_1_3b(layers: int | None) -> _Recipe:
+    """Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers: 30 layers, 12 heads, ffn 8960, fps embedding."""
+    return _skyreels_df(layers, heads=12, ffn=8960, depth=30, fps=True)
+
+
+def _skyreels_v2_df_14b(layers: int | None) -> _Recipe:
+    """Skywork/SkyReels-V2-DF-14B-540P-Diffusers: 40 layers, 40 heads, ffn 13824, no fps
+    embedding (its ``fps`` argument changes nothing)."""
+    return _skyreels_df(layers, heads=40, ffn=13824, depth=40, fps=False)
+
+
+def _llama3_8b_text(layers: int | None) -> Any:
+    """HunyuanVideo's text encoder, the language model of xtuner/llava-llama-3-8b-v1_1 (Llama 3
+    8B: 4096 wide, 32 layers, 32 heads over 8 key/value heads, 128320 tokens), no LM head."""
+    from transformers import LlamaConfig, LlamaModel
+
+    return LlamaModel(LlamaConfig(
+        vocab_size=128320, hidden_size=4096, intermediate_size=14336,
+        num_hidden_layers=_cap(32, layers), num_attention_heads=32, num_key_value_heads=8,
+        max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0,
+    ))  # fmt: skip
+
+
+def _framepack_f1(layers: int | None) -> _Recipe:
+    """FramePack F1 as diffusers composes it: lllyasviel/FramePack_F1_I2V_HY_20250503's
+    transformer (HunyuanVideo's 20 dual- and 40 single-stream blocks of 24 heads of 128, plus
+    the clean-latent embedders and a SigLIP projection), the rest of
+    hunyuanvideo-community/HunyuanVideo (its VAE, Llama 3 8B and CLIP-L text, shift 7) and
+    lllyasviel/flux_redux_bfl's SigLIP so400m/14 at 384 px (729 image tokens)."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoFramepackTransformer3DModel,
+    )
+    from transformers import SiglipImageProcessor
+
+    tokenizer_2 = _clip_tokenizer()
+    return _Recipe(
+        "HunyuanVideoFramepackPipeline",
+        modules={
+            # Defaults are HunyuanVideo's (text 4096, pooled 768, rope axes 16-56-56).
+            "transformer": lambda: HunyuanVideoFramepackTransformer3DModel(
+                num_layers=_cap(20, layers), num_single_layers=_cap(40, layers),
+                image_condition_type=None, has_image_proj=True, image_proj_dim=1152,
+                has_clean_x_embedder=True,
+            ),
+            "vae": AutoencoderKLHunyuanVideo,  # defaults: HunyuanVideo's 8x/4x, 16 latents
+            "text_encoder": lambda: _llama3_8b_text(layers),
+            "text_encoder_2": lambda: _clip_l(tokenizer_2, layers),
+            "image_encoder": lambda: _siglip_so400m(layers, 384),
+        },
+        parts={
+            "tokenizer": _llama3_tokenizer,
+            "tokenizer_2": lambda: tokenizer_2,
+            "scheduler": lambda: FlowMatchEulerDiscreteScheduler(shift=7.0),
+            "feature_extractor": lambda: SiglipImageProcessor(size={"height": 384, "width": 384}),
+        },
+    )  # fmt: skip
+
+
 _RECIPES: dict[str, Callable[[int | None], _Recipe]] = {
     "sd-turbo": _sd_turbo,
     "sdxl-turbo": _sdxl_turbo,
@@ -746,6 +838,9 @@ _RECIPES: dict[str, Callable[[int | None], _Recipe]] = {
     "wan2.2-i2v-a14b": _wan22_i2v_a14b,
     "hunyuanvideo-1.5-i2v": _hunyuanvideo15_i2v,
     "ltx-2": _ltx_2,
+    "skyreels-v2-df-1.3b": _skyreels_v2_df_1_3b,
+    "skyreels-v2-df-14b": _skyreels_v2_df_14b,
+    "framepack-f1": _framepack_f1,
 }
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -29,6 +28,9 @@ from .models import LoadedModel, ModelRef, call_parameters, load, preset_kwargs,
 from .requests import ImageRequest
 from .settings import Limits, Runtime
 from .traits import aspect_size
+
+if TYPE_CHECKING:
+    from .scale import Maker
 
 log = logging.getLogger(__name__)
 
@@ -205,39 +207,6 @@ def generate(
     return out  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class ImageMaker:
-    """Where an order's images are made: this machine's loaded model, or the Ray workers
-    of `--ray ADDRESS` (the same `generate` runs inside each). `sampler` and `placement`
-    are what sidecars and manifests record."""
-
-    sampler: str
-    placement: dict[str, Any]
-    run: Callable[..., list[np.ndarray]]  # (items, planner=, on_result=) → images in order
-
-
-def image_maker(ref: ModelRef, runtime: Runtime, pool: Any = None) -> ImageMaker:
-    """The maker for `ref`: `pool` (a `scale.Pool`), else the runtime's own pool
-    (`--ray`), else the model loaded here. A Ray worker that cannot load the model is
-    reported in one line and left out, before the first image."""
-    from .scale import pool_for
-
-    pool = pool or pool_for(runtime)
-    if pool is not None:
-        info = pool.preload(ref, "image")
-
-        def on_pool(items, planner=None, on_result=None):  # each worker plans its own share
-            return pool.images(ref, items, on_result=on_result)
-
-        return ImageMaker(info.sampler, {**info.placement, "workers": len(pool.workers)}, on_pool)
-    loaded = load(ref, "text2img", runtime)
-
-    def here(items, planner=None, on_result=None):
-        return generate(loaded, items, runtime=runtime, planner=planner, on_result=on_result)
-
-    return ImageMaker(sampler_name(loaded.pipe), loaded.placement.describe(), here)
-
-
 def _call_image_pipe(loaded: LoadedModel, batch: list[ImageItem]) -> list[np.ndarray]:
     import torch
 
@@ -353,7 +322,7 @@ def plan_images(req: ImageRequest, out_dir: str | Path) -> ImageOrder:
     return ImageOrder(req, ref, items, Path(out_dir), init)
 
 
-def write_image(order: ImageOrder, index: int, arr: np.ndarray, maker: ImageMaker) -> ImageResult:
+def write_image(order: ImageOrder, index: int, arr: np.ndarray, maker: Maker) -> ImageResult:
     """Write image `index` of an order: the PNG with its `parameters` chunk, and its sidecar."""
     item, ref, req = order.items[index], order.ref, order.req
     sampler = maker.sampler
@@ -397,7 +366,9 @@ def make_images(
     """The `image` command: check, generate `count` images, write PNGs and sidecars."""
     runtime = runtime or Runtime()
     order = plan_images(req.checked(limits or Limits()), out_dir)
-    maker = image_maker(order.ref, runtime)
+    from .scale import maker_for
+
+    maker = maker_for(order.ref, "image", runtime)
     results: list[ImageResult | None] = [None] * len(order.items)
 
     def write(i: int, arr: np.ndarray) -> None:

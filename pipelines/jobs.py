@@ -30,7 +30,6 @@ at once with the engine's own one-line message.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -54,6 +53,7 @@ from .requests import (
     loras_in_folder,
 )
 from .settings import Limits, Runtime
+from .storyboard import map_look_files
 
 if TYPE_CHECKING:
     from .images import ImageOrder
@@ -109,7 +109,7 @@ def run_video(ctx: JobContext) -> dict[str, Any]:
     req = VideoRequest.from_json(dict(params))
     if req.audio:  # the upload, under the name the server gave it in the job's folder
         req = dataclasses.replace(req, audio=str(root / req.audio))
-    in_folder = storyboard_files(req.storyboard, lambda name: str(root / Path(name).name))
+    in_folder = map_look_files(req.storyboard, lambda name: str(root / Path(name).name))
     req = dataclasses.replace(req, storyboard=in_folder)
     opts = req.options(ctx.limits)
 
@@ -183,7 +183,8 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     current batch. An exception from the call itself ends every job of the group.
     """
     from .batching import Planner
-    from .images import image_maker, write_image
+    from .images import write_image
+    from .scale import maker_for
 
     outcomes: list[dict[str, Any] | Exception | None] = [None] * len(ctxs)
     orders: dict[int, ImageOrder] = {}
@@ -205,7 +206,7 @@ def run_images(ctxs: Sequence[JobContext]) -> list[dict[str, Any] | Exception]:
     for k, order in orders.items():
         shared = f", batched with {others} other job(s)" if others else ""
         ctxs[k].report(progress=0.05, message=f"making {len(order.items)} image(s){shared}")
-    maker = image_maker(orders[next(iter(orders))].ref, runtime)
+    maker = maker_for(orders[next(iter(orders))].ref, "image", runtime)
 
     def deliver(n: int, arr) -> None:
         k, i = flat[n]
@@ -632,30 +633,16 @@ def video_params(req: VideoRequest, limits: Limits, look=None) -> dict[str, Any]
     fields, names = look or ({}, {})
     checked = dataclasses.replace(req, **fields).checked(limits, files=False)
     named = {os.path.normpath(path): name for path, name in names.items()}
-    storyboard = storyboard_files(checked.storyboard, lambda p: named.get(os.path.normpath(p), p))
+    storyboard = map_look_files(checked.storyboard, lambda p: named.get(os.path.normpath(p), p))
     kept = dataclasses.replace(checked, storyboard=storyboard, loras=None, images=None,
                                reference=None)  # fmt: skip
     return kept.to_json() | kept.summary()
 
 
-def storyboard_files(storyboard: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
-    """A resolved storyboard with `rename` applied to each file of its look (start
-    pictures, the reference, LoRAs): names in a job's folder to paths, or back."""
-    sb = copy.deepcopy(storyboard)
-    if sb.get("reference"):
-        sb["reference"] = rename(sb["reference"])
-    for lora in [*sb.get("loras", []), *(lo for s in sb["shots"] for lo in s.get("loras", []))]:
-        lora["file"] = rename(lora["file"])
-    for shot in sb["shots"]:
-        if shot.get("image"):
-            shot["image"] = rename(shot["image"])
-    return sb
-
-
 def look_files(params: Mapping[str, Any]) -> list[str]:
     """The names of a video job's look uploads in its folder."""
     names: list[str] = []
-    storyboard_files(params["storyboard"], lambda name: names.append(name) or name)
+    map_look_files(params["storyboard"], lambda name: names.append(name) or name)
     return sorted(set(names))
 
 
@@ -665,11 +652,9 @@ def video_plan(params: Mapping[str, Any], limits: Limits | None = None) -> str:
     from .chain import plan_request
 
     req = VideoRequest.from_json(dict(params))
-    sb = copy.deepcopy(req.storyboard)
-    sb.update(reference=None, loras=[],
-              continuity="none" if sb.get("continuity") == "reference" else sb.get("continuity"))  # fmt: skip
-    for shot in sb["shots"]:
-        shot.update(image=None, loras=[])
+    sb = map_look_files(req.storyboard, lambda name: None)
+    if sb.get("continuity") == "reference":  # no reference: nothing to keep to
+        sb["continuity"] = "none"
     return plan_request(dataclasses.replace(req, audio=None, storyboard=sb), limits or Limits())
 
 

@@ -26,6 +26,7 @@ from .settings import Runtime
 from .traits import (
     LTX2_0_CALL,
     LTX_DECODE,
+    SKYREELS_DF_CALL,
     WAN22_BOUNDARY,
     WAN22_GUIDANCE,
     WAN_FP32,
@@ -60,6 +61,9 @@ class Family:
     description: str
     text_mask: bool = False  # its denoiser attends to text under a float attention mask
     sound: bool = False  # it makes a soundtrack with its frames
+    # It continues a shot from its own state (FramePack's history latents), one section
+    # per call, instead of from frames; the state is kept beside each segment.
+    sections: bool = False
 
     def legal_frames(self, n: int) -> int:
         """The nearest legal frame count ≥ n (so a clip is never shorter than asked)."""
@@ -118,6 +122,19 @@ FAMILIES: dict[str, Family] = {
             description="LTX-2: video with its own soundtrack; continues from frames",
             text_mask=True, sound=True,
         ),
+        Family(
+            name="skyreels-df", kind="video",
+            pipeline_class="SkyReelsV2DiffusionForcingImageToVideoPipeline", twin="skyreels-df",
+            size_multiple=16, frame_step=4, conditioning=("text", "first_frame", "video"),
+            description="SkyReels-V2 diffusion forcing: extends video over overlapping windows",
+        ),
+        Family(
+            name="framepack", kind="video", pipeline_class="HunyuanVideoFramepackPipeline",
+            twin="framepack", size_multiple=16, frame_step=4,
+            conditioning=("text", "first_frame"),
+            description="FramePack F1: next-section prediction over fixed-size history latents",
+            sections=True,
+        ),
     )
 }  # fmt: skip
 
@@ -142,6 +159,10 @@ CLASS_TO_FAMILY = {
     "LTX2Pipeline": "ltx2",
     "LTX2ImageToVideoPipeline": "ltx2",
     "LTX2ConditionPipeline": "ltx2",
+    "SkyReelsV2DiffusionForcingPipeline": "skyreels-df",
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline": "skyreels-df",
+    "SkyReelsV2DiffusionForcingVideoToVideoPipeline": "skyreels-df",
+    "HunyuanVideoFramepackPipeline": "framepack",
 }
 
 
@@ -154,6 +175,18 @@ WAN_NEGATIVE_PROMPT = (
     "misshapen limbs, fused fingers, still picture, messy background, three legs, many people "
     "in the background, walking backwards"
 )
+
+
+FRAMEPACK_F1_PARTS = (
+    ("transformer", "HunyuanVideoFramepackTransformer3DModel",
+     "lllyasviel/FramePack_F1_I2V_HY_20250503", ""),
+    ("image_encoder", "SiglipVisionModel", "lllyasviel/flux_redux_bfl", "image_encoder"),
+    ("feature_extractor", "SiglipImageProcessor", "lllyasviel/flux_redux_bfl",
+     "feature_extractor"),
+    # Llama 3's byte-level tokenizer as its own file says: read as the Llama class its
+    # model index names, transformers 5 rebuilds its pre-tokenizer (other token ids).
+    ("tokenizer", "AutoTokenizer", "hunyuanvideo-community/HunyuanVideo", "tokenizer"),
+)  # fmt: skip
 
 
 # The negative prompt of diffusers' LTX-2 examples.
@@ -191,6 +224,14 @@ class Preset:
     # Makes one size per aspect ratio, about this many pixels a side, and picks it from the
     # first frame (HunyuanVideo 1.5's buckets); 0: any size on its multiple.
     aspect_target: int = 0
+    # Frames a continuing clip shares with the previous one (0: the family's frame step + 1):
+    # SkyReels-V2's `overlap_history`.
+    overlap: int = 0
+    # Scheduler settings of the model card, set on the loaded scheduler.
+    scheduler: tuple[tuple[str, Any], ...] = ()
+    # Components loaded from other repos: (component, class, repo, subfolder) (FramePack F1's
+    # transformer and image encoder are published apart from HunyuanVideo).
+    parts: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def is_twin(self) -> bool:
@@ -280,6 +321,34 @@ PRESETS: dict[str, Preset] = {
             note="video with its own soundtrack; continues from frames", motion=(24, 50),
             negative_prompt=LTX2_NEGATIVE_PROMPT, call=LTX2_0_CALL, largest_gb=37.8,
         ),
+        # SkyReels-V2 README and diffusers' docs: diffusion forcing at 540P, 97-frame windows
+        # overlapping by 17 frames, noise 20 on the overlap, 30 steps, guidance 5 and shift 5
+        # from an image; 24 fps.
+        Preset(
+            name="skyreels-v2-df-1.3b", family="skyreels-df",
+            source="Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers", width=960, height=544,
+            frames=97, fps=24, steps=30, guidance=5.0, memory_gb=16,
+            note="long video by overlapping windows; small", motion=(24, 24), overlap=17,
+            negative_prompt=WAN_NEGATIVE_PROMPT, call=SKYREELS_DF_CALL, largest_gb=11.4,
+            fp32=("vae",), scheduler=(("flow_shift", 5.0),),
+        ),
+        Preset(
+            name="skyreels-v2-df-14b", family="skyreels-df",
+            source="Skywork/SkyReels-V2-DF-14B-540P-Diffusers", width=960, height=544,
+            frames=97, fps=24, steps=30, guidance=5.0, memory_gb=44,
+            note="long video by overlapping windows", motion=(24, 24), overlap=17,
+            negative_prompt=WAN_NEGATIVE_PROMPT, call=SKYREELS_DF_CALL, largest_gb=28.6,
+            fp32=("vae",), scheduler=(("flow_shift", 5.0),),
+        ),
+        # FramePack F1 (lllyasviel/FramePack demo_gradio_f1.py): 25 steps, distilled guidance
+        # 10, 9-latent sections (36 new frames, 1.2 s at 30 fps), sizes
+        # from 640-pixel buckets; diffusers' docs compose it from three repos.
+        Preset(
+            name="framepack-f1", family="framepack", source="hunyuanvideo-community/HunyuanVideo",
+            width=832, height=480, frames=69, fps=30, steps=25, guidance=10.0, memory_gb=46,
+            note="minutes of video in fixed memory: 1.2 s sections", motion=(30, 30),
+            call=(("latent_window_size", 9),), largest_gb=25.6, parts=FRAMEPACK_F1_PARTS,
+        ),
     )
 }  # fmt: skip
 
@@ -367,10 +436,20 @@ class ModelRef:
             return self.preset.frames, self.preset.frames
         return self.family.legal_around(x)
 
+    def section_window(self, clip_frames: int | None = None) -> int:
+        """Latent frames per section of a family that makes sections (FramePack's
+        `latent_window_size`): the preset's, or the one whose later sections are about
+        `clip_frames` long (8w - 3 frames)."""
+        if clip_frames:
+            return max(2, (clip_frames + 3) // 8)
+        return int(dict(self.preset.call).get("latent_window_size", 9))
+
     @property
     def frame_rule(self) -> str:
         if self.preset.fixed_frames:
             return f"{self.preset.frames} only"
+        if self.family.sections:
+            return "a section: 8k-3"
         step = self.family.frame_step
         return "any" if step <= 1 else f"{step}k+1"
 
@@ -465,10 +544,13 @@ AUTO_ORDER = (
     "wan2.2-i2v-a14b",
     "hunyuanvideo-1.5-i2v",
     "ltx-2",
+    "framepack-f1",
+    "skyreels-v2-df-14b",
     "wan2.2-ti2v-5b",
     "wan-flf2v-720p",
     "wan-i2v-480p",
     "ltx-video",
+    "skyreels-v2-df-1.3b",
     "cogvideox-5b-i2v",
     "svd-xt",
 )
@@ -592,7 +674,7 @@ def _inherit(family: str, name: str, source: str, configs: Configs) -> Preset:
     base = next(p for p in PRESETS.values() if p.family == family)
     plain = dataclasses.replace(
         base, name=name, source=source, note="", native_only=False, conditioning=None,
-        fixed_frames=False, size_multiple=None, call=(), variant=None,
+        fixed_frames=False, size_multiple=None, call=(), variant=None, parts=(), scheduler=(),
     )  # fmt: skip
     return dataclasses.replace(plain, **config_traits(family, configs, name))
 
@@ -723,15 +805,43 @@ def _from_pretrained(ref: ModelRef, dtype: dict, *, half: bool):
     that holds only the full weights is read as it is."""
     cls = _import_class(ref.family.pipeline_class)
     variant = ref.preset.variant if half else None
+    parts = _load_parts(ref.preset, dtype)
     try:
         return cls.from_pretrained(
-            ref.preset.source, torch_dtype=dtype, use_safetensors=True, variant=variant
+            ref.preset.source, torch_dtype=dtype, use_safetensors=True, variant=variant, **parts
         )
     except (OSError, ValueError):
         if variant is None:
             raise
         log.info("%s: no %s weights here; loading the full ones", ref.label, variant)
-        return cls.from_pretrained(ref.preset.source, torch_dtype=dtype, use_safetensors=True)
+        return cls.from_pretrained(
+            ref.preset.source, torch_dtype=dtype, use_safetensors=True, **parts
+        )
+
+
+def _load_parts(preset: Preset, dtype: dict) -> dict:
+    """The components a preset takes from other repos (`Preset.parts`), safetensors only,
+    each in its dtype (processors have none)."""
+    import diffusers
+    import torch
+    import transformers
+
+    out = {}
+    for name, cls_name, repo, subfolder in preset.parts:
+        cls = getattr(diffusers, cls_name, None) or getattr(transformers, cls_name)
+        kw: dict = {"subfolder": subfolder} if subfolder else {}
+        if issubclass(cls, torch.nn.Module):
+            kw |= {"torch_dtype": dtype.get(name, dtype["default"]), "use_safetensors": True}
+        out[name] = cls.from_pretrained(repo, **kw)
+    return out
+
+
+def set_scheduler(pipe, preset: Preset) -> None:
+    """The model card's scheduler settings (`Preset.scheduler`), on a scheduler of the same
+    class (SkyReels-V2 image-to-video: shift 5)."""
+    if preset.scheduler and getattr(pipe, "scheduler", None) is not None:
+        config = dict(pipe.scheduler.config) | dict(preset.scheduler)
+        pipe.scheduler = type(pipe.scheduler).from_config(config)
 
 
 def cast_components(
@@ -817,6 +927,7 @@ def load(ref: ModelRef, task: str, runtime: Runtime | None = None) -> LoadedMode
             log.info("loading %s for %s on %s", ref.label, task, placement.describe())
             pipe = _load_from_source(ref, placement)
             _complete_config(pipe)
+            set_scheduler(pipe, p)
             placement = apply_placement(pipe, placement)  # `fast`: what is switched on
             # Step bars on a terminal only: for tiny, fast calls a bar costs more than the call.
             pipe.set_progress_bar_config(

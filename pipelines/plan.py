@@ -196,9 +196,14 @@ def _split(
         total = _nearest([c for c in (math.floor(need), math.ceil(need)) if c >= 2], need)
         n = math.ceil(total / FEEDBACK_CHUNK)  # even chunks: no one-frame file at the end
         return [total // n + (i < total % n) for i in range(n)], 0, [0] * n
+    if ref.family.sections:
+        return _split_sections(need, ref.section_window(clip_frames))
     size = ref.legal_frames(clip_frames or ref.preset.frames)
     # Families that take video continue from a run of frames (blended); others from one.
+    # A model's own overlap (SkyReels-V2's `overlap_history`) where the clip has room.
     run = ref.family.frame_step + 1
+    if ref.preset.overlap and size >= 2 * ref.preset.overlap + 1:
+        run = ref.preset.overlap
     overlap = run if ref.takes("video") and size >= 2 * run + 1 else 1
     if size <= overlap:
         raise ValueError(f"clip-frames: {size} frames cannot continue a clip (use more)")
@@ -215,6 +220,22 @@ def _split(
         if not last:
             return sizes, overlap, [0] * len(sizes)
         return [*sizes, last], overlap, [0] * len(sizes) + [cut]
+
+
+def _split_sections(need: float, window: int) -> tuple[list[int], int, list[int]]:
+    """FramePack's calls for a shot: sections of `window` latent frames (4 frames each). A
+    shot's first section decodes its start picture's latent and its own: 4w + 1 frames;
+    each later one decodes the previous section's latents again with its own, 8w - 3
+    frames, of which the first 4w - 3 overlap what is already made (blended, as FramePack
+    does). The fewest sections within `SPEED_TOLERANCE` of `need`, else one more, cut."""
+    new = 4 * window
+    fewer = max(1, math.floor((need - 1) / new))
+    n = fewer if _speed_error(new * fewer + 1, need) <= SPEED_TOLERANCE else fewer + 1
+    if new + 1 >= need:  # a short shot: one section, cut (a second would all be cut)
+        n = 1
+    cut = max(0, new * n + 1 - max(2, round(need)))
+    sizes = [new + 1] + [2 * new - 3] * (n - 1)
+    return sizes, new - 3, [0] * (n - 1) + [cut]
 
 
 def _last_call(

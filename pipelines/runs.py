@@ -7,6 +7,8 @@ RUN/
   keyframes/shot-000.png
   segments/seg-000.mp4          written the moment the segment is finished
   segments/seg-000-tail-0.png   what the next segment is conditioned on, lossless
+  segments/seg-000-state.safetensors  FramePack: the history latents the next section reads
+  segments/seg-000.wav          LTX-2: the clip's own sound
   video.mp4, poster.jpg
 ```
 Every file goes through `files.atomic_path`, and the manifest is rewritten (atomically)
@@ -67,6 +69,10 @@ class RunFolder:
 
     def tail(self, index: int, i: int) -> Path:
         return self.root / "segments" / f"seg-{index:03d}-tail-{i}.png"
+
+    def state(self, index: int) -> Path:
+        """What a section leaves for the next (FramePack's history latents)."""
+        return self.root / "segments" / f"seg-{index:03d}-state.safetensors"
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

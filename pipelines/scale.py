@@ -255,11 +255,13 @@ class Worker:
         from .clips import generate_clips
         from .images import generate
 
-        sounds: dict[int, Any] = {}  # a clip's sound (LTX-2) is heard just before its frames
+        # What a clip leaves besides its frames (its sound, a section's state) comes just
+        # before its frames.
+        extras: dict[int, Any] = {}
 
         def put(i: int, arr: np.ndarray) -> None:
-            sound = sounds.pop(i, None)
-            results.put((i, arr if sound is None else (arr, sound)))
+            extra = extras.pop(i, None)
+            results.put((i, arr if extra is None else (arr, extra)))
             if self.stopping.is_set():
                 raise Cancelled("cancelled")
 
@@ -268,7 +270,7 @@ class Worker:
             common = dict(runtime=self.runtime, planner=self.planner, on_result=put)
             if kind == "video":
                 generate_clips(loaded, jobs, cancel=self.stopping,
-                               on_audio=sounds.__setitem__, **common)  # fmt: skip
+                               on_extra=extras.__setitem__, **common)  # fmt: skip
             else:
                 generate(loaded, jobs, **common)
         except BaseException as exc:  # noqa: BLE001 - raised again in `run`, for the driver
@@ -386,7 +388,7 @@ class Pool:
         self._closing = False
         self.notes: list[str] = []  # every line said about workers (for a manifest)
         self.retried = 0  # jobs that went back to the queue after their worker died
-        self._sounds: dict[Future, Any] = {}  # clips' own sound (LTX-2), until delivered
+        self._extras: dict[Future, Any] = {}  # what clips leave besides frames, until delivered
         self._thread = threading.Thread(target=self._serve, name="reelchain-pool", daemon=True)
         self._thread.start()
 
@@ -457,12 +459,12 @@ class Pool:
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
-        on_audio: Callable[[int, Any], None] | None = None,
+        on_extra: Callable[[int, Any], None] | None = None,
     ) -> list[np.ndarray]:
         """`clips.generate_clips` across the workers: float32 (F, H, W, 3) clips in job
         order; `on_result(i, clip)` runs on this thread as each arrives, after
-        `on_audio(i, sound)` for a clip that has its own sound (`clips.ClipAudio`)."""
-        return self.run(model, jobs, on_result=on_result, cancel=cancel, on_audio=on_audio)
+        `on_extra(i, extra)` for a clip that leaves more (its sound, a section's state)."""
+        return self.run(model, jobs, on_result=on_result, cancel=cancel, on_extra=on_extra)
 
     def images(
         self,
@@ -482,7 +484,7 @@ class Pool:
         *,
         on_result: Callable[[int, np.ndarray], None] | None = None,
         cancel: threading.Event | None = None,
-        on_audio: Callable[[int, Any], None] | None = None,
+        on_extra: Callable[[int, Any], None] | None = None,
     ) -> list[np.ndarray]:
         """Submit `jobs` and wait for all; the first error (or `cancel` being set) cancels
         the rest and is raised here."""
@@ -500,9 +502,9 @@ class Pool:
                         raise Cancelled("cancelled")
                     out[index[f]] = f.result()
                     with self._lock:
-                        sound = self._sounds.pop(f, None)
-                    if sound is not None and on_audio:
-                        on_audio(index[f], sound)
+                        extra = self._extras.pop(f, None)
+                    if extra is not None and on_extra:
+                        on_extra(index[f], extra)
                     if on_result:
                         on_result(index[f], out[index[f]])
         except BaseException:
@@ -546,8 +548,8 @@ class Pool:
         futures = list(futures)
         running = [f for f in futures if not f.cancel() and not f.done()]
         with self._lock:
-            for f in futures:  # a sound that arrived with frames nobody will take
-                self._sounds.pop(f, None)
+            for f in futures:  # what arrived with frames nobody will take
+                self._extras.pop(f, None)
             if running:
                 self._cancel_running(set(running))
 
@@ -727,8 +729,8 @@ class Pool:
         call.finished.add(pos)
         call.slot.done += 1
         future = call.tasks[pos].future
-        if isinstance(arr, tuple):  # frames and the clip's own sound
-            arr, self._sounds[future] = arr
+        if isinstance(arr, tuple):  # frames and what the clip leaves besides them
+            arr, self._extras[future] = arr
         # A copy: writable, and the object store's copy is freed at once.
         _settle(future, result=np.array(arr))
         if not call.pieces:
@@ -908,6 +910,52 @@ def _start_workers(ray, shape: WorkerShape, runtime: Runtime, load: Loader | Non
 
 _POOLS: dict[tuple[str, int | None], Pool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Maker:
+    """Where a run's images or clips are made: this machine's loaded model, or the Ray
+    workers of a pool (the same engine call runs inside each). `sampler` and `placement`
+    are what sidecars and manifests record; the placement is read at each call, as the
+    out-of-memory ladder may move a model loaded here."""
+
+    sampler: str
+    where: Callable[[], dict[str, Any]]
+    # (items, planner=, on_result=, cancel=, on_extra=) → images or clips, in order
+    run: Callable[..., list[np.ndarray]]
+
+    @property
+    def placement(self) -> dict[str, Any]:
+        return self.where()
+
+
+def maker_for(ref: ModelRef, kind: str, runtime: Runtime, pool: Pool | None = None) -> Maker:
+    """The one place that picks where `kind` ("image" or "video") work runs: `pool`, else
+    the runtime's own (`--ray`), else the model loaded here. A Ray worker that cannot load
+    the model is reported in one line and left out, before the first item."""
+    from .clips import generate_clips
+    from .images import generate, sampler_name
+    from .models import load
+
+    pool = pool or pool_for(runtime)
+    if pool is not None:
+        info = pool.preload(ref, kind)
+        placement = {**info.placement, "workers": len(pool.workers)}
+        make = pool.images if kind == "image" else pool.clips
+
+        def on_pool(items, planner=None, on_result=None, cancel=None, **extra):
+            return make(ref, items, on_result=on_result, cancel=cancel, **extra)
+
+        return Maker(info.sampler, lambda: placement, on_pool)
+    loaded = load(ref, "text2img" if kind == "image" else "video", runtime)
+
+    def here(items, planner=None, on_result=None, cancel=None, **extra):
+        if kind == "image":  # an image call is short: a cancel waits for its end
+            return generate(loaded, items, runtime=runtime, planner=planner, on_result=on_result)
+        return generate_clips(loaded, items, runtime=runtime, planner=planner, cancel=cancel,
+                              on_result=on_result, **extra)  # fmt: skip
+
+    return Maker(sampler_name(loaded.pipe), loaded.placement.describe, here)
 
 
 def pool_for(runtime: Runtime) -> Pool | None:

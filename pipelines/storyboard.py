@@ -49,6 +49,7 @@ model is known, not here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -290,8 +291,32 @@ class StoryboardSource:
         )
 
 
-FILE_FIELDS = ("audio", "reference", "voice", "loras")  # storyboard keys that name files
+# Storyboard keys that name files. The look's (start pictures, the reference, LoRAs) come
+# to a server as uploads, kept in the job's folder; music is an upload of its own.
+LOOK_FILE_FIELDS = ("reference", "loras")
+FILE_FIELDS = ("audio", "voice", *LOOK_FILE_FIELDS)
 SHOT_FILE_FIELDS = ("image", "loras")
+
+
+def map_look_files(data: Mapping[str, Any], rename: Callable[[str], str | None]) -> dict:
+    """A copy of a resolved storyboard's data with `rename` applied to each file of its look
+    (`LOOK_FILE_FIELDS`, and `SHOT_FILE_FIELDS` in every shot): names in a job's folder to
+    paths, or back; `rename` giving None drops the file (a LoRA naming it goes too)."""
+
+    def mapped(holder: dict, fields: tuple[str, ...]) -> None:
+        for key in fields:
+            value = holder.get(key)
+            if isinstance(value, str) and value:
+                holder[key] = rename(value)
+            elif isinstance(value, list):
+                loras = [dict(lo, file=rename(lo["file"])) for lo in value]
+                holder[key] = [lo for lo in loras if lo["file"] is not None]
+
+    out = copy.deepcopy(dict(data))
+    mapped(out, LOOK_FILE_FIELDS)
+    for shot in out.get("shots", []):
+        mapped(shot, SHOT_FILE_FIELDS)
+    return out
 
 
 def named_files(text: str) -> list[str]:

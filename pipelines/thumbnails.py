@@ -505,7 +505,9 @@ def _generate_rows(
     ]
     owners = [(w, i) for w in todo for i in range(len(w.seeds))]
     generated = 0
-    maker = images.image_maker(ref, runtime or Runtime())
+    from .scale import maker_for
+
+    maker = maker_for(ref, "image", runtime or Runtime())
     sampler = maker.sampler
     bar = tqdm(total=len(jobs), desc="thumbnails", unit="img", file=sys.stderr, leave=False)
 

@@ -35,11 +35,16 @@ def has(configs: Configs, name: str) -> bool:
     return bool(entry) and entry[0] is not None
 
 
+# SkyReels-V2 diffusion forcing: noise on the overlap's clean latents (its README's 20).
+SKYREELS_DF_CALL = (("addnoise_condition", 20),)
+
+
 def config_traits(family: str, configs: Configs, label: str) -> dict[str, Any]:
     """Preset fields a model's configs decide, for a model of `family`. Raises ValueError
     (one line naming `model`) for a model the engine cannot run right."""
     derive = {"image": _image, "ltx": _ltx, "wan": _wan, "cogvideox": _cogvideox,
-              "hunyuanvideo15": _hunyuanvideo15, "ltx2": _ltx2}.get(family)  # fmt: skip
+              "hunyuanvideo15": _hunyuanvideo15, "ltx2": _ltx2,
+              "skyreels-df": _skyreels_df}.get(family)  # fmt: skip
     return derive(configs, label) if derive else {}
 
 
@@ -60,6 +65,13 @@ def _ltx(configs: Configs, label: str) -> dict[str, Any]:
         )
     decode = configs.get("vae", {}).get("timestep_conditioning")
     return {"call": LTX_DECODE if decode else ()}
+
+
+def _skyreels_df(configs: Configs, label: str) -> dict[str, Any]:
+    """A SkyReels-V2 diffusion-forcing model: its VAE in float32 (as Wan's), noise on the
+    overlap, and shift 5 from an image (its repos ship 8, for text-to-video)."""
+    return {"call": SKYREELS_DF_CALL, "fp32": ("vae",) if has(configs, "vae") else (),
+            "scheduler": (("flow_shift", 5.0),)}  # fmt: skip
 
 
 def _wan(configs: Configs, label: str) -> dict[str, Any]:

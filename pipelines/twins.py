@@ -13,7 +13,9 @@ LTX 0.9.5's timestep-conditioned VAE, CogVideoX-5B's learned position table over
 Wan 2.1's CLIP image encoder (one picture's tokens for I2V, two for FLF2V), Wan 2.2 A14B's
 two experts and their boundary, Wan 2.2 TI2V's 16x VAE and expanded timesteps, HunyuanVideo
 1.5's image-to-video transformer and its aspect buckets, LTX-2.0's transformer (no
-cross-attention modulation) and its audio path, SVD's temporal decoder, FLUX-schnell's
+cross-attention modulation) and its audio path, SkyReels-V2 DF-1.3B's fps embedding and
+image-encoder-free 16-channel transformer, FramePack F1's history-latent embedders, SigLIP
+image projection and Llama 3 prompt template, SVD's temporal decoder, FLUX-schnell's
 guidance-free transformer. ``tests/test_faithful.py`` holds the table of switches and checks both the
 published layout (``pipelines.fullsize``) and the twin against it.
 
@@ -39,6 +41,21 @@ How each twin is called (the real pipelines' argument names):
   ``frame_rate=``; 64x64 by default (its 32x VAE's reflect-padded decoder needs 2x2
   latents); the output has ``.audio``, a (batch, 2, samples) waveform at the vocoder's
   ``output_sampling_rate``. One generator and one set of conditions serve a whole batch.
+- ``skyreels-df``: ``image=`` (first frame), ``prompt=``, ``fps=`` (only 16 and anything else
+  are told apart: the fps embedding has two rows); ``base_num_frames`` defaults to 97, so a
+  longer ``num_frames`` needs ``overlap_history=``. Continuing from frames is
+  ``SkyReelsV2DiffusionForcingVideoToVideoPipeline(**pipe.components)`` with ``video=[frames]``,
+  ``overlap_history=`` (how many of the last given frames condition the window) and
+  ``base_num_frames=``; its output is the given frames followed by ``num_frames`` new ones,
+  the first ``overlap_history`` of which re-decode the given frames' tail. Passing
+  ``causal_block_size=`` rewrites ``transformer.config.num_frame_per_block`` for good.
+- ``framepack``: ``image=``, ``prompt=``, ``latent_window_size=`` (9 as published) and
+  ``sampling_type="vanilla"`` (F1 predicts forward; the default ``"inverted_anti_drifting"``
+  is the original FramePack's); ``guidance_scale`` is the distilled guidance embedding
+  (classifier-free guidance only with ``true_cfg_scale > 1`` and a negative prompt). Its
+  prompt goes through Llama 3's system template, whose 95 tokens ``crop_start`` removes: the
+  twin's tokenizer makes exactly 95 of them too. Right padding is required (the transformer
+  keeps the first ``sum(mask)`` text tokens of a one-prompt batch).
 
 Save/load: ``save_pretrained`` then ``from_pretrained`` restores every weight and config
 exactly, offline (reloaded outputs can differ in the last float bits: memory-mapped weights
@@ -63,7 +80,8 @@ class TwinInfo:
     ``name`` is the twin (``tiny-<name>`` on the command line; ``sd`` is ``tiny-image``),
     ``family`` the engine family whose adapter runs it, and ``mirrors`` the registry preset
     whose published config it copies wherever a switch changes code paths (``None``: a
-    layout no preset has yet). ``num_frames`` is a count the pipeline returns unchanged.
+    layout no preset has yet). ``num_frames`` is a count the pipeline returns unchanged
+    (but for ``framepack``, see below).
     For a requested ``n`` the twins return, as the real models do (the rule comes from the
     VAE's temporal compression and the pipeline code, not from the weights):
 
@@ -78,7 +96,13 @@ class TwinInfo:
       plain round-down: 4k rounds *up* (8 -> 9, 12 -> 13) while 4k+2 and 4k+3 round down
       (10 -> 9, 11 -> 9).
     - ``hunyuanvideo15``: ``4 * ((n - 1) // 4) + 1``, silently; ``ltx2``:
-      ``8 * ((n - 1) // 8) + 1``, silently.
+      ``8 * ((n - 1) // 8) + 1``, silently; ``skyreels-df``: as ``wan*``.
+    - ``framepack`` (either sampling type): whole sections of ``4 * w`` frames (``w`` the
+      ``latent_window_size``) after the first frame, ``4 * w * k + 1`` for
+      ``k = ceil(n / (4 * (w - 1) + 1))`` sections. They are counted in windows of
+      ``4 * (w - 1) + 1`` frames (33 for ``w = 9``) but each adds ``4 * w`` (36), so no count
+      comes back unchanged: 1 to 33 give 37, 34 to 66 give 73. Its ``num_frames`` here is what
+      one section returns.
     - ``cogvideox``: with ``L = (n - 1) // 4 + 1`` latent frames, ``4 * L - 3`` when ``L`` is
       odd and ``4 * L`` when ``L`` is even (the VAE decoder keeps the first latent frame apart
       only for odd counts). Its learned position table (CogVideoX-5B image-to-video) is only
@@ -121,6 +145,12 @@ TWINS: dict[str, TwinInfo] = {
         # 64 px: the 32x VAE's latents must be at least 2x2 for its reflect-padded decoder.
         TwinInfo(name="ltx2", family="ltx2", pipeline_class="LTX2ConditionPipeline", width=64,
                  height=64, num_frames=9, size_multiple=32, mirrors="ltx-2"),
+        TwinInfo(name="skyreels-df", family="skyreels-df",
+                 pipeline_class="SkyReelsV2DiffusionForcingImageToVideoPipeline", width=32,
+                 height=32, num_frames=17, size_multiple=16, mirrors="skyreels-v2-df-1.3b"),
+        TwinInfo(name="framepack", family="framepack",
+                 pipeline_class="HunyuanVideoFramepackPipeline", width=32, height=32,
+                 num_frames=37, size_multiple=16, mirrors="framepack-f1"),
     )
 }  # fmt: skip
 
@@ -499,6 +529,17 @@ def _wan_image_encoder() -> Any:
 _WAN_IMAGE_TOKENS = (224 // 32) ** 2 + 1  # patches plus the class token
 
 
+def _wan_vae(**overrides: Any) -> Any:
+    """Wan 2.1's VAE (8x spatial, 4x temporal, 16 latent channels) at toy width."""
+    from diffusers import AutoencoderKLWan
+
+    config = dict(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    return AutoencoderKLWan(**(config | overrides))
+
+
 def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
     """The Wan image-to-video layouts, each as published:
 
@@ -513,7 +554,7 @@ def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
       with 2x2 patches (sizes on multiples of 32), ``expand_timesteps``: the first frame's
       latents replace the first latent frame at timestep 0 (a last frame is ignored).
     """
-    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 
     tokenizer = _t5_tokenizer()
     image_kv = layout in ("i2v", "flf2v")
@@ -537,17 +578,14 @@ def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
             pos_embed_seq_len=2 * _WAN_IMAGE_TOKENS if layout == "flf2v" else None,
         )
 
-    vae_config: dict[str, Any] = dict(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
+    vae_config: dict[str, Any] = {}
     if layout == "ti2v":  # Wan 2.2's VAE: 2x2 pixel patches in, 48 latent channels
-        vae_config |= dict(
+        vae_config = dict(
             z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
             scale_factor_spatial=16, scale_factor_temporal=4, latents_mean=[0.0] * 48,
             latents_std=[1.0] * 48,
         )  # fmt: skip
-    vae = _seeded(seed, lambda: AutoencoderKLWan(**vae_config))
+    vae = _seeded(seed, lambda: _wan_vae(**vae_config))
     text_encoder = _seeded(seed, lambda: _t5_encoder(len(tokenizer), umt5=True))
     parts: dict[str, Any] = {"transformer": _seeded(seed, transformer)}
     if image_kv:
@@ -565,6 +603,38 @@ def _build_wan(seed: int, layout: str) -> diffusers.DiffusionPipeline:
         vae=vae,
         scheduler=_wan_scheduler(flow_shift=shift),
         **parts,
+    )
+
+
+# SkyReels-V2's own diffusion-forcing sampler shifts by 8.0 (generate_video_df.py); diffusers'
+# docs set 5.0 for image-to-video on the loaded scheduler, as the preset does.
+_SKYREELS_DF_SHIFT = 8.0
+
+
+def _build_skyreels_df(seed: int) -> diffusers.DiffusionPipeline:
+    """SkyReels-V2 diffusion forcing layout (DF-1.3B-540P): Wan 2.1's text-to-video
+    transformer, 16 input channels (a first frame or the frames continued from enter as
+    clean latent frames, not as extra channels), no image encoder or image key/values, the fps
+    embedding (``inject_sample_info``), one frame per causal block; Wan 2.1's VAE and UMT5.
+    The same components build the video-to-video pipeline that continues from frames."""
+    from diffusers import (
+        SkyReelsV2DiffusionForcingImageToVideoPipeline,
+        SkyReelsV2Transformer3DModel,
+    )
+
+    tokenizer = _t5_tokenizer()
+    transformer = _seeded(seed, lambda: SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=_TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=1,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", image_dim=None,
+        added_kv_proj_dim=None, inject_sample_info=True, num_frame_per_block=1,
+    ))  # fmt: skip
+    return SkyReelsV2DiffusionForcingImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_seeded(seed, lambda: _t5_encoder(len(tokenizer), umt5=True)),
+        transformer=transformer,
+        vae=_seeded(seed, _wan_vae),
+        scheduler=_wan_scheduler(flow_shift=_SKYREELS_DF_SHIFT),
     )
 
 
@@ -670,8 +740,6 @@ def _build_hunyuanvideo15(seed: int) -> diffusers.DiffusionPipeline:
         Qwen2_5_VLTextConfig,
         Qwen2_5_VLTextModel,
         SiglipImageProcessor,
-        SiglipVisionConfig,
-        SiglipVisionModel,
     )
 
     tokenizer, tokenizer_2 = _qwen_tokenizer(), ByT5Tokenizer()
@@ -681,8 +749,6 @@ def _build_hunyuanvideo15(seed: int) -> diffusers.DiffusionPipeline:
         rope_scaling={"type": "default", "rope_type": "default", "mrope_section": [1, 1, 2]},
         bos_token_id=None, eos_token_id=None,
     )  # fmt: skip
-    vision = SiglipVisionConfig(hidden_size=12, intermediate_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, image_size=16, patch_size=4)  # fmt: skip
     transformer = _seeded(seed, lambda: HunyuanVideo15Transformer3DModel(
         in_channels=4 + 4 + 1, out_channels=4, num_attention_heads=2, attention_head_dim=8,
         num_layers=1, num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16,
@@ -703,7 +769,7 @@ def _build_hunyuanvideo15(seed: int) -> diffusers.DiffusionPipeline:
         text_encoder_2=_seeded(seed, lambda: _t5_encoder(len(tokenizer_2), d_model=32)),
         tokenizer_2=tokenizer_2,
         guider=ClassifierFreeGuidance(guidance_scale=6.0),
-        image_encoder=_seeded(seed, lambda: SiglipVisionModel(vision)),
+        image_encoder=_seeded(seed, _siglip),
         feature_extractor=SiglipImageProcessor(size={"height": 16, "width": 16}),
     )
 
@@ -816,6 +882,122 @@ def _build_ltx2(seed: int) -> diffusers.DiffusionPipeline:
     )
 
 
+# Llama 3's pre-tokenizer split (contractions, words with one leading non-letter, up to three
+# digits, punctuation runs, newlines, spaces), ahead of its byte-level BPE.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_SPECIALS = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+    "<|eot_id|>", "<pad>",
+)  # fmt: skip
+
+
+def _llama3_tokenizer() -> Any:
+    """A Llama 3 byte-level BPE tokenizer (256 byte symbols, the split and header tokens of
+    Llama 3, a leading ``<|begin_of_text|>``, right padding) whose merges make every piece of
+    HunyuanVideo's prompt template one token, as Llama 3's 128k vocabulary does: the system
+    part is 95 tokens, the ``crop_start`` the pipeline ships with, so the crop leaves exactly
+    the prompt. Other text falls back to bytes, so any prompt tokenizes."""
+    import re
+
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import (
+        DEFAULT_PROMPT_TEMPLATE,
+    )
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    split = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    texts = re.split("|".join(map(re.escape, (*_LLAMA3_SPECIALS, "{}"))),
+                     DEFAULT_PROMPT_TEMPLATE["template"])  # fmt: skip
+    # Word-initial pieces ("Ġthe") first: their chains start with a symbol only a word's first
+    # can be, so no other merge can split them; then the few others ("system", "ĊĊ").
+    words = sorted({w for text in texts for w, _ in split.pre_tokenize_str(text)},
+                   key=lambda w: (not w.startswith("\u0120"), w))  # fmt: skip
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        for i in range(1, len(word)):
+            if word[: i + 1] not in vocab:
+                merges.append((word[:i], word[i]))
+                vocab[word[: i + 1]] = len(vocab)
+    backend = Tokenizer(BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer, backend.decoder = split, decoders.ByteLevel()
+    backend.add_special_tokens(list(_LLAMA3_SPECIALS))
+    bos = _LLAMA3_SPECIALS[0]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+        special_tokens=[(bos, backend.token_to_id(bos))],
+    )  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token="<|end_of_text|>", pad_token="<pad>",
+        padding_side="right", model_max_length=8192,
+    )  # fmt: skip
+
+
+def _siglip(image_size: int = 16) -> Any:
+    """A one-layer SigLIP vision tower, 12 wide (4 px patches), as HunyuanVideo 1.5 and
+    FramePack read image tokens from."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    return SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=12, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        image_size=image_size, patch_size=4,
+    ))  # fmt: skip
+
+
+def _build_framepack(seed: int) -> diffusers.DiffusionPipeline:
+    """FramePack F1 layout: HunyuanVideo's dual- and single-stream transformer with FramePack's
+    clean-latent patch embedders (the first frame and the latest latent frame at 1x, the two
+    before at 2x and sixteen older at 4x compression) and a SigLIP image projection,
+    guidance-distilled (a guidance embedding); HunyuanVideo's 8x/4x VAE with 16 latent
+    channels; Llama 3 text (the hidden states two layers from the end, the system template
+    cropped away) and CLIP-L pooled text; shift-7 flow matching."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoFramepackPipeline,
+        HunyuanVideoFramepackTransformer3DModel,
+    )
+    from transformers import LlamaConfig, LlamaModel, SiglipImageProcessor
+
+    tokenizer, tokenizer_2 = _llama3_tokenizer(), _clip_tokenizer()
+    llama = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+        rope_theta=500000.0, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    factories: dict[str, Callable[[], Any]] = {
+        "transformer": lambda: HunyuanVideoFramepackTransformer3DModel(
+            in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=8,
+            num_layers=1, num_single_layers=1, num_refiner_layers=1, mlp_ratio=2.0,
+            patch_size=2, patch_size_t=1, guidance_embeds=True, text_embed_dim=16,
+            pooled_projection_dim=_TEXT_DIM, rope_axes_dim=(2, 2, 4),
+            image_condition_type=None, has_image_proj=True, image_proj_dim=12,
+            has_clean_x_embedder=True,
+        ),
+        "vae": lambda: AutoencoderKLHunyuanVideo(
+            latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+            norm_num_groups=4, spatial_compression_ratio=8, temporal_compression_ratio=4,
+        ),
+        "text_encoder": lambda: LlamaModel(llama),
+        "text_encoder_2": lambda: _clip_text_encoder(tokenizer_2),
+        "image_encoder": _siglip,
+    }  # fmt: skip
+    modules = {name: _seeded(seed, factory) for name, factory in factories.items()}
+    return HunyuanVideoFramepackPipeline(
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        feature_extractor=SiglipImageProcessor(size={"height": 16, "width": 16}), **modules,
+    )  # fmt: skip
+
+
 def _build_flux(seed: int) -> diffusers.DiffusionPipeline:
     """FLUX.1-schnell layout: CLIP (pooled) and T5 text, a 16-channel-packed transformer with
     no guidance embedding (schnell is distilled), 8x VAE with a shift factor."""
@@ -874,6 +1056,8 @@ _BUILDERS: dict[str, Callable[[int], diffusers.DiffusionPipeline]] = {
     "hunyuanvideo15": lambda seed: _build_hunyuanvideo15(seed),
     "ltx2": lambda seed: _build_ltx2(seed),
     "cogvideox": _build_cogvideox,
+    "skyreels-df": _build_skyreels_df,
+    "framepack": _build_framepack,
 }
 
 

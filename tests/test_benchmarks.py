@@ -154,3 +154,12 @@ def test_the_command_line_runs_as_a_file_and_writes_the_table(tmp_path):
     assert "| gpu | full-size configurations | — | — | — | skipped: no CUDA |" in table
     assert table in proc.stdout and "[gpu]" in proc.stdout
     assert json.loads((out / "benchmarks.json").read_text())["details"]["finished"] is True
+
+
+@pytest.mark.parametrize("model,frames", [("tiny-framepack", 37), ("tiny-skyreels-df", 17)])
+def test_gpu_case_runs_the_long_video_families(model, frames, tmp_path):
+    """The GPU section's code on the long-video twins: FramePack through its own section
+    loop, SkyReels-V2 through its pipeline; the engine gives the plain loop's pixels."""
+    r = gpu.run_gpu_case(gpu.GpuCase(model, 2, 32, 32, frames, 2), "cpu", tmp_path)
+    assert r["frames"] == 2 * frames and r["max_difference_engine_vs_plain"] < 1e-3
+    assert set(r["fast"]) == {"cache"}

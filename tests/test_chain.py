@@ -588,6 +588,13 @@ def test_frozen_clips_are_made_again_and_never_reported_done(tmp_path, monkeypat
     seg = manifest(tmp_path / "run")["segments"][0]
     assert seg["status"] == "done" and seg["tries"] == 2
 
+    # Made again (its file damaged), it comes out the same: the manifest keeps the seed that
+    # made it, not the one whose clip was frozen.
+    first = (tmp_path / "run" / seg["file"]).read_bytes()
+    (tmp_path / "run" / seg["file"]).write_bytes(first[: len(first) // 2])
+    resume_video(tmp_path / "run")
+    assert (tmp_path / "run" / seg["file"]).read_bytes() == first
+
     state["frozen"] = 99  # never healthy: the run stops, the segment is marked failed
     with pytest.raises(RuntimeError, match="frozen frames after 3 tries"):
         make_video(write_story(tmp_path, story), tmp_path / "run2", VideoOptions(model="tiny-ltx"))

@@ -107,7 +107,7 @@ def test_ltx_2_hands_back_each_clips_soundtrack():
     jobs = [ClipItem(f"take {i}", Image.new("RGB", (64, 64), (60 * i, 90, 160)), 17, 64, 64, 2,
                     3.0, i, fps=24) for i in range(2)]  # fmt: skip
     heard = {}
-    frames = generate_clips(loaded, jobs, on_audio=lambda i, audio: heard.setdefault(i, audio))
+    frames = generate_clips(loaded, jobs, on_extra=lambda i, audio: heard.setdefault(i, audio))
     assert [f.shape for f in frames] == [(17, 64, 64, 3)] * 2
     assert sorted(heard) == [0, 1]
     for audio in heard.values():

@@ -98,12 +98,37 @@ ROUNDED: dict[str, dict[str, tuple[float, float]]] = {
         "transformer": rounded(19 * B, 1 * B),  # checkpoint "ltx-2-19b-dev"
         "text_encoder": rounded(12 * B, 1 * B),  # Gemma 3 "12B", vision tower included
     },
+    "skyreels-v2-df-14b": {
+        "transformer": rounded(14 * B, 1 * B),  # "DF-14B": Wan 2.1 T2V 14B's layout
+    },
+    "framepack-f1": {
+        # FramePack's "13B": HunyuanVideo's transformer plus its history embedders and
+        # SigLIP projection.
+        "transformer": rounded(13 * B, 1 * B),
+        # llava-llama-3-8b's language model without its LM head: "7.5B".
+        "text_encoder": rounded(7.5 * B, 0.1 * B),
+    },
 }
 PUBLISHED |= {
     "wan2.2-ti2v-5b": {"text_encoder": 5.68 * B},  # UMT5-XXL encoder, as for Wan 2.1
     "wan2.2-i2v-a14b": {"vae": 127.0 * M, "text_encoder": 5.68 * B},  # the Wan 2.1 VAE
     "hunyuanvideo-1.5-i2v": {},
     "ltx-2": {},
+    "skyreels-v2-df-1.3b": {
+        # Wan2.1-T2V-1.3B's transformer (wan2.1_t2v_1.3B_fp16 2.84 GB: 1.419B; the "1.3B" of
+        # the name undercounts) plus the fps embedding of inject_sample_info: a 2 x 1536 table
+        # and a SiLU-gated 1536 -> 1536 -> 9216 projection, 16.5M.
+        "transformer": 1.419 * B + 16.5 * M,
+        "vae": 127.0 * M,
+        "text_encoder": 5.68 * B,
+    },
+    "skyreels-v2-df-14b": {"vae": 127.0 * M, "text_encoder": 5.68 * B},
+    "framepack-f1": {
+        "vae": 246.5 * M,  # HunyuanVideo's VAE: hunyuan_video_vae_bf16 493 MB
+        "text_encoder_2": 123.07 * M,  # CLIP ViT-L/14 text, as sdxl-turbo's text_encoder
+        # lllyasviel/flux_redux_bfl's SigLIP so400m/14-384 vision tower with its pooling head.
+        "image_encoder": 428.2 * M,
+    },
 }
 
 PIPELINES = {
@@ -119,6 +144,9 @@ PIPELINES = {
     "wan2.2-i2v-a14b": "WanImageToVideoPipeline",
     "hunyuanvideo-1.5-i2v": "HunyuanVideo15ImageToVideoPipeline",
     "ltx-2": "LTX2ConditionPipeline",
+    "skyreels-v2-df-1.3b": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "skyreels-v2-df-14b": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "framepack-f1": "HunyuanVideoFramepackPipeline",
 }
 
 
@@ -143,7 +171,8 @@ def test_unknown_preset_names_the_choices():
     assert str(excinfo.value) == (
         "unknown full-size preset 'sd-tubro'; choose one of: sd-turbo, sdxl-turbo, "
         "flux-schnell, ltx-video, wan-i2v-480p, wan-flf2v-720p, svd-xt, cogvideox-5b-i2v, "
-        "wan2.2-ti2v-5b, wan2.2-i2v-a14b, hunyuanvideo-1.5-i2v, ltx-2"
+        "wan2.2-ti2v-5b, wan2.2-i2v-a14b, hunyuanvideo-1.5-i2v, ltx-2, skyreels-v2-df-1.3b, "
+        "skyreels-v2-df-14b, framepack-f1"
     )
     with pytest.raises(ValueError, match="unknown full-size preset"):
         parameter_counts("tiny-ltx")
@@ -207,10 +236,11 @@ def test_meta_build_is_the_real_pipeline_in_bfloat16(preset):
         params = list(module.parameters())
         # Everything on the device, even tensors a module creates on the CPU regardless.
         assert {t.device.type for t in [*params, *module.buffers()]} == {"meta"}, name
-        # Only Wan keeps some parameters (time embedder, norms) in float32 at half precision.
+        # Only Wan and SkyReels (built on it) keep some parameters (time embedder, norms) in
+        # float32 at half precision.
         kept = [p for p in params if p.dtype == torch.float32]
         assert all(p.dtype == torch.bfloat16 for p in params if p.dtype != torch.float32)
-        wan = preset.startswith("wan") and name in ("transformer", "transformer_2")
+        wan = preset.startswith(("wan", "skyreels")) and name in ("transformer", "transformer_2")
         assert bool(kept) == wan, name
 
 

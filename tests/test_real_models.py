@@ -12,7 +12,7 @@ import torch
 from conftest import TWO_SHOTS
 from PIL import Image
 
-from pipelines import batching, chain, clips, device, models
+from pipelines import batching, chain, clips, device, images, models
 from pipelines.chain import VideoOptions, make_video
 from pipelines.clips import ClipItem, generate_clips
 from pipelines.keyframes import keyframe_size
@@ -291,13 +291,13 @@ def test_keyframes_are_made_at_the_image_models_pixel_count_then_scaled(tmp_path
     assert keyframe_size(sd, 1280, 720) == (680, 384)  # about 512², 16:9, multiples of 8
     assert keyframe_size(resolve_model("flux-schnell", "image"), 1280, 720) == (1360, 768)
     sizes = []
-    real = chain.generate
+    real = images.generate
 
     def spy(loaded, jobs, **kw):
         sizes.extend((j.width, j.height) for j in jobs)
         return real(loaded, jobs, **kw)
 
-    monkeypatch.setattr(chain, "generate", spy)
+    monkeypatch.setattr(images, "generate", spy)
     text = TWO_SHOTS.replace("width: 32\nheight: 32", "width: 64\nheight: 32")
     result = make_video(story(tmp_path, text), tmp_path / "run", VideoOptions(model="tiny-ltx"))
     assert set(sizes) == {(88, 48)}  # the twin's 64² area at 2:1

@@ -398,3 +398,22 @@ def test_ltx2s_own_sound_comes_back_from_the_workers(pool, tmp_path):
     there = make_video(story, tmp_path / "there", opts, runtime=RUNTIME, pool=pool)
     a, b = (read_clip_sound(r.run_dir / "soundtrack.wav")[0] for r in (here, there))
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("spec,fps", [("tiny-framepack", 30), ("tiny-skyreels-df", 24)])
+def test_long_video_families_on_two_workers_match_a_local_run(pool, tmp_path, spec, fps):
+    """FramePack's section state comes back from the workers with the frames (and goes out
+    with the next section); SkyReels' windows seed their overlap noise themselves: either
+    way, the same video as on one machine."""
+    from pipelines.chain import VideoOptions, make_video
+    from pipelines.video_io import read_frames
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY.replace("fps: 8", f"fps: {fps}").replace("seconds: 1", "seconds: 2"))
+    opts = VideoOptions(model=spec)
+    here = make_video(story, tmp_path / "here", opts, runtime=RUNTIME)
+    there = make_video(story, tmp_path / "there", opts, runtime=RUNTIME, pool=pool)
+    a, b = (np.stack(list(read_frames(r.video))) for r in (here, there))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    states = sorted(p.name for p in (there.run_dir / "segments").glob("*-state.safetensors"))
+    assert bool(states) == (spec == "tiny-framepack")

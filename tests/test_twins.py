@@ -52,6 +52,8 @@ def _run(pipe, family: str, *, seed: int = 0, **overrides) -> np.ndarray:
 
         kwargs["conditions"] = [LTX2VideoCondition(frames=kwargs.pop("image"), index=0)]
         kwargs["frame_rate"] = 24
+    if family == "framepack":  # F1 samples forward; one section is asked for with <= 33 frames
+        kwargs |= {"latent_window_size": 9, "sampling_type": "vanilla", "num_frames": 33}
     kwargs.update(overrides)
     out = pipe(**kwargs)
     return np.asarray(out.images if info.num_frames is None else out.frames)
@@ -79,7 +81,8 @@ def _reload(pipe, path):
 
 def test_registry_covers_every_family():
     assert TWIN_FAMILIES == ("sd", "flux", "svd", "ltx", "wan", "wan-flf2v", "wan22", "cogvideox",
-                             "wan22-ti2v", "hunyuanvideo15", "ltx2")  # fmt: skip
+                             "wan22-ti2v", "hunyuanvideo15", "ltx2", "skyreels-df",
+                             "framepack")  # fmt: skip
     assert tuple(TWINS) == TWIN_FAMILIES
     for name, info in TWINS.items():
         assert isinstance(info, TwinInfo)
@@ -100,6 +103,8 @@ def test_registry_covers_every_family():
         "wan22-ti2v": 32,
         "hunyuanvideo15": 16,
         "ltx2": 32,
+        "skyreels-df": 16,
+        "framepack": 16,
     }
 
 
@@ -113,7 +118,7 @@ def test_unknown_family_names_the_choices():
         build_twin("x")
     assert str(excinfo.value) == (
         "unknown twin family 'x'; choose one of: sd, flux, svd, ltx, wan, wan-flf2v, wan22, "
-        "cogvideox, wan22-ti2v, hunyuanvideo15, ltx2"
+        "cogvideox, wan22-ti2v, hunyuanvideo15, ltx2, skyreels-df, framepack"
     )
 
 
@@ -201,6 +206,11 @@ def test_generator_seed_changes_the_output(family):
         ("hunyuanvideo15", 13, 13),
         ("ltx2", 10, 9),  # floored to 8k+1, silently
         ("ltx2", 17, 17),
+        ("skyreels-df", 10, 9),  # as Wan: 4k rounds up, 4k+2 and 4k+3 down
+        ("skyreels-df", 12, 13),
+        ("framepack", 1, 37),  # whole sections of 36 frames after the first
+        ("framepack", 33, 37),
+        ("framepack", 37, 73),  # counted in 33-frame windows: 37 asks for two sections
     ],
 )
 def test_returned_frame_count(family, requested, returned):
@@ -328,10 +338,50 @@ def test_wan_runs_both_experts():
     assert calls == {"transformer": 1, "transformer_2": 1}
 
 
+def test_skyreels_df_continues_from_frames_and_returns_them_first():
+    """The video-to-video pipeline over the same components: the given frames come back
+    first, then `num_frames` new ones (the first `overlap_history` of them redo the tail)."""
+    from diffusers import SkyReelsV2DiffusionForcingVideoToVideoPipeline
+
+    v2v = SkyReelsV2DiffusionForcingVideoToVideoPipeline(**build_twin("skyreels-df").components)
+    v2v.set_progress_bar_config(disable=True)
+    given = [_image(32, 32, (40 * i, 90, 200)) for i in range(5)]
+    generator = torch.Generator("cpu").manual_seed(0)
+    frames = v2v(video=given, prompt="a red kite", height=32, width=32, num_frames=17,
+                 overlap_history=5, base_num_frames=17, num_inference_steps=2,
+                 generator=generator, output_type="np").frames  # fmt: skip
+    assert frames.shape == (1, 5 + 17, 32, 32, 3)
+    np.testing.assert_allclose(frames[0, :5], np.stack(given) / 255, rtol=0, atol=1e-6)
+
+
+def test_skyreels_df_tells_16_fps_from_every_other_rate():
+    """Its fps embedding has two rows: one for 16 fps, one for anything else."""
+    pipe = build_twin("skyreels-df")
+    made = {fps: _run(pipe, "skyreels-df", fps=fps) for fps in (16, 24, 30)}
+    assert not np.array_equal(made[16], made[24])
+    assert np.array_equal(made[24], made[30])
+
+
 # ---------------------------------------------------------------------------- tokenizers
 
 
-@pytest.mark.parametrize("family", ["sd", "ltx"])
+def test_framepack_tokenizer_makes_the_system_template_its_crop_start():
+    """HunyuanVideo's Llama 3 template is cropped at token 95: the twin's tokenizer makes the
+    system part exactly 95 tokens, so the crop leaves the prompt (and its closing token)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import (
+        DEFAULT_PROMPT_TEMPLATE as TEMPLATE,
+    )
+
+    tokenizer = build_twin("framepack").tokenizer
+    system = TEMPLATE["template"].split("{}")[0]
+    assert len(tokenizer(system).input_ids) == TEMPLATE["crop_start"] == 95
+    prompt = "a red kite over the dunes, 35mm"
+    ids = tokenizer(TEMPLATE["template"].format(prompt)).input_ids
+    assert ids[95:] == tokenizer(prompt + "<|eot_id|>", add_special_tokens=False).input_ids
+    assert tokenizer.padding_side == "right"  # the transformer keeps the first sum(mask) tokens
+
+
+@pytest.mark.parametrize("family", ["sd", "ltx", "framepack"])
 def test_tokenizer_takes_any_text_and_survives_save(family, tmp_path):
     tokenizer = build_twin(family).tokenizer
     text = "Any ASCII: ~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./ 0123456789 \t\n and caf\u00e9 \u2603"
@@ -345,7 +395,7 @@ def test_tokenizer_takes_any_text_and_survives_save(family, tmp_path):
 # ---------------------------------------------------------------------------- save / load
 
 
-@pytest.mark.parametrize("family", ["sd", "ltx", "wan"])
+@pytest.mark.parametrize("family", ["sd", "ltx", "wan", "skyreels-df", "framepack"])
 def test_save_load_roundtrip(family, tmp_path):
     twin = build_twin(family)
     expected = _run(twin, family)
