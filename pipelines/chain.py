@@ -48,6 +48,7 @@ from .keyframes import make_keyframes
 from .lora import loras_for
 from .models import ModelRef, check_fast, load, resolve_model
 from .plan import Models, Segment, gen_rate, plan, plan_data, plan_summary, stretch_of
+from .relay import relay
 from .runs import MANIFEST_VERSION, RunFolder, load_png, save_png
 from .scale import maker_for, pool_for
 from .settings import Limits, Runtime
@@ -280,10 +281,12 @@ class _Context:
         if self.pool is None:  # `--ray ADDRESS`: the process's pool
             self.pool = pool_for(self.runtime)
 
-    def write_later(self, seg: Segment, clip: np.ndarray) -> None:
+    def write_later(self, seg: Segment, clip: np.ndarray) -> Future:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="reelchain-writer")
-        self._writes.append(self._writer.submit(_write_segment, self, seg, clip))
+        future = self._writer.submit(_write_segment, self, seg, clip)
+        self._writes.append(future)
+        return future
 
     def flush(self, *, raising: bool = True) -> None:
         """Wait for every clip handed to the writer; re-raise the first failure (unless an
@@ -322,13 +325,19 @@ class _Context:
         """Items made where `scale.maker_for` says (the workers load a model once a run);
         where it ran goes into the manifest after each call (the out-of-memory ladder may
         have moved it)."""
-        if (ref.spec, kind) not in self._makers:
-            self._makers[ref.spec, kind] = maker_for(ref, kind, self.runtime, self.pool)
-        maker = self._makers[ref.spec, kind]
+        maker = self.maker(ref, kind)
         try:
             return maker.run(items, planner=self.planner, cancel=self.cancel, **kw)
         finally:
             self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
+
+    def maker(self, ref: ModelRef, kind: str):
+        """Where `kind` work of `ref` runs this run (`scale.maker_for`), made once: a pool's
+        workers load the model then, and the manifest records where."""
+        if (ref.spec, kind) not in self._makers:
+            maker = self._makers[ref.spec, kind] = maker_for(ref, kind, self.runtime, self.pool)
+            self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
+        return self._makers[ref.spec, kind]
 
     def load(self, ref: ModelRef, task: str):
         """Load (or reuse) a model here, and record where and how it runs in the manifest."""
@@ -504,6 +513,8 @@ def _execute_plan(ctx: _Context) -> VideoResult:
     generated = len(todo)
     with tqdm(total=len(ctx.segments), initial=len(ctx.segments) - len(todo), desc="segments",
               unit="seg", file=sys.stderr, dynamic_ncols=True) as bar:  # fmt: skip
+        if ctx.pool is not None and ctx.models.video is not None:
+            todo = _relay(ctx, todo, bar)
         while todo:
             done = {s.index for s in ctx.segments if s.status == "done"}
             ready = [s for s in todo if s.depends is None or s.depends in done]
@@ -515,6 +526,30 @@ def _execute_plan(ctx: _Context) -> VideoResult:
             bar.update(len(wave))
             todo = [s for s in todo if s.status != "done"]
     return _finish(ctx, generated)
+
+
+def _relay(ctx: _Context, todo: list[Segment], bar) -> list[Segment]:
+    """On Ray, the segments as a relay (`relay.relay`): each goes out the moment what it
+    starts from is written. Out of memory, the rest go in waves, which shorten clips."""
+    ref = ctx.models.video
+    ctx.maker(ref, "video")  # the workers load the model, and the manifest says where
+
+    def accept(seg: Segment, clip: np.ndarray, attempt: int, extra: Any) -> bool:
+        if extra is not None:
+            ctx.extras[seg.index] = extra
+        return _accept(ctx, seg, clip, attempt)
+
+    try:
+        relay(ctx.pool, ref, todo, item=lambda seg, attempt: _clip_item(ctx, seg, attempt),
+              accept=accept, write=ctx.write_later, cancel=ctx.cancel,
+              limit=max(ctx.opts.max_parallel, len(ctx.pool.workers)),
+              on_written=lambda seg: bar.update(1))  # fmt: skip
+    except OutOfMemory:
+        ctx.flush()
+    except BaseException:
+        ctx.flush(raising=False)  # clips already made are written before the error leaves
+        raise
+    return [s for s in todo if s.status != "done"]
 
 
 def _conditioning(ctx: _Context, seg: Segment, frames: bool = True) -> list[np.ndarray]:
@@ -546,26 +581,34 @@ def _generate_attempts(ctx: _Context, wave: list[Segment]) -> None:
         bad: list[Segment] = []
 
         def keep(seg: Segment, clip: np.ndarray, attempt: int = attempt, bad=bad) -> None:
-            problems = drift.check_frames(clip)
-            seg.tries = attempt + 1
-            if problems and attempt + 1 < MAX_TRIES:
-                log.warning("segment %d: %s; trying again", seg.index, problems[0].detail)
+            if _accept(ctx, seg, clip, attempt):
+                ctx.write_later(seg, clip)
+            else:
                 bad.append(seg)
-                return
-            if problems:
-                seg.status = "failed"
-                seg.drift = {"problems": [p.kind for p in problems]}
-                ctx.save()
-                raise RuntimeError(
-                    f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
-                    f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
-                )
-            if attempt:  # the seed that made it: made again, it makes the same frames
-                seg.seed = _retry_seed(seg.seed, attempt)
-            ctx.write_later(seg, clip)
 
         _generate_or_shorten(ctx, pending, attempt, keep, bad)
         pending = bad
+
+
+def _accept(ctx: _Context, seg: Segment, clip: np.ndarray, attempt: int) -> bool:
+    """Whether a segment's clip is kept: NaN, black or frozen frames are made again with the
+    next seed (False), and after `MAX_TRIES` the segment is marked failed (one line)."""
+    problems = drift.check_frames(clip)
+    seg.tries = attempt + 1
+    if problems and attempt + 1 < MAX_TRIES:
+        log.warning("segment %d: %s; trying again", seg.index, problems[0].detail)
+        return False
+    if problems:
+        seg.status = "failed"
+        seg.drift = {"problems": [p.kind for p in problems]}
+        ctx.save()
+        raise RuntimeError(
+            f"segment {seg.index} (shot {seg.shot}): {problems[0].kind} frames after "
+            f"{MAX_TRIES} tries; reroll it with --resume DIR --reroll {seg.index}"
+        )
+    if attempt:  # the seed that made it: made again, it makes the same frames
+        seg.seed = _retry_seed(seg.seed, attempt)
+    return True
 
 
 def _generate_or_shorten(
@@ -620,49 +663,45 @@ def _generate(
     ctx: _Context, segs: list[Segment], attempt: int, keep: Callable[[Segment, np.ndarray], None]
 ) -> None:
     """Make the segments' clips; `keep(segment, clip)` runs as each clip exists."""
-    sb = ctx.sb
     if ctx.models.video is None:
         for seg, clip in zip(segs, _feedback(ctx, segs, attempt), strict=True):
             keep(seg, clip)
         return
-    p = ctx.models.video.preset
-    steps = sb.steps or p.steps
-    guidance = p.guidance if sb.guidance is None else sb.guidance
-    jobs = []
-    sections = ctx.models.video.family.sections
-    for seg in segs:
-        shot = sb.shots[seg.shot]
-        # FramePack continues from the previous section's state, not from its frames.
-        history = None
-        if sections and seg.depends is not None:
-            history = SectionState.load(ctx.run.state(seg.depends))
-        cond = [Image.fromarray(f) for f in _conditioning(ctx, seg, frames=history is None)]
-        last = (
-            Image.fromarray(load_png(ctx.run.keyframe(seg.last_keyframe)))
-            if seg.last_keyframe is not None
-            else None
-        )
-        jobs.append(
-            ClipItem(
-                prompt=shot.prompt,
-                first=cond[-1] if len(cond) == 1 else cond[0],
-                num_frames=seg.frames,
-                width=sb.width,
-                height=sb.height,
-                steps=steps,
-                guidance=guidance,
-                seed=_retry_seed(seg.seed, attempt),
-                fps=round(gen_rate(sb, ctx.models)),
-                negative_prompt=shot.negative_prompt,
-                last=last,
-                last_index=None if last is None else seg.frames - seg.drop - 1,
-                video=tuple(cond) if len(cond) > 1 else None,
-                loras=loras_for(shot.loras, "video"),
-                history=history,
-            )
-        )
+    jobs = [_clip_item(ctx, seg, attempt) for seg in segs]
     ctx.clips(ctx.models.video, jobs, on_result=lambda i, clip: keep(segs[i], clip),
               on_extra=lambda i, extra: ctx.extras.__setitem__(segs[i].index, extra))  # fmt: skip
+
+
+def _clip_item(ctx: _Context, seg: Segment, attempt: int) -> ClipItem:
+    """A segment's call: what it starts from (its keyframe, the previous clip's last frames,
+    or FramePack's state), what it ends on, and the seed of this attempt."""
+    sb, p = ctx.sb, ctx.models.video.preset
+    shot = sb.shots[seg.shot]
+    # FramePack continues from the previous section's state, not from its frames.
+    history = None
+    if ctx.models.video.family.sections and seg.depends is not None:
+        history = SectionState.load(ctx.run.state(seg.depends))
+    cond = [Image.fromarray(f) for f in _conditioning(ctx, seg, frames=history is None)]
+    last = None
+    if seg.last_keyframe is not None:
+        last = Image.fromarray(load_png(ctx.run.keyframe(seg.last_keyframe)))
+    return ClipItem(
+        prompt=shot.prompt,
+        first=cond[-1] if len(cond) == 1 else cond[0],
+        num_frames=seg.frames,
+        width=sb.width,
+        height=sb.height,
+        steps=sb.steps or p.steps,
+        guidance=p.guidance if sb.guidance is None else sb.guidance,
+        seed=_retry_seed(seg.seed, attempt),
+        fps=round(gen_rate(sb, ctx.models)),
+        negative_prompt=shot.negative_prompt,
+        last=last,
+        last_index=None if last is None else seg.frames - seg.drop - 1,
+        video=tuple(cond) if len(cond) > 1 else None,
+        loras=loras_for(shot.loras, "video"),
+        history=history,
+    )
 
 
 def warp(frame: np.ndarray, zoom: float, pan_x: float, pan_y: float, rotate: float) -> np.ndarray:

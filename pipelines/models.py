@@ -377,7 +377,7 @@ def twin_presets() -> dict[str, Preset]:
             base, name=name, source=source, width=info.width, height=info.height,
             frames=info.num_frames or 1, steps=info.steps, aspect_target=info.aspect_target,
             guidance=1.0 if kind == "image" else 3.0, memory_gb=0.05, largest_gb=0.01,
-            variant=None, note=f"offline twin of {info.mirrors or info.pipeline_class}",
+            variant=None, note=f"offline twin of {info.mirrors or info.pipeline_class}", parts=(),
         )  # fmt: skip
     return out
 
@@ -967,7 +967,7 @@ def table_rows() -> list[dict[str, str]]:
                 "preset": p.name,
                 "family": p.family,
                 "pipeline": fam.pipeline_class,
-                "source": p.source,
+                "source": _sources(p),
                 "size": f"{p.width}x{p.height}",
                 "frames": "1" if fam.kind == "image" else f"{p.frames} ({ref.frame_rule})",
                 "motion": _motion(p.motion),
@@ -979,6 +979,12 @@ def table_rows() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _sources(p: Preset) -> str:
+    """Where a preset loads from: its repo, and the repos of parts published apart."""
+    apart = [f"{name} from {repo}" for name, _, repo, _ in p.parts if repo != p.source]
+    return " + ".join([p.source, *dict.fromkeys(apart)])
 
 
 def _motion(motion: tuple[int, int] | None) -> str:

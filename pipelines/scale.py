@@ -26,7 +26,7 @@ Use:
 
     with Pool.start("local", workers=2, runtime=runtime) as pool:
         images = pool.images("tiny", jobs, on_result=write)        # rows, keyframes
-        futures = pool.submit(video_ref, [first_clip_of_each_shot])  # a video's waves:
+        futures = pool.submit(video_ref, [first_clip_of_each_shot])  # a video's relay:
         done, _ = concurrent.futures.wait(futures, return_when=FIRST_COMPLETED)
         # ... write each finished clip, then submit the clips that continue from it
 
@@ -451,6 +451,12 @@ class Pool:
             self._dispatch()  # at once: a free worker starts now, not at the next look
         self._wake.set()
         return [t.future for t in tasks]
+
+    def take_extra(self, future: Future) -> Any:
+        """What a clip of `submit` left besides its frames (its sound, a section's state),
+        once; None for one that left nothing."""
+        with self._lock:
+            return self._extras.pop(future, None)
 
     def clips(
         self,

@@ -262,3 +262,14 @@ def test_what_a_long_video_family_cannot_do_is_one_line_before_any_work(cli, tmp
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and error in lines[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_models_table_names_every_repo_a_preset_loads_from():
+    from pipelines.models import table_rows
+
+    rows = {r["preset"]: r for r in table_rows()}
+    source = rows["framepack-f1"]["source"]
+    assert source.startswith("hunyuanvideo-community/HunyuanVideo + transformer from "
+                             "lllyasviel/FramePack_F1_I2V_HY_20250503")  # fmt: skip
+    assert rows["tiny-framepack"]["source"] == "twin:framepack"  # nothing to download
+    assert rows["skyreels-v2-df-14b"]["memory"] == "~44 GB"

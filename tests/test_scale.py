@@ -401,12 +401,18 @@ def test_ltx2s_own_sound_comes_back_from_the_workers(pool, tmp_path):
 
 
 @pytest.mark.parametrize("spec,fps", [("tiny-framepack", 30), ("tiny-skyreels-df", 24)])
-def test_long_video_families_on_two_workers_match_a_local_run(pool, tmp_path, spec, fps):
+def test_long_video_families_on_two_workers_match_a_local_run(pool, tmp_path, spec, fps,
+                                                             monkeypatch):  # fmt: skip
     """FramePack's section state comes back from the workers with the frames (and goes out
     with the next section); SkyReels' windows seed their overlap noise themselves: either
-    way, the same video as on one machine."""
+    way, the same video as on one machine. On the workers the segments go as a relay."""
+    from pipelines import chain
     from pipelines.chain import VideoOptions, make_video
     from pipelines.video_io import read_frames
+
+    relayed = []
+    real = chain.relay
+    monkeypatch.setattr(chain, "relay", lambda *a, **k: relayed.append(len(a[2])) or real(*a, **k))
 
     story = tmp_path / "story.yaml"
     story.write_text(STORY.replace("fps: 8", f"fps: {fps}").replace("seconds: 1", "seconds: 2"))
@@ -417,3 +423,4 @@ def test_long_video_families_on_two_workers_match_a_local_run(pool, tmp_path, sp
     assert a.shape == b.shape and np.array_equal(a, b)
     states = sorted(p.name for p in (there.run_dir / "segments").glob("*-state.safetensors"))
     assert bool(states) == (spec == "tiny-framepack")
+    assert relayed == [there.segments]  # every segment, once, through the relay
