@@ -55,6 +55,8 @@ def relay(
             for seg in [s for s in waiting if _ready(s, todo_ids, written)][: max(0, room)]:
                 waiting.remove(seg)
                 send(seg, 0)
+            if not flying and not writing:  # a plan whose segments wait on one another
+                raise RuntimeError(f"relay: no segment can start ({len(waiting)} waiting)")
             done, _ = wait([*flying, *writing], timeout=0.1, return_when=FIRST_COMPLETED)
             for future in done:
                 if future in writing:

@@ -116,3 +116,9 @@ def test_a_cancel_stops_the_relay():
     with pytest.raises(Cancelled):
         run(pool, segs, cancel=stop)
     assert [i for kind, i, *_ in pool.log] == [0]
+
+
+def test_segments_that_wait_on_one_another_are_refused_not_spun_on():
+    pool = TimedPool({0: 0.01, 1: 0.01})
+    with pytest.raises(RuntimeError, match="no segment can start"):
+        run(pool, [Seg(0, 1), Seg(1, 0)])
