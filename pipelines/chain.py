@@ -253,6 +253,9 @@ def _check_clip_frames(ref: ModelRef, clip_frames: int | None) -> None:
 # 3.–5. Running a plan
 
 
+_TASK = {"image": "text2img", "video": "video"}  # the manifest's name for where each ran
+
+
 @dataclass
 class _Context:
     run: RunFolder
@@ -329,14 +332,14 @@ class _Context:
         try:
             return maker.run(items, planner=self.planner, cancel=self.cancel, **kw)
         finally:
-            self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
+            self._record(ref, _TASK[kind], maker.placement)
 
     def maker(self, ref: ModelRef, kind: str):
         """Where `kind` work of `ref` runs this run (`scale.maker_for`), made once: a pool's
         workers load the model then, and the manifest records where."""
         if (ref.spec, kind) not in self._makers:
             maker = self._makers[ref.spec, kind] = maker_for(ref, kind, self.runtime, self.pool)
-            self._record(ref, "text2img" if kind == "image" else "video", maker.placement)
+            self._record(ref, _TASK[kind], maker.placement)
         return self._makers[ref.spec, kind]
 
     def load(self, ref: ModelRef, task: str):

@@ -442,8 +442,7 @@ def _call(
     with torch.inference_mode(), around, stop:
         output = pipe(**kwargs)
     frames = np.asarray(output.frames, dtype=np.float32)[:, lead:]
-    if frames.shape[:1] + frames.shape[2:4] != (len(batch), job.height, job.width):
-        raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
+    _check_shape(loaded, frames, len(batch), job)
     if on_extra is not None and getattr(output, "audio", None) is not None:
         for each, audio in zip(batch, _soundtracks(pipe, output.audio), strict=True):
             on_extra(each, audio)
@@ -465,12 +464,17 @@ def _run_own(
     for job in batch:
         with torch.inference_mode():
             frames, extra = adapter.run(loaded.pipe, job, cancel)
-        if frames.shape[1:3] != (job.height, job.width):
-            raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
+        _check_shape(loaded, frames[None], 1, job)
         if on_extra is not None:
             on_extra(job, extra)
         out.append(frames)
     return out
+
+
+def _check_shape(loaded: LoadedModel, frames: np.ndarray, clips: int, job: ClipItem) -> None:
+    """(clips, F, H, W, 3) at the job's size, or one line naming the model."""
+    if frames.shape[:1] + frames.shape[2:4] != (clips, job.height, job.width):
+        raise RuntimeError(f"{loaded.ref.label} returned frames of shape {frames.shape}")
 
 
 def _soundtracks(pipe, audio) -> list[ClipAudio]:
